@@ -1,0 +1,3 @@
+from recon3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""The ``recon3d`` command line: a thin layer over the stage functions.
+
+Each subcommand lives in ``recon3d/cli/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; heavy imports happen inside ``run`` so ``--help`` stays fast. Errors a
+user can act on (:class:`~recon3d.errors.UserError`) print one line and exit non-zero; set
+``RECON3D_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from recon3d import __version__
+from recon3d.errors import UserError
+
+COMMANDS: list[tuple[str, str, str]] = [
+    ("run", "run", "the main job: photos (or the default scene) -> SfM -> evaluation -> training"),
+    ("scene", "scene", "render or list synthetic scenes with exact ground truth"),
+    ("calibrate", "calibrate", "camera intrinsics and distortion from checkerboard photos (mono or stereo)"),
+    ("undistort", "undistort", "undistort photos with a camera.json"),
+    ("sfm", "sfm", "structure from motion: features, matching, mapping, bundle adjustment"),
+    ("epipolar", "epipolar", "F, E, H, relative pose and a picture of epipolar lines for two photos"),
+    ("eval", "evaluate", "reprojection error, and pose error against ground truth, of a workspace"),
+    ("train", "train", "train a Gaussian splatting or NeRF model from a workspace's cameras"),
+    ("render", "render", "render views or a camera path from a trained model"),
+    ("export", "export", "export splats, or a nerfstudio dataset, from a workspace"),
+    ("import-nerfstudio", "import_nerfstudio", "make a workspace from a nerfstudio transforms.json"),
+    ("view", "view", "open a workspace in the browser viewer (cameras, points, splats, renders)"),
+    ("stereo", "stereo", "stereo depth: rectification, disparity, depth, point clouds, fusion"),
+    ("eval-stereo", "eval_stereo", "disparity and depth error of a stereo result against ground truth"),
+]
+
+
+def _placeholder(name: str):
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(args: argparse.Namespace) -> int:
+        raise UserError(f"`recon3d {name}` is not available in this version yet; see `recon3d --help` for what is")
+
+    return add_arguments, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recon3d",
+        description="recon3d: from a folder of photos to calibrated cameras, bundle-adjusted SfM, "
+        "Gaussian splats, NeRFs and stereo depth, with evaluation and a browser viewer. "
+        "Every command reads and writes a workspace folder (images/, database.db, sparse/0/, splat/, "
+        "nerf/, stereo/, reports/) that COLMAP and gsplat can read too.",
+        epilog="Start with `recon3d run -o ws` (renders the default scene and reconstructs it). "
+        "`recon3d COMMAND --help` explains each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"recon3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, module, help_text in COMMANDS:
+        try:
+            mod = importlib.import_module(f"recon3d.cli.{module}")
+            add_arguments, run = mod.add_arguments, mod.run
+            description = mod.__doc__ or help_text
+        except ModuleNotFoundError as exc:
+            if exc.name != f"recon3d.cli.{module}":
+                raise
+            add_arguments, run = _placeholder(name)
+            description = help_text + " (not available yet)"
+        p = sub.add_parser(name, help=help_text, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"recon3d {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"recon3d {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if os.environ.get("RECON3D_DEBUG"):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"recon3d {args.command}: internal error: {type(exc).__name__}: {first} "
+              "(rerun with RECON3D_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 1

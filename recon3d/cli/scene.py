@@ -1,0 +1,58 @@
+"""Render or list synthetic scenes with exact ground truth.
+
+  recon3d scene list
+  recon3d scene render orbit -o ws/orbit          # photos + true COLMAP model + depth
+  recon3d scene render my_scene.yaml -o out       # your own spec (see scenes/*.yaml)
+  recon3d scene render orbit -o ws --with-sparse  # also put the true model in sparse/0
+
+A multi-view scene writes images/, gt/sparse/0/ (COLMAP text), gt/depth/*.npy (float32 z-depth,
+inf where no surface) and scene.yaml; stereo and checkerboard scenes write their own layouts
+(see `recon3d/scenes/stereo.py` and `board.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="list the shipped scenes")
+    r = sub.add_parser("render", help="render a scene into a folder")
+    r.add_argument("scene", help="a shipped scene name (see `recon3d scene list`) or a path to a .yaml spec")
+    r.add_argument("-o", "--output", required=True, type=Path, help="output folder (a workspace)")
+    r.add_argument("--with-sparse", action="store_true",
+                   help="also write the true model as sparse/0 (binary), to train without running SfM")
+    r.add_argument("--overwrite", action="store_true", help="render again even if the folder holds this scene")
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon3d.scenes import list_scenes, load_spec, render_scene, write_gt_as_sparse
+    from recon3d.progress import progress, summary
+    from recon3d.workspace import Workspace
+
+    if args.action == "list":
+        for name, path in list_scenes().items():
+            print(f"{name:14s} {load_spec(path).description}")
+        return 0
+    spec = load_spec(args.scene)
+    ws = Workspace(args.output)
+    if not args.overwrite and ws.is_done("scene", spec):
+        print(f"{args.output}: scene {spec.name!r} already rendered (use --overwrite to render again)")
+    else:
+        t0 = time.perf_counter()
+        ws.create()
+        ws.clear_done("scene")
+        info = render_scene(spec, args.output, progress=progress)
+        ws.mark_done("scene", spec, {"scene": args.output / "scene.yaml"})
+        rows = [(k, v) for k, v in info.items()] + [("time", f"{time.perf_counter() - t0:.1f} s")]
+        print(summary(f"rendered scene {spec.name!r} ({spec.kind}) into {args.output}", rows))
+    if args.with_sparse:
+        if spec.kind != "multiview":
+            from recon3d.errors import UserError
+
+            raise UserError(f"--with-sparse needs a multi-view scene; {spec.name!r} is a {spec.kind} scene")
+        print(f"true model written to {write_gt_as_sparse(ws)}")
+    return 0

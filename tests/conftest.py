@@ -1,0 +1,88 @@
+"""Shared fixtures: synthetic scenes with exact ground truth, and the real photo sets.
+
+Scenes are rendered once per test session. Set ``RECON3D_TEST_CACHE=/some/dir`` to keep
+renders between runs (they are deterministic; a changed spec renders again).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recon3d.scenes import load_spec, render_scene, write_gt_as_sparse
+from recon3d.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
+
+
+def _rendered(tmp_path_factory, name: str) -> Path:
+    spec = load_spec(name)
+    cache = os.environ.get("RECON3D_TEST_CACHE")
+    root = Path(cache) / name if cache else tmp_path_factory.mktemp(name)
+    ws = Workspace(root)
+    if not ws.is_done("scene", spec):
+        ws.create()
+        render_scene(spec, root)
+        ws.mark_done("scene", spec)
+    return root
+
+
+@pytest.fixture(scope="session")
+def orbit_scene(tmp_path_factory) -> Path:
+    """The rendered ``orbit`` scene (read-only: copy it before writing into it)."""
+    return _rendered(tmp_path_factory, "orbit")
+
+
+@pytest.fixture(scope="session")
+def facade_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "facade")
+
+
+@pytest.fixture(scope="session")
+def checkerboard_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "checkerboard")
+
+
+@pytest.fixture(scope="session")
+def stereo_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "stereo")
+
+
+@pytest.fixture
+def orbit_ws(orbit_scene, tmp_path) -> Workspace:
+    """A private copy of the orbit scene as a workspace with the true model in ``sparse/0``."""
+    root = tmp_path / "orbit_ws"
+    shutil.copytree(orbit_scene / "images", root / "images")
+    shutil.copytree(orbit_scene / "gt", root / "gt")
+    ws = Workspace(root)
+    write_gt_as_sparse(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (the real photo sets); tests using it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real photo sets not found at {SHARED_DATA}")
+    return SHARED_DATA
