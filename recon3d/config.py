@@ -146,7 +146,8 @@ def dump_yaml(cfg: Any) -> str:
     for key, value in data.items():
         if key in docs:
             lines.append(f"# {key}: {docs[key]}")
-        lines.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None).rstrip())
+        flow = None if isinstance(value, (dict, list)) and value else False
+        lines.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=flow, width=100).rstrip())
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,82 @@
+"""The command line: help, scene rendering, and one-line errors with non-zero exits."""
+
+import subprocess
+import sys
+
+import pycolmap
+import pytest
+import yaml
+
+from recon3d.cli import COMMANDS
+
+
+def recon3d(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "recon3d", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, res.stderr
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_help_lists_every_subcommand():
+    res = recon3d("--help")
+    assert res.returncode == 0
+    for name in ["scene", "calibrate", "sfm", "eval", "train", "export", "view", "stereo", "run"]:
+        assert name in res.stdout
+    assert len(COMMANDS) >= 9
+
+
+@pytest.fixture
+def tiny_spec(tmp_path):
+    from recon3d.config import to_dict
+    from recon3d.scenes import load_spec
+
+    spec = to_dict(load_spec("orbit"))
+    spec.update(name="tiny", points=100)
+    spec["camera"].update(width=96, height=72, fx=80.0, fy=80.0)
+    spec["views"]["count"] = 3
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_scene_render_and_rerun_skips(tiny_spec, tmp_path):
+    out = tmp_path / "ws"
+    res = recon3d("scene", "render", tiny_spec, "-o", out, "--with-sparse")
+    assert res.returncode == 0, res.stderr
+    assert "rendered scene 'tiny'" in res.stdout
+    assert len(list((out / "images").glob("*.png"))) == 3
+    rec = pycolmap.Reconstruction(str(out / "gt" / "sparse" / "0"))
+    assert rec.num_reg_images() == 3
+    assert pycolmap.Reconstruction(str(out / "sparse" / "0")).num_points3D() == rec.num_points3D()
+    assert "# seed:" in (out / "scene.yaml").read_text()
+    again = recon3d("scene", "render", tiny_spec, "-o", out)
+    assert again.returncode == 0 and "already rendered" in again.stdout
+
+
+def test_scene_list():
+    res = recon3d("scene", "list")
+    assert res.returncode == 0 and "orbit" in res.stdout and "checkerboard" in res.stdout
+
+
+def test_unknown_scene(tmp_path):
+    assert_one_line_error(recon3d("scene", "render", "nope", "-o", tmp_path / "x"), "unknown scene 'nope'", "orbit")
+
+
+def test_bad_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("camera: {width: 640\n")
+    assert_one_line_error(recon3d("scene", "render", bad, "-o", tmp_path / "x"), "invalid YAML")
+    bad.write_text("camera: {widht: 640}\n")
+    assert_one_line_error(recon3d("scene", "render", bad, "-o", tmp_path / "x"), "unknown key(s) widht")
+
+
+def test_unwritable_output(tmp_path, tiny_spec):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    assert_one_line_error(recon3d("scene", "render", tiny_spec, "-o", blocker / "ws"), "cannot create the workspace")

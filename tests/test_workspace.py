@@ -1,0 +1,82 @@
+"""Workspace layout, atomic writes and stage bookkeeping."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from recon3d.errors import UserError
+from recon3d.workspace import Workspace, atomic_dir, atomic_write_text, list_images
+
+
+@dataclass
+class Cfg:
+    steps: int = 3
+    """Steps."""
+
+
+def test_layout(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    assert ws.model == tmp_path / "ws" / "sparse" / "0"
+    assert ws.database.name == "database.db"
+    assert ws.gt_model == tmp_path / "ws" / "gt" / "sparse" / "0"
+    assert not ws.root.exists()
+    ws.create()
+    assert ws.root.is_dir() and not ws.has_model()
+
+
+def test_require_model_messages(tmp_path):
+    with pytest.raises(UserError, match="no such workspace"):
+        Workspace(tmp_path / "missing").require_model()
+    ws = Workspace(tmp_path / "ws").create()
+    with pytest.raises(UserError, match="recon3d sfm"):
+        ws.require_model()
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    p = atomic_write_text(tmp_path / "a" / "b.txt", "hello")
+    assert p.read_text() == "hello"
+    assert sorted(x.name for x in p.parent.iterdir()) == ["b.txt"]
+
+
+def test_atomic_dir_keeps_old_on_failure(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "x.txt").write_text("v1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "x.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert (target / "x.txt").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with atomic_dir(target) as tmp:
+        (tmp / "y.txt").write_text("v2")
+    assert sorted(p.name for p in target.iterdir()) == ["y.txt"]
+
+
+def test_stage_markers(tmp_path):
+    ws = Workspace(tmp_path).create()
+    assert not ws.is_done("sfm")
+    ws.mark_done("sfm", Cfg(), {"model": ws.model})
+    assert ws.is_done("sfm") and ws.is_done("sfm", Cfg())
+    assert not ws.is_done("sfm", Cfg(steps=4))
+    assert ws.stage_info("sfm")["outputs"]["model"].endswith("sparse/0")
+    ws.clear_done("sfm")
+    assert not ws.is_done("sfm")
+
+
+def test_save_config_writes_docs(tmp_path):
+    ws = Workspace(tmp_path).create()
+    path = ws.save_config(Cfg(steps=7), ws.splat)
+    text = path.read_text()
+    assert "# steps: Steps." in text and "steps: 7" in text
+
+
+def test_list_images_errors(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        list_images(tmp_path / "nope")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="no images found"):
+        list_images(tmp_path)
+    (tmp_path / "b.JPG").write_bytes(b"")
+    (tmp_path / "a.png").write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG"]
