@@ -1,0 +1,622 @@
+"""Camera calibration from checkerboard or ChArUco photos: one camera, or a stereo rig.
+
+  calibrate_mono([Path("photos/")], CalibrationConfig(board=Board(9, 6, 0.025)), Path("camera.json"))
+  calibrate_stereo([Path("left/")], [Path("right/")], config, Path("stereo.json"))
+
+Each finds the board in every photo (:mod:`recon3d.calibrate_board`), calibrates with OpenCV,
+drops views whose reprojection error is far above the rest, calibrates again, and writes:
+
+* ``camera.json`` (:class:`recon3d.camera.Camera`, K in COLMAP pixel centres) with ``rms_px``,
+  ``coverage`` and ``views`` (per image: ``image``, ``found``, ``used``, ``rms_px``, ...);
+  for a rig ``stereo.json`` (:class:`recon3d.rig.StereoRig`: R, T, E, F, R1, R2, P1, P2, Q,
+  baseline) with ``pairs`` (per pair: reprojection and rectified epipolar error);
+* the same as an OpenCV FileStorage YAML beside it (``camera.yaml``; OpenCV pixel centres there,
+  as OpenCV tools expect);
+* a picture beside it (``camera.png``): detected corners of one view, per-view errors, and where
+  the corners fell on the sensor.
+
+Nothing is written unless calibration succeeds; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from recon3d import geometry
+from recon3d.calibrate_board import Board, Detection, detect_board
+from recon3d.camera import CAMERA_MODELS, Camera
+from recon3d.errors import UserError
+from recon3d.rig import Rectification, StereoRig
+from recon3d.workspace import IMAGE_EXTENSIONS, atomic_path, list_images
+
+
+@dataclass
+class CalibrationConfig:
+    """How to calibrate."""
+
+    board: Board = field(default_factory=Board)
+    """The calibration target."""
+    model: str = "pinhole"
+    """Lens model: 'pinhole' (k1, k2, p1, p2, k3), 'rational' (+ k4, k5, k6) or 'fisheye' (k1..k4)."""
+    min_views: int = 5
+    """Fewest usable views (pairs, for a rig) to calibrate from."""
+    outlier_factor: float = 3.0
+    """A view is dropped when its RMS error exceeds this many times the median ..."""
+    outlier_min_px: float = 0.25
+    """... and also exceeds the median by this many pixels."""
+    min_corners: int = 8
+    """ChArUco views with fewer detected corners are skipped."""
+    max_detect_size: int = 1600
+    """Checkerboards are searched in a copy downscaled to this longer side, then refined at full size."""
+    refine_rig: bool = True
+    """Stereo: after fixing each camera's intrinsics, refine intrinsics and rig jointly."""
+
+    def __post_init__(self) -> None:
+        if self.model not in CAMERA_MODELS:
+            raise UserError(f"--model {self.model!r}: unknown lens model; use one of {', '.join(CAMERA_MODELS)}")
+        if self.min_views < 3:
+            raise UserError("at least 3 views are needed to calibrate a camera")
+
+
+# ------------------------------------------------------------------------------------ inputs
+def collect_images(inputs: list[Path | str], what: str = "IMAGES") -> list[Path]:
+    """Image files from a list of files and folders (folders: their images, sorted by name)."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            paths.extend(list_images(item))
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder; give {what} as photo files or folders of photos")
+    if not paths:
+        raise UserError(f"no images given for {what}; give photo files or folders")
+    return paths
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """``(H, W)`` uint8 grey image; an unreadable file is a :class:`UserError`."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        hint = "" if path.suffix.lower() in IMAGE_EXTENSIONS else f" (its extension {path.suffix!r} is not an image type)"
+        raise UserError(f"{path}: cannot read this image{hint}; remove it from the inputs or replace it")
+    return img
+
+
+def detect_all(paths: list[Path], config: CalibrationConfig, desc: str = "detect board") -> list[Detection]:
+    """Detect the board in every image (threads; OpenCV releases the GIL), in input order."""
+    from recon3d.progress import progress
+
+    def one(path: Path) -> Detection:
+        return detect_board(read_gray(path), config.board, str(path), config.max_detect_size, config.min_corners)
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        detections = list(progress(pool.map(one, paths), desc=desc, unit="image", total=len(paths)))
+    sizes = {d.size for d in detections}
+    if len(sizes) > 1:
+        first = detections[0]
+        other = next(d for d in detections if d.size != first.size)
+        raise UserError(f"{other.image}: image size {other.size[0]}x{other.size[1]} differs from "
+                        f"{first.image} ({first.size[0]}x{first.size[1]}); calibrate one camera (one image size) at a time")
+    return detections
+
+
+# ----------------------------------------------------------------------------- single camera
+def _flag(name: str) -> int:
+    """An OpenCV fisheye flag (``cv2.fisheye.X`` in OpenCV 4, ``cv2.X`` in OpenCV 5)."""
+    for value in (getattr(cv2.fisheye, name, None), getattr(cv2, f"fisheye_{name}", None), getattr(cv2, name, None)):
+        if value is not None:
+            return int(value)
+    raise AttributeError(f"OpenCV has no fisheye flag {name}")
+
+
+def project_board(camera: Camera, cam_from_board: np.ndarray, object_points: np.ndarray) -> np.ndarray:
+    """Pixels (COLMAP centres) of board points, ``(3, 4), (N, 3) -> (N, 2)``, any lens model."""
+    rvec = cv2.Rodrigues(cam_from_board[:, :3])[0]
+    tvec = cam_from_board[:, 3].reshape(3, 1)
+    if camera.model == "fisheye":
+        pts, _ = cv2.fisheye.projectPoints(object_points.reshape(-1, 1, 3).astype(np.float64), rvec, tvec,
+                                           camera.K_opencv, camera.dist)
+    else:
+        pts, _ = cv2.projectPoints(object_points.astype(np.float64), rvec, tvec, camera.K_opencv, camera.dist)
+    return pts.reshape(-1, 2) + 0.5
+
+
+def fit_camera(object_points: list[np.ndarray], image_points: list[np.ndarray], size: tuple[int, int],
+               model: str = "pinhole", fixed: tuple[str, ...] = ()) -> tuple[Camera, np.ndarray, np.ndarray]:
+    """Calibrate one camera with OpenCV.
+
+    Args:
+        object_points: per view ``(N_v, 3)`` board points (z = 0).
+        image_points: per view ``(N_v, 2)`` pixels, COLMAP pixel centres.
+        size: (width, height).
+        model: 'pinhole', 'rational' or 'fisheye'.
+        fixed: radial coefficients held at 0, e.g. ``("k3",)``.
+    Returns:
+        the camera, ``(V, 3, 4)`` cam_from_board per view, ``(V,)`` RMS reprojection error per view.
+    """
+    W, H = size
+    obj = [np.asarray(o, np.float64).reshape(-1, 1, 3) for o in object_points]
+    img = [(np.asarray(p, np.float64) - 0.5).reshape(-1, 1, 2) for p in image_points]
+    try:
+        if model == "fisheye":
+            flags = _flag("CALIB_RECOMPUTE_EXTRINSIC") | _flag("CALIB_FIX_SKEW")
+            for name in fixed:
+                flags |= _flag(f"CALIB_FIX_{name.upper()}")
+            K0 = np.array([[0.5 * max(W, H), 0, W / 2 - 0.5], [0, 0.5 * max(W, H), H / 2 - 0.5], [0, 0, 1]])
+            _, K, dist, rvecs, tvecs = cv2.fisheye.calibrate(
+                obj, img, (W, H), K0, np.zeros(4), flags=flags,
+                criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-10))
+        else:
+            flags = cv2.CALIB_RATIONAL_MODEL if model == "rational" else 0
+            for name in fixed:
+                flags |= getattr(cv2, f"CALIB_FIX_{name.upper()}")
+            _, K, dist, rvecs, tvecs = cv2.calibrateCamera(
+                [o.astype(np.float32) for o in obj], [p.astype(np.float32) for p in img], (W, H), None, None,
+                flags=flags, criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12))
+    except cv2.error as exc:
+        raise UserError(f"OpenCV could not calibrate from these views ({str(exc).strip().splitlines()[-1]}); "
+                        "take more views with the board tilted and covering the image") from None
+    camera = Camera(W, H, geometry.K_colmap_from_opencv(K), np.asarray(dist).reshape(-1), model)
+    poses = np.stack([np.concatenate([cv2.Rodrigues(np.asarray(r, np.float64))[0], np.asarray(t, np.float64).reshape(3, 1)], 1)
+                      for r, t in zip(rvecs, tvecs)])
+    rms = np.array([np.sqrt(np.mean(np.sum((project_board(camera, P, o.reshape(-1, 3)) - p) ** 2, -1)))
+                    for P, o, p in zip(poses, obj, image_points)])
+    return camera, poses, rms
+
+
+FIX_LEVELS: dict[str, list[tuple[str, ...]]] = {
+    "pinhole": [(), ("k3",), ("k2", "k3")],
+    "rational": [(), ("k3", "k6"), ("k3", "k4", "k5", "k6")],
+    "fisheye": [(), ("k4",), ("k3", "k4")],
+}
+"""Per lens model, the radial coefficients to hold at 0, tried in turn while the fit folds back."""
+
+
+def distortion_folds(camera: Camera) -> bool:
+    """Whether the radial distortion stops growing before the image corners (so it cannot be inverted there).
+
+    A fit from views that leave the sensor's edges empty can bend back (e.g. a large negative k3);
+    undistorting such a model maps the image corners nowhere. Tangential terms are ignored.
+    """
+    K, d = camera.K, np.concatenate([camera.dist, np.zeros(8)])
+    corners = np.array([[0, 0], [camera.width, 0], [0, camera.height], [camera.width, camera.height]], float)
+    rd_max = float(np.max(np.hypot((corners[:, 0] - K[0, 2]) / K[0, 0], (corners[:, 1] - K[1, 2]) / K[1, 1])))
+    if camera.model == "fisheye":
+        t = np.linspace(0, np.pi / 2, 4000)
+        t2 = t * t
+        f = t * (1 + d[0] * t2 + d[1] * t2 ** 2 + d[2] * t2 ** 3 + d[3] * t2 ** 4)
+    else:
+        r = np.linspace(0, max(4.0, 4 * rd_max), 8000)
+        r2 = r * r
+        num = 1 + d[0] * r2 + d[1] * r2 ** 2 + d[4] * r2 ** 3
+        den = 1 + d[5] * r2 + d[6] * r2 ** 2 + d[7] * r2 ** 3
+        if np.any(den <= 0):
+            den = np.where(den <= 0, np.nan, den)
+        f = r * num / den
+    df = np.diff(f)
+    stop = np.flatnonzero(~(df > 0))
+    reach = f[: stop[0] + 1].max() if len(stop) else np.nanmax(f)
+    return not reach > 1.01 * rd_max
+
+
+def _outliers(errors: np.ndarray, config: CalibrationConfig, keep_at_least: int) -> np.ndarray:
+    """Indices (into ``errors``) of views far above the rest, worst first, never leaving fewer than ``keep_at_least``."""
+    med = float(np.median(errors))
+    bad = np.flatnonzero((errors > config.outlier_factor * med) & (errors > med + config.outlier_min_px))
+    bad = bad[np.argsort(-errors[bad])]
+    return bad[: max(0, len(errors) - keep_at_least)]
+
+
+@dataclass
+class MonoResult:
+    """A calibrated camera and what each view contributed."""
+
+    camera: Camera
+    detections: list[Detection]
+    used: np.ndarray
+    """``(V,)`` bool: the view took part in the final calibration."""
+    view_rms: np.ndarray
+    """``(V,)`` RMS reprojection error (px) with the final camera; NaN where the board was not found."""
+    poses: dict[int, np.ndarray]
+    """view index -> ``(3, 4)`` cam_from_board, for views with the board."""
+    rms: float
+    """RMS reprojection error over all corners of the used views (px)."""
+    notes: dict[int, str] = field(default_factory=dict)
+    """view index -> why it was skipped or dropped."""
+    fixed: list[str] = field(default_factory=list)
+    """Distortion coefficients held at 0 because the free fit folded back inside the image."""
+    model_note: str = ""
+    """Why coefficients were held (empty when none were)."""
+
+
+def _too_few(n: int, total: int, config: CalibrationConfig, what: str = "images") -> UserError:
+    board = config.board
+    if n == 0:
+        return UserError(f"the {board.describe()} was found in none of the {total} {what}; check --board "
+                         f"(COLSxROWS of {'squares' if board.charuco else 'inner corners: a board of 10x7 squares is 9x6'})"
+                         f"{' and --charuco' if board.charuco else ''}, and that the whole board is visible")
+    return UserError(f"the board was found in only {n} of {total} {what} (need at least {config.min_views}); "
+                     "take more photos with the whole board in view")
+
+
+def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> MonoResult:
+    """Calibrate from detections; drop views whose error is far above the rest and calibrate again.
+
+    Args:
+        detections: one per image (found or not), all of one image size.
+    Returns:
+        a :class:`MonoResult`; fewer than ``config.min_views`` usable views is a :class:`UserError`.
+    """
+    board = config.board
+    found = [i for i, d in enumerate(detections) if d.found]
+    notes = {i: d.method for i, d in enumerate(detections) if not d.found}
+    if len(found) < config.min_views:
+        raise _too_few(len(found), len(detections), config)
+    size = detections[found[0]].size
+    fold_note = ""
+    for fixed in FIX_LEVELS[config.model]:
+        used = list(found)
+        drop_notes: dict[int, str] = {}
+        for _ in range(3):
+            camera, poses, rms = fit_camera([detections[i].object_points(board) for i in used],
+                                            [detections[i].corners for i in used], size, config.model, fixed)
+            bad = _outliers(rms, config, config.min_views)
+            if len(bad) == 0:
+                break
+            med = float(np.median(rms))
+            for b in bad:
+                drop_notes[used[b]] = f"dropped: error {rms[b]:.2f} px is {rms[b] / med:.1f}x the median {med:.2f} px"
+            used = [u for k, u in enumerate(used) if k not in set(bad.tolist())]
+        if not distortion_folds(camera):
+            break
+        fold_note = (f"with {', '.join(fixed) or 'all coefficients'} free the fitted distortion folds back inside the "
+                     "image (too few corners near the edges to pin it down)")
+    notes.update(drop_notes)
+    if fold_note:
+        fold_note += "; " + (f"held {', '.join(fixed)} at 0" if fixed else "")
+        if distortion_folds(camera):
+            fold_note += "; still folds: take photos with the board near the image edges and corners"
+    # per-view error of every found view with the final camera (dropped ones by their own pose)
+    view_rms = np.full(len(detections), np.nan)
+    all_poses: dict[int, np.ndarray] = {}
+    for k, i in enumerate(used):
+        view_rms[i], all_poses[i] = rms[k], poses[k]
+    for i in found:
+        if i in all_poses:
+            continue
+        d = detections[i]
+        obj = d.object_points(board)
+        pose = _solve_pose(camera, obj, d.corners)
+        all_poses[i] = pose
+        view_rms[i] = np.sqrt(np.mean(np.sum((project_board(camera, pose, obj) - d.corners) ** 2, -1)))
+    used_mask = np.zeros(len(detections), bool)
+    used_mask[used] = True
+    err2 = np.concatenate([np.sum((project_board(camera, all_poses[i], detections[i].object_points(board))
+                                   - detections[i].corners) ** 2, -1) for i in used])
+    total = float(np.sqrt(err2.mean()))
+    camera.extras = {"rms_px": total}
+    return MonoResult(camera, detections, used_mask, view_rms, all_poses, total, notes, list(fixed), fold_note)
+
+
+def _solve_pose(camera: Camera, obj: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``(3, 4)`` cam_from_board of one view with a known camera."""
+    if camera.model == "fisheye":
+        ok, rvec, tvec = cv2.fisheye.solvePnP(obj.reshape(-1, 1, 3), (pixels - 0.5).reshape(-1, 1, 2),
+                                             camera.K_opencv, camera.dist)
+    else:
+        ok, rvec, tvec = cv2.solvePnP(obj, pixels - 0.5, camera.K_opencv, camera.dist)
+    return np.concatenate([cv2.Rodrigues(rvec)[0], tvec.reshape(3, 1)], 1)
+
+
+def coverage(points: np.ndarray, size: tuple[int, int], cells: tuple[int, int] = (8, 6)) -> float:
+    """Fraction of a ``cells`` grid over the sensor that holds at least one of ``(N, 2)`` points."""
+    W, H = size
+    if len(points) == 0:
+        return 0.0
+    cx = np.clip((points[:, 0] / W * cells[0]).astype(int), 0, cells[0] - 1)
+    cy = np.clip((points[:, 1] / H * cells[1]).astype(int), 0, cells[1] - 1)
+    return len(set(zip(cx.tolist(), cy.tolist()))) / (cells[0] * cells[1])
+
+
+def mono_json(result: MonoResult, config: CalibrationConfig) -> Camera:
+    """The camera with its report extras (rms_px, coverage, views) filled in."""
+    cam = result.camera
+    views = []
+    for i, d in enumerate(result.detections):
+        v = {"image": d.image, "found": bool(d.found), "used": bool(result.used[i]),
+             "rms_px": None if np.isnan(result.view_rms[i]) else float(result.view_rms[i]),
+             "corners": int(len(d.corners)), "detector": d.method if d.found else None}
+        if i in result.notes:
+            v["note"] = result.notes[i]
+        if i in result.poses:
+            v["cam_from_board"] = result.poses[i].tolist()
+        views.append(v)
+    used_pts = np.concatenate([result.detections[i].corners for i in np.flatnonzero(result.used)])
+    cam.extras = {
+        "rms_px": result.rms,
+        "views_used": int(result.used.sum()), "views_found": int(sum(d.found for d in result.detections)),
+        "coverage": coverage(used_pts, (cam.width, cam.height)),
+        "fixed_coefficients": result.fixed,
+        "board": config.board.to_json(),
+        "views": views,
+    }
+    if result.model_note:
+        cam.extras["note"] = result.model_note
+    return cam
+
+
+# ---------------------------------------------------------------------------------- outputs
+def _opencv_P(P: np.ndarray) -> np.ndarray:
+    P = np.array(P, dtype=np.float64, copy=True)
+    P[0, 3] -= 0.5 * P[2, 3]
+    P[1, 3] -= 0.5 * P[2, 3]
+    P[0, 2] -= 0.5
+    P[1, 2] -= 0.5
+    return P
+
+
+def _opencv_Q(Q: np.ndarray) -> np.ndarray:
+    Q = np.array(Q, dtype=np.float64, copy=True)
+    Q[0, 3] += 0.5
+    Q[1, 3] += 0.5
+    return Q
+
+
+def write_opencv_yaml(path: Path, entries: dict[str, object], comment: str) -> Path:
+    """Write ``entries`` (numbers, strings, arrays) as an OpenCV FileStorage YAML, atomically."""
+    with atomic_path(path) as tmp:
+        fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE)
+        for line in comment.splitlines():
+            fs.writeComment(line)
+        for key, value in entries.items():
+            if isinstance(value, np.ndarray):
+                fs.write(key, value.astype(np.float64))
+            elif isinstance(value, (bool, np.bool_)):
+                fs.write(key, int(value))
+            elif isinstance(value, (int, np.integer)):
+                fs.write(key, int(value))
+            elif isinstance(value, (float, np.floating)):
+                fs.write(key, float(value))
+            else:
+                fs.write(key, str(value))
+        fs.release()
+    return path
+
+
+_YAML_NOTE = ("recon3d calibration in OpenCV's convention: pixel centres on integers (K[0,2] = cx - 0.5 "
+              "of the JSON file,\nwhich uses COLMAP pixel centres). Load with cv2.FileStorage(path, cv2.FILE_STORAGE_READ).")
+
+
+def camera_yaml_entries(camera: Camera, prefix: str = "") -> dict[str, object]:
+    """FileStorage keys of one camera (OpenCV pixel convention)."""
+    return {f"{prefix}image_width": camera.width, f"{prefix}image_height": camera.height,
+            f"{prefix}model": camera.model, f"{prefix}camera_matrix": camera.K_opencv,
+            f"{prefix}distortion_coefficients": camera.dist.reshape(1, -1)}
+
+
+def sidecars(output: Path) -> tuple[Path, Path]:
+    """The YAML and PNG written beside ``output`` (same stem)."""
+    return output.with_suffix(".yaml"), output.with_suffix(".png")
+
+
+def _check_output(output: Path) -> Path:
+    output = Path(output)
+    if output.suffix.lower() != ".json":
+        raise UserError(f"-o {output}: the output must be a .json file (a .yaml and a .png are written beside it)")
+    if output.is_dir():
+        raise UserError(f"-o {output}: is a folder; give a file name such as {output / 'camera.json'}")
+    return output
+
+
+def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: Path) -> tuple[Path, MonoResult]:
+    """Calibrate one camera from photos; write ``output`` (camera.json), its .yaml and its .png.
+
+    Args:
+        inputs: image files and/or folders of images.
+        output: the camera.json path.
+    Returns:
+        ``output`` and the :class:`MonoResult`.
+    """
+    from recon3d.calibrate_plots import plot_mono
+
+    output = _check_output(output)
+    paths = collect_images(inputs)
+    detections = detect_all(paths, config)
+    result = calibrate_views(detections, config)
+    camera = mono_json(result, config)
+    yaml_path, png_path = sidecars(output)
+    with atomic_path(png_path) as tmp:
+        plot_mono(result, config, tmp)
+    entries = {"pixel_convention": "opencv", **camera_yaml_entries(camera),
+               "avg_reprojection_error": result.rms, "views_used": int(result.used.sum())}
+    write_opencv_yaml(yaml_path, entries, _YAML_NOTE)
+    camera.save(output)
+    return output, result
+
+
+# ------------------------------------------------------------------------------------ stereo
+@dataclass
+class StereoResult:
+    """A calibrated rig and what each pair contributed."""
+
+    rig: StereoRig
+    rect: Rectification
+    left: MonoResult
+    right: MonoResult
+    pairs: list[dict]
+    """Per pair: left, right, found, used, rms_px, epipolar_px, note."""
+    rms: float
+    """RMS reprojection error of the stereo calibration over the used pairs (px)."""
+    epipolar_rms: float
+    """RMS vertical disparity of the detected corners after rectification, used pairs (px)."""
+
+
+def _common(dl: Detection, dr: Detection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Corner ids seen in both views and their pixels, ``(N,), (N, 2), (N, 2)``."""
+    ids, il, ir = np.intersect1d(dl.ids, dr.ids, return_indices=True)
+    return ids, dl.corners[il], dr.corners[ir]
+
+
+def rectified_points(camera: Camera, R: np.ndarray, P: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """Pixels of raw pixels in a rectified camera, ``(N, 2) -> (N, 2)`` (COLMAP centres, as ``P`` is)."""
+    rays = camera.rays(np.asarray(pixels, np.float64)) @ np.asarray(R).T
+    return geometry.pixels_from_cam(np.asarray(P)[:3, :3], rays)
+
+
+def _stereo_fit(obj, pl, pr, left: Camera, right: Camera, size, refine: bool):
+    W, H = size
+    obj32 = [o.astype(np.float32) for o in obj]
+    l32 = [(p - 0.5).astype(np.float32) for p in pl]
+    r32 = [(p - 0.5).astype(np.float32) for p in pr]
+    crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    try:
+        out = cv2.stereoCalibrateExtended(obj32, l32, r32, left.K_opencv, left.dist, right.K_opencv, right.dist,
+                                          (W, H), None, None, flags=cv2.CALIB_FIX_INTRINSIC, criteria=crit)
+        rms, R, T, errs = out[0], out[5], out[6], out[-1]
+        K1, D1, K2, D2 = left.K_opencv, left.dist, right.K_opencv, right.dist
+        if refine:
+            flags = cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_USE_EXTRINSIC_GUESS
+            if left.model == "rational":
+                flags |= cv2.CALIB_RATIONAL_MODEL
+            out2 = cv2.stereoCalibrateExtended(obj32, l32, r32, K1.copy(), D1.copy(), K2.copy(), D2.copy(), (W, H),
+                                               R.copy(), T.copy(), flags=flags, criteria=crit)
+            f_change = max(abs(out2[1][0, 0] / K1[0, 0] - 1), abs(out2[3][0, 0] / K2[0, 0] - 1))
+            if np.isfinite(out2[0]) and out2[0] <= rms * 1.05 and f_change < 0.05:
+                rms, K1, D1, K2, D2, R, T, errs = out2[0], out2[1], out2[2], out2[3], out2[4], out2[5], out2[6], out2[-1]
+    except cv2.error as exc:
+        raise UserError(f"OpenCV could not calibrate the rig ({str(exc).strip().splitlines()[-1]}); "
+                        "take more pairs with the whole board seen by both cameras") from None
+    lc = Camera(W, H, geometry.K_colmap_from_opencv(K1), np.asarray(D1).reshape(-1), left.model)
+    rc = Camera(W, H, geometry.K_colmap_from_opencv(K2), np.asarray(D2).reshape(-1), right.model)
+    pair_rms = np.sqrt(np.mean(np.asarray(errs).reshape(-1, 2) ** 2, axis=1))
+    return lc, rc, np.asarray(R, np.float64), np.asarray(T, np.float64).reshape(3), float(rms), pair_rms
+
+
+def calibrate_rig(left: list[Detection], right: list[Detection], config: CalibrationConfig) -> StereoResult:
+    """Calibrate a stereo rig from per-pair detections (pair k = ``left[k]``, ``right[k]``).
+
+    Each camera is calibrated alone first (from every view that shows the board), then the rig
+    (R, T right_from_left) with the intrinsics fixed, then, with ``config.refine_rig``, everything
+    jointly. Pairs far above the rest are dropped and the rig calibrated again.
+    """
+    if config.model == "fisheye":
+        raise UserError("--model fisheye is not supported for stereo rigs yet; calibrate the rig with "
+                        "--model pinhole or rational, or each fisheye camera alone")
+    if len(left) != len(right):
+        raise UserError(f"{len(left)} left and {len(right)} right images; give the same number, "
+                        "in the same order (pairs are matched by sorted position)")
+    if left[0].size != right[0].size:
+        raise UserError(f"left images are {left[0].size[0]}x{left[0].size[1]} but right images "
+                        f"{right[0].size[0]}x{right[0].size[1]}; a rig needs two cameras of the same image size")
+    try:
+        lres = calibrate_views(left, config)
+    except UserError as exc:
+        raise UserError(f"left camera: {exc}") from None
+    try:
+        rres = calibrate_views(right, config)
+    except UserError as exc:
+        raise UserError(f"right camera: {exc}") from None
+    board = config.board
+    size = left[0].size
+    obj_all = board.object_points()
+    pairs: list[dict] = []
+    data: dict[int, tuple] = {}
+    for k, (dl, dr) in enumerate(zip(left, right)):
+        p = {"left": dl.image, "right": dr.image, "found": False, "used": False, "rms_px": None, "epipolar_px": None}
+        if not (dl.found and dr.found):
+            p["note"] = ("board not found in " + " and ".join(s for s, d in (("left", dl), ("right", dr)) if not d.found))
+        else:
+            ids, pl, pr = _common(dl, dr)
+            if len(ids) < max(6, config.min_corners if board.charuco else 0):
+                p["note"] = f"only {len(ids)} corners seen by both cameras"
+            else:
+                p["found"] = True
+                data[k] = (obj_all[ids], pl, pr)
+        pairs.append(p)
+    used = sorted(data)
+    if len(used) < config.min_views:
+        raise _too_few(len(used), len(pairs), config, "pairs (board seen by both cameras)")
+    for _ in range(3):
+        lc, rc, R, T, rms, pair_rms = _stereo_fit([data[k][0] for k in used], [data[k][1] for k in used],
+                                                  [data[k][2] for k in used], lres.camera, rres.camera, size,
+                                                  config.refine_rig)
+        bad = _outliers(pair_rms, config, config.min_views)
+        if len(bad) == 0:
+            break
+        med = float(np.median(pair_rms))
+        for b in bad:
+            pairs[used[b]]["rms_px"] = float(pair_rms[b])
+            pairs[used[b]]["note"] = f"dropped: error {pair_rms[b]:.2f} px is {pair_rms[b] / med:.1f}x the median {med:.2f} px"
+        used = [u for j, u in enumerate(used) if j not in set(bad.tolist())]
+    for j, k in enumerate(used):
+        pairs[k]["used"] = True
+        pairs[k]["rms_px"] = float(pair_rms[j])
+    lc.extras = {"rms_px": lres.rms, "calibration": "alone, then refined jointly with the rig"
+                 if config.refine_rig else "alone"}
+    rc.extras = {"rms_px": rres.rms, "calibration": lc.extras["calibration"]}
+    rig = StereoRig(lc, rc, R, T)
+    rect = rig.rectify(alpha=0.0)
+    epi = []
+    for k, (obj, pl, pr) in data.items():
+        yl = rectified_points(lc, rect.R1, rect.P1, pl)[:, 1]
+        yr = rectified_points(rc, rect.R2, rect.P2, pr)[:, 1]
+        e = float(np.sqrt(np.mean((yl - yr) ** 2)))
+        pairs[k]["epipolar_px"] = e
+        if pairs[k]["used"]:
+            epi.append((yl - yr) ** 2)
+    epipolar_rms = float(np.sqrt(np.concatenate(epi).mean()))
+    return StereoResult(rig, rect, lres, rres, pairs, rms, epipolar_rms)
+
+
+def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | str], config: CalibrationConfig,
+                     output: Path) -> tuple[Path, StereoResult]:
+    """Calibrate a stereo rig; write ``output`` (stereo.json), its .yaml and its .png.
+
+    Args:
+        left_inputs, right_inputs: files and/or folders; pairs are matched by sorted position.
+        output: the stereo.json path.
+    Returns:
+        ``output`` and the :class:`StereoResult`.
+    """
+    from recon3d.calibrate_plots import plot_stereo
+
+    output = _check_output(output)
+    lpaths = collect_images(left_inputs, "--left")
+    rpaths = collect_images(right_inputs, "--right")
+    if len(lpaths) != len(rpaths):
+        raise UserError(f"--left has {len(lpaths)} images but --right has {len(rpaths)}; give the same number, "
+                        "in the same order (pairs are matched by sorted position)")
+    left = detect_all(lpaths, config, "detect board (left)")
+    right = detect_all(rpaths, config, "detect board (right)")
+    result = calibrate_rig(left, right, config)
+    rig = result.rig
+    rig.extras = {"rms_px": result.rms, "epipolar_rms_px": result.epipolar_rms,
+                  "pairs_used": int(sum(p["used"] for p in result.pairs)), "board": config.board.to_json(),
+                  "pairs": result.pairs}
+    yaml_path, png_path = sidecars(output)
+    with atomic_path(png_path) as tmp:
+        plot_stereo(result, config, tmp)
+    rect = result.rect
+    entries = {"pixel_convention": "opencv", **camera_yaml_entries(rig.left, "left_"),
+               **camera_yaml_entries(rig.right, "right_"), "R": rig.R, "T": rig.T.reshape(3, 1),
+               "baseline": rig.baseline, "E": rig.E, "F": _F_opencv(rig), "R1": rect.R1, "R2": rect.R2,
+               "P1": _opencv_P(rect.P1), "P2": _opencv_P(rect.P2), "Q": _opencv_Q(rect.Q),
+               "avg_reprojection_error": result.rms, "epipolar_rms_px": result.epipolar_rms}
+    write_opencv_yaml(yaml_path, entries, _YAML_NOTE + "\nR, T map left-camera points to the right camera: "
+                      "X_r = R X_l + T (metres).")
+    rig.save(output, rect)
+    return output, result
+
+
+def _F_opencv(rig: StereoRig) -> np.ndarray:
+    """(3, 3) fundamental matrix for OpenCV pixel centres."""
+    return np.linalg.inv(rig.right.K_opencv).T @ rig.E @ np.linalg.inv(rig.left.K_opencv)
