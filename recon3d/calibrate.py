@@ -121,7 +121,7 @@ def _flag(name: str) -> int:
 def project_board(camera: Camera, cam_from_board: np.ndarray, object_points: np.ndarray) -> np.ndarray:
     """Pixels (COLMAP centres) of board points, ``(3, 4), (N, 3) -> (N, 2)``, any lens model."""
     rvec = cv2.Rodrigues(cam_from_board[:, :3])[0]
-    tvec = cam_from_board[:, 3].reshape(3, 1)
+    tvec = np.ascontiguousarray(cam_from_board[:, 3], dtype=np.float64).reshape(3, 1)
     if camera.model == "fisheye":
         pts, _ = cv2.fisheye.projectPoints(object_points.reshape(-1, 1, 3).astype(np.float64), rvec, tvec,
                                            camera.K_opencv, camera.dist)
@@ -152,8 +152,9 @@ def fit_camera(object_points: list[np.ndarray], image_points: list[np.ndarray], 
             for name in fixed:
                 flags |= _flag(f"CALIB_FIX_{name.upper()}")
             K0 = np.array([[0.5 * max(W, H), 0, W / 2 - 0.5], [0, 0.5 * max(W, H), H / 2 - 0.5], [0, 0, 1]])
+            # cv2.fisheye wants (1, N, c) arrays here: (N, 1, c) fails inside OpenCV 5
             _, K, dist, rvecs, tvecs = cv2.fisheye.calibrate(
-                obj, img, (W, H), K0, np.zeros(4), flags=flags,
+                [o.reshape(1, -1, 3) for o in obj], [p.reshape(1, -1, 2) for p in img], (W, H), K0, np.zeros(4), flags=flags,
                 criteria=(cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 200, 1e-10))
         else:
             flags = cv2.CALIB_RATIONAL_MODEL if model == "rational" else 0
@@ -244,8 +245,8 @@ def _too_few(n: int, total: int, config: CalibrationConfig, what: str = "images"
         return UserError(f"the {board.describe()} was found in none of the {total} {what}; check --board "
                          f"(COLSxROWS of {'squares' if board.charuco else 'inner corners: a board of 10x7 squares is 9x6'})"
                          f"{' and --charuco' if board.charuco else ''}, and that the whole board is visible")
-    return UserError(f"the board was found in only {n} of {total} {what} (need at least {config.min_views}); "
-                     "take more photos with the whole board in view")
+    return UserError(f"only {n} of the {total} {what} show the board{' to both cameras' if what == 'pairs' else ''} "
+                     f"(need at least {config.min_views}); add photos with the whole board in view")
 
 
 def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> MonoResult:
@@ -472,7 +473,7 @@ def rectified_points(camera: Camera, R: np.ndarray, P: np.ndarray, pixels: np.nd
     return geometry.pixels_from_cam(np.asarray(P)[:3, :3], rays)
 
 
-def _stereo_fit(obj, pl, pr, left: Camera, right: Camera, size, refine: bool):
+def _stereo_fit(obj, pl, pr, left: Camera, right: Camera, size, refine: bool, fixed: set[str]):
     W, H = size
     obj32 = [o.astype(np.float32) for o in obj]
     l32 = [(p - 0.5).astype(np.float32) for p in pl]
@@ -487,10 +488,14 @@ def _stereo_fit(obj, pl, pr, left: Camera, right: Camera, size, refine: bool):
             flags = cv2.CALIB_USE_INTRINSIC_GUESS | cv2.CALIB_USE_EXTRINSIC_GUESS
             if left.model == "rational":
                 flags |= cv2.CALIB_RATIONAL_MODEL
+            for name in fixed:
+                flags |= getattr(cv2, f"CALIB_FIX_{name.upper()}")
             out2 = cv2.stereoCalibrateExtended(obj32, l32, r32, K1.copy(), D1.copy(), K2.copy(), D2.copy(), (W, H),
                                                R.copy(), T.copy(), flags=flags, criteria=crit)
             f_change = max(abs(out2[1][0, 0] / K1[0, 0] - 1), abs(out2[3][0, 0] / K2[0, 0] - 1))
-            if np.isfinite(out2[0]) and out2[0] <= rms * 1.05 and f_change < 0.05:
+            folds = any(distortion_folds(Camera(W, H, geometry.K_colmap_from_opencv(K), np.asarray(D).reshape(-1),
+                                                left.model)) for K, D in ((out2[1], out2[2]), (out2[3], out2[4])))
+            if np.isfinite(out2[0]) and out2[0] <= rms * 1.05 and f_change < 0.05 and not folds:
                 rms, K1, D1, K2, D2, R, T, errs = out2[0], out2[1], out2[2], out2[3], out2[4], out2[5], out2[6], out2[-1]
     except cv2.error as exc:
         raise UserError(f"OpenCV could not calibrate the rig ({str(exc).strip().splitlines()[-1]}); "
@@ -544,11 +549,11 @@ def calibrate_rig(left: list[Detection], right: list[Detection], config: Calibra
         pairs.append(p)
     used = sorted(data)
     if len(used) < config.min_views:
-        raise _too_few(len(used), len(pairs), config, "pairs (board seen by both cameras)")
+        raise _too_few(len(used), len(pairs), config, "pairs")
     for _ in range(3):
         lc, rc, R, T, rms, pair_rms = _stereo_fit([data[k][0] for k in used], [data[k][1] for k in used],
                                                   [data[k][2] for k in used], lres.camera, rres.camera, size,
-                                                  config.refine_rig)
+                                                  config.refine_rig, set(lres.fixed) | set(rres.fixed))
         bad = _outliers(pair_rms, config, config.min_views)
         if len(bad) == 0:
             break
