@@ -565,9 +565,13 @@ def calibrate_rig(left: list[Detection], right: list[Detection], config: Calibra
     for j, k in enumerate(used):
         pairs[k]["used"] = True
         pairs[k]["rms_px"] = float(pair_rms[j])
-    lc.extras = {"rms_px": lres.rms, "calibration": "alone, then refined jointly with the rig"
-                 if config.refine_rig else "alone"}
-    rc.extras = {"rms_px": rres.rms, "calibration": lc.extras["calibration"]}
+    how = "alone, then refined jointly with the rig" if config.refine_rig else "alone"
+    for cam, res in ((lc, lres), (rc, rres)):
+        used_pts = np.concatenate([res.detections[i].corners for i in np.flatnonzero(res.used)])
+        cam.extras = {"rms_px": res.rms, "calibration": how, "views_used": int(res.used.sum()),
+                      "coverage": coverage(used_pts, size), "fixed_coefficients": res.fixed}
+        if res.model_note:
+            cam.extras["note"] = res.model_note
     rig = StereoRig(lc, rc, R, T)
     rect = rig.rectify(alpha=0.0)
     epi = []

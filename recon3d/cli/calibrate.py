@@ -9,6 +9,8 @@
 board's squares. --square is the side of one square in metres; it sets the unit of the stereo
 baseline. Views where the board is not found are listed and skipped; views whose error is far
 above the rest are dropped and the camera calibrated again. At least 5 usable views are needed.
+If the board never reached the image edges and the fitted distortion bends back there, k3 (then
+k2) is held at 0 and a note says so; photos with the board near the edges and corners help most.
 
 Writes camera.json (K in COLMAP pixel centres, dist in OpenCV order, rms_px, coverage and a
 per-view table), camera.yaml (the same for OpenCV's cv2.FileStorage, OpenCV pixel centres) and
@@ -107,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     print(summary(f"calibrated stereo rig ({rig.left.width}x{rig.left.height})", rows_))
     _print_skipped([(f"{Path(p['left']).name} / {Path(p['right']).name}", p["note"])
                     for p in res.pairs if "note" in p])
+    for side, cam in (("left", rig.left), ("right", rig.right)):
+        if cam.extras.get("note"):
+            print(f"note ({side}): {cam.extras['note']}")
+    _coverage_hint(min(rig.left.extras["coverage"], rig.right.extras["coverage"]))
     return 0
 
 
