@@ -17,7 +17,8 @@ from recon3d import geometry
 from recon3d.camera import Camera
 
 if TYPE_CHECKING:
-    from recon3d.calibrate import CalibrationConfig, MonoResult, StereoResult
+    from recon3d.calibrate import CalibrationConfig, MonoResult
+    from recon3d.calibrate_stereo import StereoResult
 
 CELLS = (8, 6)
 """The sensor grid the coverage fraction counts."""

@@ -176,7 +176,7 @@ def test_stereo_matches_truth(stereo, stereo_scene):
     assert abs(rig.baseline / true.baseline - 1) < 0.01
     assert float(geometry.rotation_angle_deg(rig.R, true.R)) < 0.1
     # true correspondences land on the same row after rectification
-    from recon3d.calibrate import rectified_points
+    from recon3d.calibrate_stereo import rectified_points
 
     rect = StereoRig.rectification_from_json(json.loads(stereo.read_text()))
     cl = np.load(stereo_scene / "gt" / "corners_left.npy").reshape(-1, 2)

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from recon3d.calibrate import CalibrationConfig, calibrate_mono, calibrate_stereo, sidecars
+    from recon3d.calibrate import CalibrationConfig, calibrate_mono, sidecars
+    from recon3d.calibrate_stereo import calibrate_stereo
     from recon3d.calibrate_board import Board, parse_board_size
     from recon3d.errors import UserError
     from recon3d.geometry import rotation_angle_deg
