@@ -209,12 +209,22 @@ def distortion_folds(camera: Camera) -> bool:
     return not reach > 1.01 * rd_max
 
 
+MAX_DROPS = 10
+"""At most this many views (pairs) are dropped, one per round, each followed by a new fit."""
+
+
 def _outliers(errors: np.ndarray, config: CalibrationConfig, keep_at_least: int) -> np.ndarray:
-    """Indices (into ``errors``) of views far above the rest, worst first, never leaving fewer than ``keep_at_least``."""
+    """The index (into ``errors``) of the worst view if it is far above the rest, as a 0- or 1-element array.
+
+    One at a time: a bad view drags the fit and inflates the errors of good ones, so the
+    caller refits after each drop. Never leaves fewer than ``keep_at_least`` views.
+    """
     med = float(np.median(errors))
-    bad = np.flatnonzero((errors > config.outlier_factor * med) & (errors > med + config.outlier_min_px))
-    bad = bad[np.argsort(-errors[bad])]
-    return bad[: max(0, len(errors) - keep_at_least)]
+    worst = int(np.argmax(errors))
+    if len(errors) <= keep_at_least or not (errors[worst] > config.outlier_factor * med
+                                            and errors[worst] > med + config.outlier_min_px):
+        return np.zeros(0, dtype=int)
+    return np.array([worst])
 
 
 @dataclass
@@ -267,10 +277,10 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
     for fixed in FIX_LEVELS[config.model]:
         used = list(found)
         drop_notes: dict[int, str] = {}
-        for _ in range(3):
+        for rounds in range(MAX_DROPS + 1):  # fit, drop the worst view if far above the rest, fit again
             camera, poses, rms = fit_camera([detections[i].object_points(board) for i in used],
                                             [detections[i].corners for i in used], size, config.model, fixed)
-            bad = _outliers(rms, config, config.min_views)
+            bad = _outliers(rms, config, config.min_views) if rounds < MAX_DROPS else []
             if len(bad) == 0:
                 break
             med = float(np.median(rms))
@@ -279,13 +289,13 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
             used = [u for k, u in enumerate(used) if k not in set(bad.tolist())]
         if not distortion_folds(camera):
             break
-        fold_note = (f"with {', '.join(fixed) or 'all coefficients'} free the fitted distortion folds back inside the "
-                     "image (too few corners near the edges to pin it down)")
+        fold_note = fold_note or ("with every coefficient free the fitted distortion folds back inside the image "
+                                  "(too few corners near its edges to pin it down)")
     notes.update(drop_notes)
     if fold_note:
-        fold_note += "; " + (f"held {', '.join(fixed)} at 0" if fixed else "")
+        fold_note += f"; held {', '.join(fixed)} at 0"
         if distortion_folds(camera):
-            fold_note += "; still folds: take photos with the board near the image edges and corners"
+            fold_note += ", and it still folds: take photos with the board near the image edges and corners"
     # per-view error of every found view with the final camera (dropped ones by their own pose)
     view_rms = np.full(len(detections), np.nan)
     all_poses: dict[int, np.ndarray] = {}

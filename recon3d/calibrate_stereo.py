@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from recon3d import geometry
-from recon3d.calibrate import (_YAML_NOTE, CalibrationConfig, MonoResult, _check_output, _outliers, _too_few,
-                               calibrate_views, camera_yaml_entries, collect_images, coverage, detect_all,
+from recon3d.calibrate import (_YAML_NOTE, MAX_DROPS, CalibrationConfig, MonoResult, _check_output, _outliers,
+                               _too_few, calibrate_views, camera_yaml_entries, collect_images, coverage, detect_all,
                                distortion_folds, sidecars, write_opencv_yaml)
 from recon3d.calibrate_board import Detection
 from recon3d.camera import Camera
@@ -29,6 +29,7 @@ from recon3d.workspace import atomic_path
 
 
 def _opencv_P(P: np.ndarray) -> np.ndarray:
+    """A ``(3, 4)`` rectified projection from COLMAP to OpenCV pixel centres."""
     P = np.array(P, dtype=np.float64, copy=True)
     P[0, 3] -= 0.5 * P[2, 3]
     P[1, 3] -= 0.5 * P[2, 3]
@@ -38,6 +39,7 @@ def _opencv_P(P: np.ndarray) -> np.ndarray:
 
 
 def _opencv_Q(Q: np.ndarray) -> np.ndarray:
+    """The ``(4, 4)`` disparity-to-depth matrix from COLMAP to OpenCV pixel centres."""
     Q = np.array(Q, dtype=np.float64, copy=True)
     Q[0, 3] += 0.5
     Q[1, 3] += 0.5
@@ -72,7 +74,19 @@ def rectified_points(camera: Camera, R: np.ndarray, P: np.ndarray, pixels: np.nd
     return geometry.pixels_from_cam(np.asarray(P)[:3, :3], rays)
 
 
-def _stereo_fit(obj, pl, pr, left: Camera, right: Camera, size, refine: bool, fixed: set[str]):
+def _stereo_fit(obj: list[np.ndarray], pl: list[np.ndarray], pr: list[np.ndarray], left: Camera, right: Camera,
+                size: tuple[int, int], refine: bool, fixed: set[str]):
+    """``cv2.stereoCalibrate`` with fixed intrinsics, then (``refine``) everything jointly.
+
+    Args:
+        obj, pl, pr: per pair ``(N_k, 3)`` board points and their ``(N_k, 2)`` left / right pixels (COLMAP).
+        left, right: the cameras calibrated alone (initial values).
+        fixed: distortion coefficients held at 0 (as in the single-camera fits).
+    Returns:
+        left and right cameras, R ``(3, 3)``, T ``(3,)`` (right_from_left), total RMS, ``(K,)`` per-pair RMS.
+        The joint refinement is kept only when it does not raise the error, move a focal length by
+        5 % or more, or make a distortion fold back.
+    """
     W, H = size
     obj32 = [o.astype(np.float32) for o in obj]
     l32 = [(p - 0.5).astype(np.float32) for p in pl]
@@ -149,11 +163,11 @@ def calibrate_rig(left: list[Detection], right: list[Detection], config: Calibra
     used = sorted(data)
     if len(used) < config.min_views:
         raise _too_few(len(used), len(pairs), config, "pairs")
-    for _ in range(3):
+    for rounds in range(MAX_DROPS + 1):  # fit, drop the worst pair if far above the rest, fit again
         lc, rc, R, T, rms, pair_rms = _stereo_fit([data[k][0] for k in used], [data[k][1] for k in used],
                                                   [data[k][2] for k in used], lres.camera, rres.camera, size,
                                                   config.refine_rig, set(lres.fixed) | set(rres.fixed))
-        bad = _outliers(pair_rms, config, config.min_views)
+        bad = _outliers(pair_rms, config, config.min_views) if rounds < MAX_DROPS else []
         if len(bad) == 0:
             break
         med = float(np.median(pair_rms))

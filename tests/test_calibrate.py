@@ -13,6 +13,7 @@ import pytest
 from recon3d import geometry
 from recon3d.calibrate import CalibrationConfig, calibrate_views, distortion_folds, fit_camera
 from recon3d.calibrate_board import Board, Detection, detect_board, parse_board_size
+from recon3d.calibrate_stereo import calibrate_rig
 from recon3d.camera import Camera
 from recon3d.cli import main
 from recon3d.errors import UserError
@@ -183,6 +184,25 @@ def test_stereo_matches_truth(stereo, stereo_scene):
     cr = np.load(stereo_scene / "gt" / "corners_right.npy").reshape(-1, 2)
     dy = rectified_points(rig.left, rect.R1, rect.P1, cl)[:, 1] - rectified_points(rig.right, rect.R2, rect.P2, cr)[:, 1]
     assert np.abs(dy).max() < 0.5
+
+
+def test_stereo_outlier_and_missing_pairs(stereo_scene):
+    cl = np.load(stereo_scene / "gt" / "corners_left.npy")
+    cr = np.load(stereo_scene / "gt" / "corners_right.npy")
+    rng = np.random.default_rng(2)
+    ids = np.arange(54)
+    left = [Detection(f"l{k}", (640, 480), True, c + rng.normal(0, 0.05, c.shape), ids) for k, c in enumerate(cl)]
+    right = [Detection(f"r{k}", (640, 480), True, c + rng.normal(0, 0.05, c.shape), ids) for k, c in enumerate(cr)]
+    right[3] = Detection("r3", (640, 480), False, method="board not found")
+    # a pair whose right view belongs to another pose: each camera alone is fine, the pair is not
+    right[6] = Detection("r6", (640, 480), True, cr[7] + rng.normal(0, 0.05, cr[7].shape), ids)
+    res = calibrate_rig(left, right, CalibrationConfig(board=Board(9, 6, 0.025)))
+    assert res.pairs[3]["note"] == "board not found in right" and not res.pairs[3]["used"]
+    assert not res.pairs[6]["used"] and "dropped" in res.pairs[6]["note"]
+    assert sum(p["used"] for p in res.pairs) == len(cl) - 2
+    true = StereoRig.load(stereo_scene / "gt" / "stereo.json")
+    assert abs(res.rig.baseline / true.baseline - 1) < 0.01
+    assert float(geometry.rotation_angle_deg(res.rig.R, true.R)) < 0.2  # 12 pairs, 0.05 px noise
 
 
 def test_stereo_outputs(stereo):
