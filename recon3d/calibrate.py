@@ -48,7 +48,7 @@ class CalibrationConfig:
     """Fewest usable views (pairs, for a rig) to calibrate from."""
     outlier_factor: float = 3.0
     """A view is dropped when its RMS error exceeds this many times the median ..."""
-    outlier_min_px: float = 0.25
+    outlier_min_px: float = 0.1
     """... and also exceeds the median by this many pixels."""
     min_corners: int = 8
     """ChArUco views with fewer detected corners are skipped."""

@@ -224,16 +224,19 @@ def _copy_views(scene: Path, dest: Path, n: int) -> Path:
     return dest
 
 
-def test_missing_board_views_are_listed_and_skipped(checkerboard_scene, tmp_path, capsys):
-    folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 8)
+def test_missing_and_outlier_views_are_listed_and_skipped(checkerboard_scene, stereo_scene, tmp_path, capsys):
+    folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 10)
     cv2.imwrite(str(folder / "blank.png"), np.full((480, 640), 120, np.uint8))
+    # a photo from another camera (the stereo scene's lens): its board is found but does not fit
+    shutil.copy(stereo_scene / "calib" / "left" / "board_03.png", folder / "zz_other_camera.png")
     out = tmp_path / "camera.json"
     assert main(["calibrate", str(folder), "--board", "9x6", "--square", "0.025", "-o", str(out)]) == 0
     stdout = capsys.readouterr().out
-    assert "blank.png: board not found" in stdout
+    assert "blank.png: board not found" in stdout and "zz_other_camera.png: dropped" in stdout
     views = {Path(v["image"]).name: v for v in json.loads(out.read_text())["views"]}
     assert views["blank.png"]["found"] is False and views["blank.png"]["used"] is False
-    assert sum(v["used"] for v in views.values()) == 8
+    assert views["zz_other_camera.png"]["found"] is True and views["zz_other_camera.png"]["used"] is False
+    assert sum(v["used"] for v in views.values()) == 10
 
 
 @pytest.mark.parametrize("case", ["few", "wrong-board", "unreadable", "stereo-count"])
