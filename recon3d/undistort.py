@@ -55,7 +55,8 @@ def undistorted_camera(camera: Camera, alpha: float = 0.0) -> Camera:
         camera: the calibrated lens.
         alpha: 0 keeps only pixels valid everywhere (no black border); 1 keeps all source pixels.
     Returns:
-        a :class:`Camera` with model 'pinhole', zero distortion, K in COLMAP pixel centres.
+        a :class:`Camera` with model 'pinhole', zero distortion, K in COLMAP pixel centres
+        (``extras["alpha"]`` records ``alpha``).
     """
     W, H = camera.width, camera.height
     n = 64
@@ -84,7 +85,7 @@ def undistorted_camera(camera: Camera, alpha: float = 0.0) -> Camera:
     scale = s0 + alpha * (s1 - s0)
     mx, my = mx0 + alpha * (mx1 - mx0), my0 + alpha * (my1 - my0)
     K = np.array([[scale * fx, 0.0, W / 2 - scale * fx * mx], [0.0, scale * fy, H / 2 - scale * fy * my], [0, 0, 1]])
-    return Camera(W, H, K, np.zeros(0), "pinhole")
+    return Camera(W, H, K, np.zeros(0), "pinhole", extras={"alpha": float(alpha)})
 
 
 def undistort_maps(camera: Camera, new: Camera) -> tuple[np.ndarray, np.ndarray]:
@@ -108,18 +109,13 @@ def undistort_image(image: np.ndarray, camera: Camera, new: Camera | None = None
     if image.shape[:2] != (camera.height, camera.width):
         raise UserError(f"image is {image.shape[1]}x{image.shape[0]} but the camera {camera.width}x{camera.height}")
     m1, m2 = undistort_maps(camera, new)
-    return cv2.remap(image, m1, m2, _INTERP[interpolation], borderMode=_border(alpha_of(camera, new)))
+    return cv2.remap(image, m1, m2, _INTERP[interpolation], borderMode=_border(new))
 
 
-def _border(alpha: float) -> int:
+def _border(new: Camera) -> int:
     # alpha 0: every output pixel has a source; replicating only avoids dark seams where the
     # interpolation kernel touches the source's edge. Otherwise outside pixels are black.
-    return cv2.BORDER_REPLICATE if alpha == 0 else cv2.BORDER_CONSTANT
-
-
-def alpha_of(camera: Camera, new: Camera) -> float:
-    """0 when ``new`` is the cropped (alpha 0) camera of ``camera``, else 1 (for the border mode)."""
-    return 0.0 if np.allclose(new.K, undistorted_camera(camera, 0.0).K, atol=1e-6) else 1.0
+    return cv2.BORDER_REPLICATE if new.extras.get("alpha") == 0.0 else cv2.BORDER_CONSTANT
 
 
 def undistort_points(camera: Camera, pixels: np.ndarray, new: Camera) -> np.ndarray:
@@ -175,7 +171,8 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
         raise UserError(f"-o {output}: exists and is not a folder; give an output folder")
     if any(p.resolve().parent == ws.images.resolve() for p in paths):
         raise UserError(f"-o {output}: would replace the input photos in {ws.images}; choose another output folder")
-    key = {"config": config, "camera": camera.to_json(), "images": [str(p.resolve()) for p in paths]}
+    key = {"config": config, "camera": camera.to_json(),
+           "images": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]}
     new_base = undistorted_camera(camera, config.alpha)
     if not overwrite and ws.is_done("undistort", key) and (ws.root / "camera.json").is_file():
         return ws.root, new_base, 0
@@ -195,16 +192,16 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
                 new = undistorted_camera(cam, config.alpha)
                 cache[(w, h)] = (new, undistort_maps(cam, new))
             new, (m1, m2) = cache[(w, h)]
-            out = cv2.remap(img, m1, m2, _INTERP[config.interpolation], borderMode=_border(config.alpha))
+            out = cv2.remap(img, m1, m2, _INTERP[config.interpolation], borderMode=_border(new))
             params = [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality] if p.suffix.lower() in (".jpg", ".jpeg") else []
             if not cv2.imwrite(str(tmp / p.name), out, params):
                 raise UserError(f"{tmp / p.name}: could not write the undistorted image; check disk space")
-    if len(sizes) > 1:
-        print(f"note: the inputs have {len(sizes)} image sizes; camera.json describes "
-              f"{camera.width}x{camera.height} (other sizes are scaled copies of it)")
-    new = cache[sizes.pop()][0] if len(sizes) == 1 else new_base
+    new = cache[next(iter(sizes))][0] if len(sizes) == 1 else new_base
     new.extras = {"undistorted_from": str(camera_path), "source_model": camera.model,
                   "source_dist": camera.dist.tolist(), "alpha": config.alpha}
+    if len(sizes) > 1:
+        new.extras["note"] = (f"the inputs have {len(sizes)} image sizes; this camera describes the "
+                              f"{camera.width}x{camera.height} ones (the others are scaled copies of it)")
     new.save(ws.root / "camera.json")
     ws.mark_done("undistort", key, {"images": ws.images, "camera": ws.root / "camera.json"})
     return ws.root, new, len(paths)

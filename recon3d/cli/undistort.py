@@ -48,4 +48,6 @@ def run(args: argparse.Namespace) -> int:
         ("cx, cy", f"{cam.K[0, 2]:.2f}, {cam.K[1, 2]:.2f} px (COLMAP pixel centres)"),
         ("size", f"{cam.width}x{cam.height}"),
         ("time", f"{time.perf_counter() - t0:.1f} s")]))
+    if cam.extras.get("note"):
+        print(f"note: {cam.extras['note']}")
     return 0
