@@ -61,8 +61,8 @@ class Camera:
     # -- COLMAP
     def colmap_model(self) -> tuple[str, list[float]]:
         """The matching COLMAP camera model name and parameter list."""
-        fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
-        d = list(self.dist) + [0.0] * 8
+        fx, fy, cx, cy = (float(v) for v in (self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]))
+        d = [float(v) for v in self.dist] + [0.0] * 8
         if self.model == "fisheye":
             return "OPENCV_FISHEYE", [fx, fy, cx, cy, *d[:4]]
         if not self.has_distortion:
@@ -97,18 +97,45 @@ class Camera:
             return cls(width, height, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], p[4:], model="fisheye")
         raise UserError(f"COLMAP camera model {model} is not supported; use PINHOLE, OPENCV or OPENCV_FISHEYE")
 
-    # -- projection (radial-tangential models)
+    # -- projection (every model; the 5-coefficient pinhole path is pure numpy)
+    @property
+    def _numpy_path(self) -> bool:
+        return self.model == "pinhole" and not np.any(self.dist[5:])
+
     def project(self, points_cam: np.ndarray) -> np.ndarray:
         """Pixels of camera-frame points with distortion, ``(*, 3) -> (*, 2)``."""
+        if self._numpy_path:
+            return geometry.pixels_from_cam_distorted(self.K, self.dist, points_cam)
+        import cv2
+
+        pts = np.asarray(points_cam, dtype=np.float64)
+        flat = pts.reshape(-1, 1, 3)
+        if len(flat) == 0:
+            return np.zeros(pts.shape[:-1] + (2,))
+        zero = np.zeros(3)
         if self.model == "fisheye":
-            raise NotImplementedError("fisheye projection: use cv2.fisheye with K_opencv")
-        return geometry.pixels_from_cam_distorted(self.K, self.dist, points_cam)
+            uv, _ = cv2.fisheye.projectPoints(flat, zero, zero, self.K_opencv, self.dist[:4])
+        else:
+            uv, _ = cv2.projectPoints(flat, zero, zero, self.K_opencv, self.dist)
+        return uv.reshape(pts.shape[:-1] + (2,)) + geometry.PIXEL_CENTER_OFFSET
 
     def rays(self, pixels: np.ndarray) -> np.ndarray:
         """Camera-frame rays ``(x, y, 1)`` through distorted pixels, ``(*, 2) -> (*, 3)``."""
+        if self._numpy_path:
+            return geometry.rays_cam_from_pixels_distorted(self.K, self.dist, pixels)
+        import cv2
+
+        pix = np.asarray(pixels, dtype=np.float64)
+        flat = (pix - geometry.PIXEL_CENTER_OFFSET).reshape(-1, 1, 2)
+        if len(flat) == 0:
+            return np.zeros(pix.shape[:-1] + (3,))
+        crit = (cv2.TERM_CRITERIA_COUNT + cv2.TERM_CRITERIA_EPS, 100, 1e-12)
         if self.model == "fisheye":
-            raise NotImplementedError("fisheye rays: use cv2.fisheye.undistortPoints with K_opencv")
-        return geometry.rays_cam_from_pixels_distorted(self.K, self.dist, pixels)
+            xy = cv2.fisheye.undistortPoints(flat, self.K_opencv, self.dist[:4], criteria=crit)
+        else:
+            xy = cv2.undistortPoints(flat, self.K_opencv, self.dist, criteria=crit)
+        xy = xy.reshape(pix.shape[:-1] + (2,))
+        return np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1)
 
     def scaled(self, factor: float) -> "Camera":
         """The same camera for images resized by ``factor`` (COLMAP convention keeps this exact)."""

@@ -48,6 +48,12 @@ def _tmp_sibling(path: Path, is_dir: bool = False) -> Path:
     return Path(name)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_writable(path: Path) -> None:
     parent = path.parent
     while not parent.exists():
@@ -70,6 +76,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give the result the usual permissions
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -110,6 +118,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     tmp = _tmp_sibling(path, is_dir=True)
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}.{time.monotonic_ns()}")

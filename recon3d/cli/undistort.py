@@ -1,0 +1,53 @@
+"""Undistort photos with a camera.json from `recon3d calibrate`.
+
+  recon3d undistort photos/ --camera camera.json -o undist        # a folder (or files)
+  recon3d undistort ws --camera camera.json -o ws_undist           # a workspace: undistorts ws/images
+  recon3d undistort photos/ --camera camera.json -o out --alpha 1  # keep every source pixel
+
+Writes OUT/images/<same names> and OUT/camera.json: the ideal pinhole camera (no distortion,
+K in COLMAP pixel centres) the new images are taken with. So OUT is a workspace, ready for
+`recon3d sfm OUT/images --camera OUT/camera.json -o OUT`. --alpha 0 (default) crops to pixels that
+are valid everywhere, so the outputs have no black border. A rerun with the same inputs and
+settings is skipped unless --overwrite. Photos of another size than the calibration are handled
+when they are a uniform resize of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="WS|IMAGES",
+                        help="a workspace (its images/ are undistorted), or photo files and/or folders")
+    parser.add_argument("--camera", required=True, type=Path, help="camera.json from `recon3d calibrate`")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (gets images/ and camera.json)")
+    parser.add_argument("--alpha", type=float, default=0.0,
+                        help="0 = crop to valid pixels (default), 1 = keep all source pixels (black corners)")
+    parser.add_argument("--interpolation", default="cubic", choices=["nearest", "linear", "cubic", "lanczos"],
+                        help="resampling filter (default cubic)")
+    parser.add_argument("--overwrite", action="store_true", help="undistort again even if OUT is up to date")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from recon3d.progress import summary
+    from recon3d.undistort import UndistortConfig, undistort_images
+
+    t0 = time.perf_counter()
+    config = UndistortConfig(alpha=args.alpha, interpolation=args.interpolation)
+    out, cam, n = undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite)
+    if n == 0:
+        print(f"{out}: already undistorted with these settings (use --overwrite to redo)")
+        return 0
+    print(summary(f"undistorted {n} images into {out / 'images'}", [
+        ("camera", f"{out / 'camera.json'} (pinhole, no distortion)"),
+        ("fx, fy", f"{cam.K[0, 0]:.2f}, {cam.K[1, 1]:.2f} px"),
+        ("cx, cy", f"{cam.K[0, 2]:.2f}, {cam.K[1, 2]:.2f} px (COLMAP pixel centres)"),
+        ("size", f"{cam.width}x{cam.height}"),
+        ("time", f"{time.perf_counter() - t0:.1f} s")]))
+    if cam.extras.get("note"):
+        print(f"note: {cam.extras['note']}")
+    return 0
