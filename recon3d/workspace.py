@@ -48,6 +48,12 @@ def _tmp_sibling(path: Path, is_dir: bool = False) -> Path:
     return Path(name)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_writable(path: Path) -> None:
     parent = path.parent
     while not parent.exists():
@@ -68,6 +74,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)
