@@ -143,15 +143,16 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
         stem = Path(pair.left_name).stem
         info_path, depth_path = out / "pairs" / f"{stem}.json", out / "depth" / f"{stem}.npy"
         info = json.loads(info_path.read_text()) if info_path.is_file() and not overwrite else None
+        poses = [model.images[i].cam_from_world.tolist() for i in (pair.left_id, pair.right_id)]
         if info is not None and info.get("config_hash") == key and info.get("right") == pair.right_name \
-                and depth_path.is_file():
+                and np.allclose(info.get("model_poses", 0), poses) and depth_path.is_file():
             depth = np.load(depth_path)
             rgb = _rectified_rgb(ws, model, pair, info)
             frames.append(DepthFrame(depth, np.array(info["K"]), np.array(info["cam_from_world"]), rgb))
             infos.append(info)
             continue
         info, depth, disp, rgb = _rectified_depth(ws, model, pair, config)
-        info["config_hash"] = key
+        info["config_hash"], info["model_poses"] = key, poses
         atomic_write_bytes(out / "disparity" / f"{stem}.png", cv2.imencode(".png", colorize_disparity(disp))[1].tobytes())
         atomic_write_bytes(depth_path, _npy_bytes(depth))
         atomic_write_json(info_path, info)  # written last: the pair's checkpoint
