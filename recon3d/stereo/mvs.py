@@ -135,7 +135,7 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
         raise UserError(f"{ws.model}: no image pair with a usable baseline (baseline / depth in "
                         f"[{config.min_baseline_ratio}, {config.max_baseline_ratio}], side by side, sharing points); "
                         "photograph the scene from more positions")
-    key = config_hash(config)
+    key = config_hash({"sgbm": config.sgbm, "scale": config.scale})  # what a pair's depth depends on
     t0 = time.perf_counter()
     frames, infos = [], []
     it = progress(pairs, desc="stereo pairs", unit="pair") if progress else pairs
