@@ -141,7 +141,8 @@ def _table(report: dict) -> str:
                          f"within 1 %: {100 * d['near_within_1pct']:.1f} % of pixels")
     if "mesh" in report:
         m = report["mesh"]
-        lines.append(f"mesh {report['mesh_file']} vs {report['gt_dir']} ({m['vertices']} vertices, {m['triangles']} triangles)")
+        lines.append(f"mesh {report['mesh_file']} vs {report['gt_dir']} "
+                     f"({m['vertices']} vertices, {m['triangles']} triangles)")
         lines.append(f"  scene extent {m['scene_extent']:.2f} m, threshold {100 * m['threshold']:.1f} cm")
         lines.append(f"  accuracy     median {100 * m['accuracy_median']:.2f} cm "
                      f"({100 * m['accuracy_median'] / m['scene_extent']:.3f} % of the extent), "

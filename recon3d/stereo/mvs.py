@@ -63,7 +63,8 @@ class FusionConfig:
     """Mesh only surfaces seen by at least this many depth maps."""
 
 
-def _rectified_depth(ws: Workspace, model, pair: PairChoice, config: FusionConfig) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+def _rectified_depth(ws: Workspace, model, pair: PairChoice,
+                     config: FusionConfig) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Depth of one pair at ``config.scale``: (info, depth, disparity, RGB image)."""
     rig = pair_rig(model, pair)
     rect = rig.rectify(alpha=-1)  # keep the original focal length (alpha 0 zooms in on convergent pairs)

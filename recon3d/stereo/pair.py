@@ -111,6 +111,8 @@ def write_pair(result: dict, out: Path, pair: RectifiedPair | None = None) -> li
         The written paths.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give an output folder with -o")
     _check_writable(out / "x")
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stereo.", suffix=".tmp", dir=out))
@@ -172,6 +174,8 @@ def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None =
     for p in (left, right):
         if not p.exists():
             raise UserError(f"{p}: no such file or folder; give two photos, or two folders of photos")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder; give an output folder with -o")
     if calib is not None:
         load_calibration(calib)  # fail early on a bad calibration
     if left.is_dir() != right.is_dir():

@@ -87,7 +87,8 @@ def load_calibration(path: Path | str) -> tuple[StereoRig, Rectification]:
             rect = StereoRig.rectification_from_json(rig.extras)
             shapes = [m.shape for m in (rect.R1, rect.R2, rect.P1, rect.P2, rect.Q)]
         except (TypeError, ValueError) as exc:
-            raise UserError(f"{path}: malformed rectification matrices ({exc}); recalibrate with `recon3d calibrate`") from None
+            raise UserError(f"{path}: malformed rectification matrices ({exc}); "
+                            "recalibrate with `recon3d calibrate`") from None
         if shapes != [(3, 3), (3, 3), (3, 4), (3, 4), (4, 4)]:
             raise UserError(f"{path}: rectification matrices have shapes {shapes}; recalibrate with `recon3d calibrate`")
     else:

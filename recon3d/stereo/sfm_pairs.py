@@ -52,10 +52,14 @@ def _observed(model: Model, image_id: int) -> np.ndarray:
 
 
 def _points_of(model: Model, point_ids: np.ndarray) -> np.ndarray:
-    idx = np.searchsorted(model.point_ids, point_ids)
-    idx = np.clip(idx, 0, max(len(model.point_ids) - 1, 0))
-    ok = (len(model.point_ids) > 0) & (model.point_ids[idx] == point_ids) if len(point_ids) else np.zeros(0, bool)
-    return model.points[idx[ok]]
+    """``(N, 3)`` positions of the given point ids (ids missing from the model are skipped)."""
+    if len(point_ids) == 0 or len(model.point_ids) == 0:
+        return np.zeros((0, 3))
+    order = np.argsort(model.point_ids)
+    sorted_ids = model.point_ids[order]
+    idx = np.clip(np.searchsorted(sorted_ids, point_ids), 0, len(sorted_ids) - 1)
+    ok = sorted_ids[idx] == point_ids
+    return model.points[order[idx[ok]]]
 
 
 def select_pairs(model: Model, min_ratio: float = 0.05, max_ratio: float = 0.45, target_ratio: float = 0.2,
