@@ -98,12 +98,3 @@ def write_ply(path: Path | str, points: np.ndarray, colors: np.ndarray | None = 
 
     return atomic_write_bytes(path, ply_bytes(points, colors))
 
-
-def read_ply_points(path: Path | str) -> np.ndarray:
-    """Vertex positions ``(N, 3)`` float64 of a PLY point cloud or mesh (via Open3D)."""
-    import open3d as o3d
-
-    mesh = o3d.io.read_triangle_mesh(str(path))
-    if len(mesh.triangles) == 0:
-        return np.asarray(o3d.io.read_point_cloud(str(path)).points, dtype=np.float64)
-    return np.asarray(mesh.vertices, dtype=np.float64)
