@@ -1,0 +1,242 @@
+"""Stereo from an SfM workspace: depth maps of selected pairs fused into a mesh and a point cloud.
+
+``recon3d stereo WS --pairs auto`` reads ``WS/sparse/0`` and ``WS/images`` and writes::
+
+    WS/stereo/depth/<image>.npy      float32 z-depth (m) of the image's rectified camera, NaN where invalid
+    WS/stereo/disparity/<image>.png  coloured disparity of the pair (before the consistency filter)
+    WS/stereo/pairs/<image>.json     the pair: partner, rectified K and cam_from_world, ranges, density
+    WS/stereo/fused.ply              coloured surface points of the TSDF volume (the mesh's vertices)
+    WS/stereo/mesh.ply               coloured TSDF mesh
+    WS/stereo/report.json, report.md what was done (and, when WS/gt exists, accuracy and completeness)
+    WS/stereo/config.yaml            the resolved settings
+
+Per-pair outputs are checkpoints: an interrupted run resumes with the pairs it has not done; a
+finished run is skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from recon3d.colmap_io import read_model
+from recon3d.config import to_dict
+from recon3d.errors import UserError
+from recon3d.stereo.depth import colorize_disparity, depth_from_disparity
+from recon3d.stereo.disparity import SGBMConfig, compute_disparity
+from recon3d.stereo.fusion import DepthFrame, consistency_filter, mesh_ply_bytes, tsdf_fuse
+from recon3d.stereo.rectify import check_horizontal, load_image, rectify_pair
+from recon3d.stereo.sfm_pairs import PairChoice, disparity_range, pair_rig, select_pairs
+from recon3d.workspace import Workspace, atomic_write_bytes, atomic_write_json, atomic_write_text, config_hash
+
+STAGE = "stereo"
+
+
+@dataclass
+class FusionConfig:
+    """Settings of ``recon3d stereo WS``: pairs, matching, consistency filter and TSDF fusion."""
+
+    sgbm: SGBMConfig = field(default_factory=SGBMConfig)
+    """Matching settings (the disparity range comes from the sparse points)."""
+    scale: float = 0.5
+    """Image scale the depth maps are computed at (0.5 = half resolution)."""
+    max_pairs: int = 0
+    """Use at most this many pairs, evenly spread over the images (0 = one per image)."""
+    min_baseline_ratio: float = 0.05
+    """Smallest accepted baseline / scene depth of a pair."""
+    max_baseline_ratio: float = 0.45
+    """Largest accepted baseline / scene depth of a pair."""
+    consistency_neighbours: int = 2
+    """Depth maps each depth map is checked against (0 = no consistency filter)."""
+    consistency_tol: float = 0.02
+    """Relative depth difference under which two depth maps agree."""
+    voxel_size: float = 0.0
+    """TSDF voxel side in metres; 0 = automatic (1.5 pixel footprints at the median scene depth)."""
+    trunc_voxels: float = 4.0
+    """TSDF truncation distance in voxels."""
+    weight_threshold: float = 2.0
+    """Mesh only surfaces seen by at least this many depth maps."""
+
+
+def _rectified_depth(ws: Workspace, model, pair: PairChoice,
+                     config: FusionConfig) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Depth of one pair at ``config.scale``: (info, depth, disparity, RGB image)."""
+    rig = pair_rig(model, pair)
+    rect = rig.rectify(alpha=-1)  # keep the original focal length (alpha 0 zooms in on convergent pairs)
+    check_horizontal(rect, f"{pair.left_name}/{pair.right_name}")
+    left = load_image(ws.images / pair.left_name)
+    right = load_image(ws.images / pair.right_name)
+    h, w = left.shape[:2]
+    if (w, h) != (rig.left.width, rig.left.height):
+        raise UserError(f"{ws.images / pair.left_name}: is {w}x{h} but the model's camera is "
+                        f"{rig.left.width}x{rig.left.height}; the images must be the ones the model was made from")
+    rp = rectify_pair(rig, rect, left, right)
+    s = config.scale
+    size = (max(16, round(w * s)), max(16, round(h * s)))
+    s = size[0] / w
+    if s < 1:
+        lft = cv2.resize(rp.left, size, interpolation=cv2.INTER_AREA)
+        rgt = cv2.resize(rp.right, size, interpolation=cv2.INTER_AREA)
+        valid = cv2.resize(rp.left_valid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    else:
+        lft, rgt, valid = rp.left, rp.right, rp.left_valid
+    lo, hi, zmax = disparity_range(model, pair, rect, scale=s)
+    lo = max(lo, 0)
+    sg = SGBMConfig(**{**to_dict(config.sgbm), "min_disparity": lo, "max_disparity": hi, "downscale": 1.0})
+    t0 = time.perf_counter()
+    disp = compute_disparity(lft, rgt, sg, valid)
+    seconds = time.perf_counter() - t0
+    K = rp.camera.scaled(s).K
+    depth = depth_from_disparity(disp, K[0, 0], rect.baseline)
+    depth[depth > 1.5 * zmax] = np.nan
+    pose = rect.R1 @ model.images[pair.left_id].cam_from_world
+    info = {"left": pair.left_name, "right": pair.right_name, "baseline_ratio": pair.baseline_ratio,
+            "angle_deg": pair.angle_deg, "shared_points": pair.shared_points, "width": size[0], "height": size[1],
+            "K": K.tolist(), "cam_from_world": pose.tolist(), "baseline": rect.baseline,
+            "disparity_range": [lo, hi], "max_depth": 1.5 * zmax, "density": float(np.isfinite(depth).mean()),
+            "match_seconds": seconds}
+    return info, depth, disp, cv2.cvtColor(lft, cv2.COLOR_BGR2RGB)
+
+
+def auto_voxel_size(frames: list[DepthFrame]) -> float:
+    """1.5 pixel footprints at the median depth of all depth maps (metres)."""
+    med = float(np.nanmedian(np.concatenate([f.depth[np.isfinite(f.depth)][::7] for f in frames])))
+    focal = float(np.median([f.K[0, 0] for f in frames]))
+    return 1.5 * med / focal
+
+
+def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = False, progress=None) -> dict:
+    """The stage: depth maps of auto-selected pairs, consistency filter, TSDF fusion, report.
+
+    Args:
+        config: settings.
+        ws: a workspace with ``sparse/0`` and ``images/``.
+        overwrite: recompute everything even if finished.
+        progress: optional ``tqdm``-like wrapper.
+    Returns:
+        The report (also written to ``WS/stereo/report.json``).
+    """
+    ws.require_model()
+    out = ws.stereo
+    if not overwrite and ws.is_done(STAGE, config) and (out / "report.json").is_file():
+        report = json.loads((out / "report.json").read_text())
+        report["skipped"] = True
+        return report
+    ws.clear_done(STAGE)
+    if not 0 < config.scale <= 1:
+        raise UserError(f"scale {config.scale}: give a factor in (0, 1], e.g. 0.5")
+    model = read_model(ws.model)
+    pairs = select_pairs(model, config.min_baseline_ratio, config.max_baseline_ratio, max_pairs=config.max_pairs)
+    if not pairs:
+        raise UserError(f"{ws.model}: no image pair with a usable baseline (baseline / depth in "
+                        f"[{config.min_baseline_ratio}, {config.max_baseline_ratio}], side by side, sharing points); "
+                        "photograph the scene from more positions")
+    key = config_hash({"sgbm": config.sgbm, "scale": config.scale})  # what a pair's depth depends on
+    t0 = time.perf_counter()
+    frames, infos = [], []
+    it = progress(pairs, desc="stereo pairs", unit="pair") if progress else pairs
+    for pair in it:
+        stem = Path(pair.left_name).stem
+        info_path, depth_path = out / "pairs" / f"{stem}.json", out / "depth" / f"{stem}.npy"
+        info = json.loads(info_path.read_text()) if info_path.is_file() and not overwrite else None
+        poses = [model.images[i].cam_from_world.tolist() for i in (pair.left_id, pair.right_id)]
+        if info is not None and info.get("config_hash") == key and info.get("right") == pair.right_name \
+                and np.allclose(info.get("model_poses", 0), poses) and depth_path.is_file():
+            depth = np.load(depth_path)
+            rgb = _rectified_rgb(ws, model, pair, info)
+            frames.append(DepthFrame(depth, np.array(info["K"]), np.array(info["cam_from_world"]), rgb))
+            infos.append(info)
+            continue
+        info, depth, disp, rgb = _rectified_depth(ws, model, pair, config)
+        info["config_hash"], info["model_poses"] = key, poses
+        atomic_write_bytes(out / "disparity" / f"{stem}.png", cv2.imencode(".png", colorize_disparity(disp))[1].tobytes())
+        atomic_write_bytes(depth_path, _npy_bytes(depth))
+        atomic_write_json(info_path, info)  # written last: the pair's checkpoint
+        frames.append(DepthFrame(depth, np.array(info["K"]), np.array(info["cam_from_world"]), rgb))
+        infos.append(info)
+    depth_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    if config.consistency_neighbours > 0 and len(frames) > 1:
+        filtered = consistency_filter(frames, config.consistency_neighbours, config.consistency_tol)
+        for f, d, info in zip(frames, filtered, infos):
+            info["density_consistent"] = float(np.isfinite(d).mean())
+            f.depth = d
+    if not any(np.isfinite(f.depth).any() for f in frames):
+        raise UserError(f"{ws.root}: no depth survived matching and the consistency check; "
+                        "check the model's poses or photograph the scene with more overlap")
+    voxel = config.voxel_size or auto_voxel_size(frames)
+    depth_max = max(info["max_depth"] for info in infos)
+    fused = tsdf_fuse(frames, voxel, config.trunc_voxels, depth_max, config.weight_threshold, progress=progress)
+    if len(fused.triangles) == 0:
+        raise UserError(f"{ws.root}: the fused mesh is empty (no surface seen by {config.weight_threshold:g} depth "
+                        "maps); lower --weight-threshold or use more pairs")
+    from recon3d.stereo.depth import ply_bytes
+
+    atomic_write_bytes(out / "fused.ply", ply_bytes(fused.vertices, np.round(fused.vertex_colors * 255)))
+    atomic_write_bytes(out / "mesh.ply", mesh_ply_bytes(fused.vertices, fused.triangles, fused.vertex_colors))
+    fuse_seconds = time.perf_counter() - t1
+
+    report = {"pairs": len(pairs), "scale": config.scale, "voxel_size": voxel, "depth_max": depth_max,
+              "mesh_vertices": int(len(fused.vertices)), "mesh_triangles": int(len(fused.triangles)),
+              "depth_seconds": depth_seconds, "fusion_seconds": fuse_seconds,
+              "mean_density": float(np.mean([i["density"] for i in infos])),
+              "mean_density_consistent": float(np.mean([i.get("density_consistent", i["density"]) for i in infos])),
+              "pair_list": [{k: i[k] for k in ("left", "right", "baseline_ratio", "angle_deg", "density")} for i in infos]}
+    if (ws.gt_model / "cameras.txt").is_file() or (ws.gt_model / "cameras.bin").is_file():
+        if (ws.gt / "depth").is_dir():
+            from recon3d.stereo.evaluate import GTViews, mesh_metrics
+
+            report["evaluation"] = mesh_metrics(fused.vertices, fused.triangles, GTViews.load(ws.gt))
+    ws.save_config(config, out)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", report_markdown(report))
+    ws.mark_done(STAGE, config, {"mesh": out / "mesh.ply", "points": out / "fused.ply"})
+    return report
+
+
+def _rectified_rgb(ws: Workspace, model, pair: PairChoice, info: dict) -> np.ndarray:
+    """The rectified, scaled RGB image of a resumed pair (for colouring the fusion)."""
+    rig = pair_rig(model, pair)
+    rect = rig.rectify(alpha=-1)
+    rp = rectify_pair(rig, rect, load_image(ws.images / pair.left_name), load_image(ws.images / pair.right_name))
+    img = cv2.resize(rp.left, (info["width"], info["height"]), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def report_markdown(report: dict) -> str:
+    """A short Markdown summary of a stereo workspace report."""
+    lines = ["# Stereo fusion", "",
+             f"- pairs: {report['pairs']} (depth at scale {report['scale']:g})",
+             f"- valid depth per map: {100 * report['mean_density']:.1f} % matched, "
+             f"{100 * report['mean_density_consistent']:.1f} % after the consistency check",
+             f"- TSDF voxel: {100 * report['voxel_size']:.1f} cm, depth max {report['depth_max']:.1f} m",
+             f"- mesh: {report['mesh_vertices']} vertices (also fused.ply), {report['mesh_triangles']} triangles",
+             f"- time: depth {report['depth_seconds']:.1f} s, fusion {report['fusion_seconds']:.1f} s"]
+    ev = report.get("evaluation")
+    if ev:
+        lines += ["", "## Against ground truth", "",
+                  f"- scene extent (GT points' bounding-box diagonal): {ev['scene_extent']:.2f} m; "
+                  f"threshold {100 * ev['threshold']:.1f} cm (1 %)",
+                  f"- accuracy (mesh to true surface): median {100 * ev['accuracy_median']:.1f} cm, "
+                  f"90th percentile {100 * ev['accuracy_p90']:.1f} cm, "
+                  f"{100 * ev['accurate_fraction']:.1f} % within the threshold",
+                  f"- completeness (GT points within the threshold of the mesh): {100 * ev['completeness']:.1f} %"]
+    lines += ["", "| left | right | baseline / depth | angle | density |", "|---|---|---|---|---|"]
+    for p in report["pair_list"]:
+        lines.append(f"| {p['left']} | {p['right']} | {p['baseline_ratio']:.3f} | {p['angle_deg']:.1f}° | "
+                     f"{100 * p['density']:.1f} % |")
+    return "\n".join(lines) + "\n"
