@@ -74,7 +74,6 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
     try:
         yield tmp
         if tmp.exists():  # mkstemp makes 0600 files; give the result the usual permissions
