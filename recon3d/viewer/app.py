@@ -9,6 +9,7 @@ frustums with photo thumbnails (click one to fly there and see its photo), the s
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from recon3d.colmap_io import Model, read_model
+from recon3d.errors import UserError
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
 from recon3d.viewer.layers import Layer, add_cameras, add_points, count_label, set_splats
@@ -57,6 +59,8 @@ class WorkspaceContent:
     gt_views: list[D.CameraView] = field(default_factory=list)
     splat_path: Optional[Path] = None
     stereo_paths: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(layer, why) of optional layers that could not be read."""
 
     @classmethod
     def load(cls, ws: Workspace) -> "WorkspaceContent":
@@ -65,12 +69,16 @@ class WorkspaceContent:
         model = read_model(ws.model)
         views = D.camera_views(model, ws.images)
         gt_views: list[D.CameraView] = []
+        skipped: list[tuple[str, str]] = []
         if any((ws.gt_model / f"cameras.{e}").is_file() for e in ("bin", "txt")):
-            gt_views = D.camera_views(read_model(ws.gt_model))
+            try:
+                gt_views = D.camera_views(read_model(ws.gt_model))
+            except UserError as exc:
+                skipped.append(("ground-truth cameras", str(exc)))
         splat = ws.splat / "point_cloud.ply"
         stereo = sorted(ws.stereo.glob("*.ply")) if ws.stereo.is_dir() else []
         return cls(ws, model, views, D.scene_frame(views, model.points), D.reprojection_errors(model),
-                   gt_views, splat if splat.is_file() else None, stereo)
+                   gt_views, splat if splat.is_file() else None, stereo, skipped)
 
 
 class ViewerApp:
@@ -120,24 +128,29 @@ class ViewerApp:
             scene, "/points", "Sparse points", c.model.points, c.model.colors, self.point_size, cfg.max_points)
         rows = [("cameras", f"{len(c.views)}"), ("sparse points", f"{self.layers['points'].shown:,} of {len(c.model.points):,}")]
         if c.splat_path is not None and cfg.show_splats:
-            self.load_splat_file(c.splat_path)
-            rows.append(("splats", f"{self.layers['splats'].shown:,} of {self.layers['splats'].total:,}"))
+            with _optional(rows, "splats"):
+                self.load_splat_file(c.splat_path)
+                rows.append(("splats", f"{self.layers['splats'].shown:,} of {self.layers['splats'].total:,}"))
         for i, path in enumerate(c.stereo_paths):
-            pts, col = D.read_point_ply(path)
-            col = col if col is not None else np.tile(np.array([[200, 200, 200]], np.uint8), (len(pts), 1))
-            layer, _ = add_points(scene, f"/stereo/{i:02d}_{path.stem}", f"Stereo {path.name}", pts, col,
-                                  self.point_size * 0.5, cfg.max_points)
-            self.layers[f"stereo:{path.name}"] = layer
-            rows.append((f"stereo {path.name}", f"{layer.shown:,} of {layer.total:,} points"))
+            with _optional(rows, f"stereo {path.name}"):
+                pts, col = D.read_point_ply(path)
+                if len(pts) == 0:
+                    raise ValueError("no points in this PLY")
+                col = col if col is not None else np.tile(np.array([[200, 200, 200]], np.uint8), (len(pts), 1))
+                layer, _ = add_points(scene, f"/stereo/{i:02d}_{path.stem}", f"Stereo {path.name}", pts, col,
+                                      self.point_size * 0.5, cfg.max_points)
+                self.layers[f"stereo:{path.name}"] = layer
+                rows.append((f"stereo {path.name}", f"{layer.shown:,} of {layer.total:,} points"))
         if c.gt_views:
             poses, self.gt_note = D.align_gt_views(c.gt_views, c.views)
             self.layers["gt_cameras"] = add_cameras(scene, "/gt_cameras", "Ground-truth cameras", poses, c.gt_views,
                                                     self.frustum_scale, C.GT_CAMERA_RGB, visible=False)
             rows.append(("ground-truth cameras", f"{len(poses)} ({self.gt_note})"))
+        rows += [(what, f"skipped: {why}") for what, why in c.skipped]
         self._layers_folder = gui.add_folder("Layers", order=10)
         with self._layers_folder:
             self._layer_gui()
-        with gui.add_folder("Selected camera", order=20, expand_by_default=False) as folder:
+        with gui.add_folder("Selected camera", order=20) as folder:
             self.selected_panel = SelectedCameraPanel(gui, folder)
         with gui.add_folder("Render", order=30, expand_by_default=False):
             self.nerf_panel = NerfPanel(gui, c.ws, self.config.render_size, self._nerf_loader)
@@ -155,7 +168,7 @@ class ViewerApp:
             if np.linalg.norm(d) > 1e-9:
                 horiz = d / np.linalg.norm(d)
         cam = self.server.initial_camera
-        cam.position = f.center + f.radius * (1.5 * horiz + 0.9 * f.up)
+        cam.position = f.center + f.radius * (1.6 * horiz + 1.1 * f.up)
         cam.look_at = f.center
         cam.up = f.up
         cam.near = 0.002 * f.radius
@@ -272,6 +285,16 @@ class ViewerApp:
         self._next_order += 0.01
         cb.on_update(lambda _e: self._toggle(key))
         self.checkboxes[key] = cb
+
+
+@contextlib.contextmanager
+def _optional(rows: list, what: str):
+    """Run the block; if the optional layer cannot be read, add a ``(what, "skipped: why")`` row instead."""
+    try:
+        yield
+    except (UserError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        rows.append((what, f"skipped: {first}"))
 
 
 def fly_to(client, world_from_cam: np.ndarray, fov_y: float, look_distance: float) -> None:

@@ -3,8 +3,8 @@
 :class:`LiveViewer` is the ``monitor`` a training stage calls with :class:`~recon3d.monitor.TrainEvent`
 every few steps. It serves the same viewer as ``recon3d view`` plus a "Training" panel: step and
 progress, the latest metrics (loss, PSNR, Gaussian count, steps/s), the loss (and PSNR) curve, a
-render of the browser's current view through ``event.render`` and, for splat runs, the current
-Gaussians through ``event.splats``.
+render of the browser's current view through ``event.render`` and, for splat runs, the Gaussians
+through ``event.splats`` (at the end of the run, and every few seconds when "Update splats" is on).
 
 Training must not slow down: ``__call__`` only stores the event and appends a few numbers (a few
 microseconds); a background thread does the rest, throttled. Renders and splat uploads happen only
@@ -41,6 +41,11 @@ class LiveConfig:
     """Least seconds between renders of the browser's view through ``event.render``."""
     render_size: int = 480
     """Longest side, in pixels, of those renders."""
+    live_splats: bool = False
+    """Initial state of the "Update splats" box: send the current Gaussians to the scene while training
+    (every ``splats_interval`` s). Off by default: the browser re-sorts and re-uploads all of them each
+    time, which costs far more CPU than the renders (see benchmarks/results/viewer_overhead.md). The
+    final Gaussians are always sent when training ends."""
     splats_interval: float = 5.0
     """Least seconds between uploads of the current Gaussians (splat runs)."""
     max_live_splats: int = 300_000
@@ -156,13 +161,14 @@ class LiveViewer:
         gui = self.server.gui
         with gui.add_folder("Training", order=0):
             self.status = gui.add_markdown("Waiting for the first training step…")
-            self.progress = gui.add_progress_bar(0.0, animated=True)
+            self.progress = gui.add_progress_bar(0.0, animated=False)
             self.live_render = gui.add_checkbox("Render my view", True,
                                                 hint="render your current view with the model being trained")
             self.render_background = gui.add_checkbox("…behind the scene", False,
                                                       hint="show the render as the scene background as well")
-            self.live_splats = gui.add_checkbox("Update splats", True,
-                                                hint="send the current Gaussians to the scene every few seconds")
+            self.live_splats = gui.add_checkbox("Update splats", self.config.live_splats,
+                                                hint="send the current Gaussians to the scene every few seconds "
+                                                     "(heavy for the browser; the final ones are always sent)")
             self.render_image = gui.add_image(np.full((4, 4, 3), 230, np.uint8), label="current view",
                                               format="jpeg", visible=False)
             self._curves = gui.add_folder("Curves")
@@ -214,8 +220,8 @@ class LiveViewer:
             if client is not None:
                 dt = self._render(event, client)
                 self._next_render = time.monotonic() + max(self.config.render_interval, dt / self.config.max_duty)
-        if event.splats is not None and self.live_splats.value:
-            due = now >= self._next_splats and self.server.get_clients()
+        if event.splats is not None:
+            due = self.live_splats.value and now >= self._next_splats and self.server.get_clients()
             if due or (final and not self._final_splats_done):
                 dt = self._upload_splats(event)
                 self._next_splats = time.monotonic() + max(self.config.splats_interval, dt / self.config.max_duty)
@@ -240,7 +246,6 @@ class LiveViewer:
         self.status.content = (f"**{event.backend}** {state}: step {event.step:,} / {event.total_steps:,}"
                                + (f"\n\n| | |\n|---|---|\n{table}" if table else ""))
         self.progress.value = 100.0 * frac
-        self.progress.animated = not event.done
         with self._lock:
             steps, loss, psnr = self._history.arrays()
         self._update_plots(steps, loss, psnr)
