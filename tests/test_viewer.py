@@ -156,7 +156,7 @@ def test_viewer_app_builds_every_layer(viewer_ws):
         app = ViewerApp(server, content, ViewerConfig(max_points=1000))
         rows = dict(app.build())
         scene = server.scene
-        assert rows["cameras"] == "24" and rows["sparse points"] == "1,000 of 3,000"
+        assert rows["cameras"] == "24" and rows["sparse points"] == "1,000 of 3,000" and rows["splats"] == "3,000"
         labels = {k: cb.label for k, cb in app.checkboxes.items()}
         assert labels == {"cameras": "Cameras (24)", "points": "Sparse points (1,000 of 3,000)",
                           "splats": "Splats (3,000)", "stereo:fused.ply": "Stereo fused.ply (500)",

@@ -201,3 +201,38 @@ def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
         page.close()
     finally:
         server.stop()
+
+
+def test_live_viewer_renders_the_browser_view(browser, orbit_ws):
+    from recon3d.monitor import TrainEvent
+    from recon3d.viewer.live import LiveConfig, LiveViewer
+    from recon3d.viewer.server import client_cam_from_world, has_camera
+
+    asked = []
+
+    def render(cam_from_world, K, w, h):
+        asked.append((cam_from_world, K, w, h))
+        return np.full((h, w, 3), 120, np.uint8)
+
+    lv = LiveViewer(orbit_ws, port=0, config=LiveConfig(render_interval=0.2), quiet=True)
+    try:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(lv.url)
+        page.get_by_text("Training", exact=True).wait_for(timeout=30_000)
+        end = time.monotonic() + 30
+        step = 0
+        while time.monotonic() < end and lv.renders < 2:
+            step += 1
+            lv(TrainEvent("nerf", step, 1000, {"loss": 1.0 / step, "psnr": 12.0 + step / 10}, render=render))
+            time.sleep(0.02)
+        assert lv.renders >= 2, "no render of the browser's view while it was connected"
+        client = next(c for c in lv.server.get_clients().values() if has_camera(c))
+        cam_from_world, K, w, h = asked[-1]
+        assert np.allclose(cam_from_world, client_cam_from_world(client.camera), atol=1e-6)
+        assert max(w, h) == lv.config.render_size and K[0, 2] == w / 2
+        page.get_by_text("current view").wait_for(timeout=10_000)
+        assert "nerf** training: step" in lv.status.content
+        page.close()
+    finally:
+        lv.close()
+    assert lv.errors == []

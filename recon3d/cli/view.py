@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.errors import UserError
     from recon3d.progress import progress, summary
     from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
-    from recon3d.viewer.server import server_url, start_server
+    from recon3d.viewer.server import server_url, start_server, stop_server
     from recon3d.workspace import Workspace
 
     if not 0 <= args.port <= 65535:
@@ -71,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
         print("recon3d view: stopped", flush=True)
         return 0
     finally:
-        server.stop()
+        stop_server(server)

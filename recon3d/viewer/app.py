@@ -21,7 +21,7 @@ from recon3d.colmap_io import Model, read_model
 from recon3d.errors import UserError
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
-from recon3d.viewer.layers import Layer, add_cameras, add_points, count_label, set_splats
+from recon3d.viewer.layers import Layer, add_cameras, add_points, set_splats
 from recon3d.viewer.panels import NerfPanel, ReportsPanel, SelectedCameraPanel
 from recon3d.viewer.server import has_camera
 from recon3d.workspace import Workspace
@@ -126,11 +126,11 @@ class ViewerApp:
             C.CAMERA_RGB, thumbs, on_click=lambda i, event: self.select_camera(i, event.client))
         self.layers["points"], self._point_idx = add_points(
             scene, "/points", "Sparse points", c.model.points, c.model.colors, self.point_size, cfg.max_points)
-        rows = [("cameras", f"{len(c.views)}"), ("sparse points", f"{self.layers['points'].shown:,} of {len(c.model.points):,}")]
+        rows = [("cameras", f"{len(c.views)}"), ("sparse points", _count(self.layers["points"]))]
         if c.splat_path is not None and cfg.show_splats:
             with _optional(rows, "splats"):
                 self.load_splat_file(c.splat_path)
-                rows.append(("splats", f"{self.layers['splats'].shown:,} of {self.layers['splats'].total:,}"))
+                rows.append(("splats", _count(self.layers["splats"])))
         for i, path in enumerate(c.stereo_paths):
             with _optional(rows, f"stereo {path.name}"):
                 pts, col = D.read_point_ply(path)
@@ -140,7 +140,7 @@ class ViewerApp:
                 layer, _ = add_points(scene, f"/stereo/{i:02d}_{path.stem}", f"Stereo {path.name}", pts, col,
                                       self.point_size * 0.5, cfg.max_points)
                 self.layers[f"stereo:{path.name}"] = layer
-                rows.append((f"stereo {path.name}", f"{layer.shown:,} of {layer.total:,} points"))
+                rows.append((f"stereo {path.name}", _count(layer) + " points"))
         if c.gt_views:
             poses, self.gt_note = D.align_gt_views(c.gt_views, c.views)
             self.layers["gt_cameras"] = add_cameras(scene, "/gt_cameras", "Ground-truth cameras", poses, c.gt_views,
@@ -285,6 +285,10 @@ class ViewerApp:
         self._next_order += 0.01
         cb.on_update(lambda _e: self._toggle(key))
         self.checkboxes[key] = cb
+
+
+def _count(layer: Layer) -> str:
+    return f"{layer.shown:,}" if layer.shown == layer.total else f"{layer.shown:,} of {layer.total:,}"
 
 
 @contextlib.contextmanager

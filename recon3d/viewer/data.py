@@ -313,7 +313,7 @@ def align_gt_views(gt_views: list[CameraView], views: list[CameraView]) -> tuple
     for g in gt_views:
         wfc = g.world_from_cam
         out.append(geometry.invert_rigid(np.concatenate([R @ wfc[:, :3], (s * R @ wfc[:, 3] + t)[:, None]], axis=1)))
-    return out, f"aligned by a similarity on {len(shared)} cameras (centre RMS {rms:.3g} model units)"
+    return out, f"aligned by a similarity on {len(shared)} cameras, centre RMS {rms:.2g}"
 
 
 # ---------------------------------------------------------------------------------- images

@@ -27,7 +27,8 @@ from recon3d.monitor import TrainEvent
 from recon3d.viewer import data as D
 from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
 from recon3d.viewer.panels import check_render
-from recon3d.viewer.server import client_cam_from_world, client_K, has_camera, render_size, server_url, start_server
+from recon3d.viewer.server import (client_cam_from_world, client_K, has_camera, render_size, server_url,
+                                   start_server, stop_server)
 from recon3d.workspace import Workspace
 
 
@@ -112,7 +113,7 @@ class LiveViewer:
             self.app.build()
             self._build_gui()
         except BaseException:
-            self.server.stop()
+            stop_server(self.server)
             raise
         self._lock = threading.Lock()
         self._latest: Optional[TrainEvent] = None
@@ -151,7 +152,7 @@ class LiveViewer:
         self._closing = True
         self._wake.set()
         self._thread.join(timeout=30.0)
-        self.server.stop()
+        stop_server(self.server)
         if not self._quiet:
             print(f"recon3d train: live viewer stopped; `recon3d view {self.ws.root}` shows the result",
                   file=sys.stderr, flush=True)

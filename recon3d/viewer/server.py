@@ -64,6 +64,12 @@ def start_server(host: str = "127.0.0.1", port: int = 8080):
     return server
 
 
+def stop_server(server) -> None:
+    """Stop a viser server quietly (viser prints "Server stopped" on stdout otherwise)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        server.stop()
+
+
 # ------------------------------------------------------------------------ client camera <-> recon3d
 def client_world_from_cam(camera) -> np.ndarray:
     """(3, 4) world_from_cam of a viser client camera (OpenCV camera frame, like recon3d)."""
