@@ -190,11 +190,11 @@ class ViewerApp:
         self.legend_bar = gui.add_image(C.colorbar_image(), label=None, format="png", visible=False)
         self.legend_md = gui.add_markdown(self.legend.markdown(), visible=False)
         r = self.content.frame.radius
-        self.point_size_slider = gui.add_slider("Point size", 0.0, round(0.03 * r, 6), round(0.0005 * r, 6),
-                                                round(self.point_size, 6))
+        self.point_size_slider = gui.add_slider("Point size", 0.0, _nice(0.03 * r), _nice(0.0005 * r),
+                                                _nice(self.point_size))
         self.point_size_slider.on_update(lambda _e: self._set_point_size(self.point_size_slider.value))
-        self.frustum_slider = gui.add_slider("Camera size", 0.0, round(0.3 * r, 6), round(0.002 * r, 6),
-                                             round(self.frustum_scale, 6))
+        self.frustum_slider = gui.add_slider("Camera size", 0.0, _nice(0.3 * r), _nice(0.002 * r),
+                                             _nice(self.frustum_scale))
         self.frustum_slider.on_update(lambda _e: self._set_frustum_scale(self.frustum_slider.value))
         if "gt_cameras" in self.layers:
             gui.add_markdown(f"<small>Ground truth: {self.gt_note}</small>")
@@ -285,6 +285,11 @@ class ViewerApp:
         self._next_order += 0.01
         cb.on_update(lambda _e: self._toggle(key))
         self.checkboxes[key] = cb
+
+
+def _nice(x: float) -> float:
+    """``x`` rounded to 3 significant digits (slider bounds and steps of any scene scale)."""
+    return float(f"{x:.3g}")
 
 
 def _count(layer: Layer) -> str:

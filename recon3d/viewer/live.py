@@ -11,6 +11,13 @@ microseconds); a background thread does the rest, throttled. Renders and splat u
 while a browser is connected, at most every ``render_interval`` / ``splats_interval`` seconds, and
 never more than ``max_duty`` of the wall time (after a piece of work that took ``t`` seconds the
 next waits at least ``t / max_duty``). ``scripts/bench_viewer_overhead.py`` measures the overhead.
+
+For backends: ``event.render`` and ``event.splats`` are called from the viewer's thread while
+training goes on (possibly after later steps, and once more after the last event). They should only
+read the model (``torch.no_grad()``), and may fail when parameters change size mid-call
+(densification): failures are caught, shown in the panel and retried at the next refresh.
+``splats()`` may return activated values (scales as standard deviations, opacities in [0, 1]) or
+raw ones (log scales, logits); :func:`recon3d.viewer.data.splat_arrays` tells them apart.
 """
 
 from __future__ import annotations
