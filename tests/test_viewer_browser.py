@@ -1,0 +1,238 @@
+"""The viewer in a real browser: headless Debian chromium driven by Playwright (WebGL via SwiftShader).
+
+Screenshots are kept in ``test-artifacts/`` (git-ignored) at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon3d import geometry
+
+sys.path.insert(0, str(Path(__file__).parent))
+from viewer_fixtures import add_splats_and_reports  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1000, "height": 700}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package to run the browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the Python playwright package is not installed (pip install playwright; no browser download needed)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _lines(stream, q: queue.Queue) -> None:
+    for line in stream:
+        q.put(line)
+    q.put(None)
+
+
+def _wait_line(q: queue.Queue, pattern: str, timeout: float, seen: list[str]) -> re.Match:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            line = q.get(timeout=max(0.05, end - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output so far:\n{''.join(seen)}")
+
+
+def _content_stats(png: bytes) -> tuple[float, int]:
+    """(share of pixels that differ from the background, distinct colours) of the scene area of a screenshot."""
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+    h, w, _ = img.shape
+    area = img[int(0.25 * h):, : int(0.6 * w)]  # left of the control panel, below the WebGL notice
+    flat = area.reshape(-1, 3)
+    values, counts = np.unique(flat, axis=0, return_counts=True)
+    background = values[np.argmax(counts)]
+    differs = np.abs(flat - background).max(axis=1) > 24
+    distinct = len(np.unique(flat[differs] // 16, axis=0))
+    return float(differs.mean()), distinct
+
+
+def test_view_cli_shows_the_workspace_in_a_browser(browser, orbit_ws):
+    ws = add_splats_and_reports(orbit_ws)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "recon3d", "view", str(ws.root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
+    seen: list[str] = []
+    try:
+        url = _wait_line(q, r"at (http://127\.0\.0\.1:\d+) ", 60, seen).group(1)
+        _wait_line(q, r"recon3d view: showing", 60, seen)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(url)
+        # The GUI names every layer with its count (server-side scene, as the browser received it).
+        for label in ("Cameras (24)", "Sparse points (3,000)", "Splats (3,000)", "Ground-truth cameras (24)"):
+            page.get_by_text(label, exact=True).wait_for(timeout=30_000)
+        page.get_by_text("Point colours").wait_for(timeout=5_000)
+        canvas = page.locator("canvas").first
+        canvas.wait_for(timeout=10_000)
+        share, distinct = 0.0, 0
+        end = time.monotonic() + 30
+        while time.monotonic() < end:  # splats and thumbnails arrive over the websocket; wait for them
+            share, distinct = _content_stats(page.screenshot())
+            if share > 0.15 and distinct > 60:
+                break
+            time.sleep(0.5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "viewer_e2e.png"
+        page.screenshot(path=str(shot))
+        print(f"\nscreenshot: {shot} (non-background share {share:.2f}, {distinct} colour bins)")
+        assert share > 0.15, f"the scene area is mostly background ({share:.1%}); see {shot}"
+        assert distinct > 60, f"too few colours in the scene ({distinct}); see {shot}"
+        page.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    assert rc == 0, "".join(seen)
+
+
+def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
+    from recon3d.viewer.app import ViewerApp, WorkspaceContent, fly_to
+    from recon3d.viewer.server import client_world_from_cam, has_camera, start_server
+
+    rendered = []
+
+    def loader(ws):  # a stand-in NeRF render hook that records what it is asked to render
+        def render(cam_from_world, K, w, h):
+            rendered.append((cam_from_world, K, w, h))
+            return np.full((h, w, 3), 90, np.uint8)
+        return render
+
+    server = start_server("127.0.0.1", 0)
+    try:
+        content = WorkspaceContent.load(orbit_ws)
+        app = ViewerApp(server, content, nerf_loader=loader)
+        app.build()
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"http://127.0.0.1:{server.get_port()}")
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not any(has_camera(c) for c in server.get_clients().values()):
+            time.sleep(0.1)
+        client = next(c for c in server.get_clients().values() if has_camera(c))
+        reports: list[np.ndarray] = []  # poses the *browser* reported back, (3, 4) world_from_cam
+
+        def on_camera(camera):
+            reports.append(client_world_from_cam(camera))
+
+        client.camera.on_update(on_camera)
+
+        def wait_for_pose(target: np.ndarray, timeout: float = 15.0) -> np.ndarray:
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if reports and np.allclose(reports[-1], target, atol=1e-5):
+                    return reports[-1]
+                time.sleep(0.1)
+            raise AssertionError(f"browser camera never reached\n{target}\nlast report\n{reports[-1] if reports else None}")
+
+        k = 5
+        view = content.views[k]
+        # Look at camera k from 2 units behind it along its optical axis: the centre of the canvas
+        # then shows its frustum (apex and photo), in front of everything else.
+        behind = view.world_from_cam.copy()
+        behind[:, 3] -= 2.0 * behind[:, 2]
+        fly_to(client, behind, view.fov_y, 3.0)
+        wait_for_pose(behind)
+        time.sleep(0.5)
+        page.mouse.click(VIEWPORT["width"] / 2, VIEWPORT["height"] / 2)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and app._selected != k:
+            time.sleep(0.1)
+        assert app._selected == k, "the click did not reach camera 5's frustum"
+        got = wait_for_pose(view.world_from_cam)
+        radius = content.frame.radius
+        assert np.linalg.norm(got[:, 3] - view.center) < 1e-6 * radius
+        assert geometry.rotation_angle_deg(got[:, :3], view.world_from_cam[:, :3]) < 1e-3
+        assert client.camera.fov == pytest.approx(view.fov_y, abs=1e-6)
+        assert view.name in app.selected_panel.text.content and app.selected_panel.photo.visible
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer_camera_view.png"))
+
+        # A render of this view asks the hook for exactly camera k's pose and focal length.
+        img = app.nerf_panel.render_for(client)
+        cam_from_world, K, w, h = rendered[-1]
+        assert img is not None and img.shape == (h, w, 3)
+        assert np.allclose(cam_from_world, view.cam_from_world, atol=1e-6)
+        assert max(w, h) == 640 and w / h == pytest.approx(VIEWPORT["width"] / VIEWPORT["height"], rel=0.01)
+        assert K[1, 1] / h == pytest.approx(view.camera.K[1, 1] / view.camera.height, rel=1e-6)
+        assert "Rendered" in app.nerf_panel.note.content
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_live_viewer_renders_the_browser_view(browser, orbit_ws):
+    from recon3d.monitor import TrainEvent
+    from recon3d.viewer.live import LiveConfig, LiveViewer
+    from recon3d.viewer.server import client_cam_from_world, has_camera
+
+    asked = []
+
+    def render(cam_from_world, K, w, h):
+        asked.append((cam_from_world, K, w, h))
+        return np.full((h, w, 3), 120, np.uint8)
+
+    lv = LiveViewer(orbit_ws, port=0, config=LiveConfig(render_interval=0.2), quiet=True)
+    try:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(lv.url)
+        page.get_by_text("Training", exact=True).wait_for(timeout=30_000)
+        end = time.monotonic() + 30
+        step = 0
+        while time.monotonic() < end and lv.renders < 2:
+            step += 1
+            lv(TrainEvent("nerf", step, 1000, {"loss": 1.0 / step, "psnr": 12.0 + step / 10}, render=render))
+            time.sleep(0.02)
+        assert lv.renders >= 2, "no render of the browser's view while it was connected"
+        client = next(c for c in lv.server.get_clients().values() if has_camera(c))
+        cam_from_world, K, w, h = asked[-1]
+        assert np.allclose(cam_from_world, client_cam_from_world(client.camera), atol=1e-6)
+        assert max(w, h) == lv.config.render_size and K[0, 2] == w / 2
+        page.get_by_text("current view").wait_for(timeout=10_000)
+        assert "nerf** training: step" in lv.status.content
+        page.close()
+    finally:
+        lv.close()
+    assert lv.errors == []
