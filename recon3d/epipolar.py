@@ -300,6 +300,9 @@ def estimate_homography(x1: np.ndarray, x2: np.ndarray, method: str = "magsac", 
         if H is None:
             raise UserError("no homography found; the matches may be wrong")
         inl = mask.ravel().astype(bool)
+        if inl.sum() >= 4:  # least squares + Levenberg-Marquardt over the inliers
+            H_ls, _ = cv2.findHomography(x1[inl], x2[inl], 0)
+            H = H_ls if H_ls is not None else H
     return H / H[2, 2], inl
 
 
@@ -364,13 +367,18 @@ def _essential(x1, x2, K1, K2, method, threshold, confidence, seed):
 
 
 def estimate_relative_pose(x1: np.ndarray, x2: np.ndarray, K1: np.ndarray, K2: np.ndarray, method: str = "magsac",
-                           threshold: float = 1.0, confidence: float = 0.9999, seed: int = 0) -> RelativePose:
-    """Relative pose of two calibrated views: robust E, then decomposition with the cheirality check.
+                           threshold: float = 1.0, confidence: float = 0.9999, seed: int = 0,
+                           refine: bool = True) -> RelativePose:
+    """Relative pose of two calibrated views: robust E, decomposition with the cheirality check, refinement.
+
+    The pose of the cheirality check is refined over the inliers in front of both cameras by
+    Levenberg-Marquardt on the Sampson error (pycolmap), and E is recomputed from it.
 
     Args:
         x1, x2: ``(N, 2)`` matched pixels (COLMAP pixel centres, undistorted).
         K1, K2: ``(3, 3)`` intrinsics.
         method, threshold, confidence, seed: as :func:`estimate_essential`.
+        refine: refine the pose over the inliers (non-linear, Sampson error).
     Returns:
         :class:`RelativePose` (``cam2_from_cam1``, unit translation).
     """
@@ -378,4 +386,17 @@ def estimate_relative_pose(x1: np.ndarray, x2: np.ndarray, K1: np.ndarray, K2: n
     R, t, front = pose_from_essential(E, n1[inl], n2[inl])
     in_front = np.zeros(len(inl), dtype=bool)
     in_front[np.flatnonzero(inl)[front]] = True
+    if refine and in_front.sum() >= 6:
+        import pycolmap
+
+        x1a = np.ascontiguousarray(x1, dtype=np.float64).reshape(-1, 2)
+        x2a = np.ascontiguousarray(x2, dtype=np.float64).reshape(-1, 2)
+        res = pycolmap.refine_relative_pose(pycolmap.Rigid3d(np.concatenate([R, t[:, None]], axis=1)),
+                                            _pinhole(np.asarray(K1, float)), x1a, _pinhole(np.asarray(K2, float)),
+                                            x2a, in_front)
+        if res is not None:
+            M = np.asarray(res["cam2_from_cam1"].matrix())
+            R, t = M[:, :3], M[:, 3] / np.linalg.norm(M[:, 3])
+            E = essential_from_pose(R, t)
+            E = E / np.linalg.norm(E)
     return RelativePose(R, t, E, inl, in_front)
