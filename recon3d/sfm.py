@@ -332,11 +332,9 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     check_inputs(scan, src)
     timings["scan"] = time.perf_counter() - t
     digests = {im.name: im.digest for im in scan.images}
-    key = config_hash({"config": to_dict(config), "digests": digests,
-                       "camera": camera.to_json() if camera else None})
-    info = ws.stage_info("sfm")
+    key = {"config": to_dict(config), "digests": digests, "camera": camera.to_json() if camera else None}
     report_path = ws.reports / "sfm.json"
-    if not overwrite and info and info.get("config_hash") == key and ws.has_model() and report_path.is_file():
+    if not overwrite and ws.is_done("sfm", key) and ws.has_model() and report_path.is_file():
         report = _read_json(report_path) or {}
         return SfmResult(report, skipped=True, summary=format_summary(report, ws))
 

@@ -252,13 +252,15 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
         diag = float(np.hypot(cam.width, cam.height))
         sd = [float("nan")] * 2
         sigma = float("nan")
+        at = f"({before[cid][0]:.1f}, {before[cid][1]:.1f})"
+        to = f"({refined[0]:.1f}, {refined[1]:.1f})"
         if opts.refine_principal_point == "always":
-            kept, reason = True, "refined (--refine-principal-point always)"
+            kept, reason = True, f"refined to {to}: --refine-principal-point always"
         else:
             cov = (covs or {}).get(cid)
             idx = list(cam.principal_point_idxs())
             if cov is None or cov.shape[0] < len(cam.params):
-                kept, reason = False, "kept at the previous value: covariance not available"
+                kept, reason = False, f"left at {at}: its uncertainty could not be computed"
             else:
                 C = cov[np.ix_(idx, idx)] * sigma2
                 sd = [float(np.sqrt(max(C[0, 0], 0))), float(np.sqrt(max(C[1, 1], 0)))]
@@ -267,15 +269,15 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
                 except np.linalg.LinAlgError:
                     sigma = float("nan")
                 if not max(sd) < opts.pp_max_sd_frac * diag:
-                    kept, reason = False, (f"kept at the previous value: the views do not determine it "
+                    kept, reason = False, (f"left at {at}: the views do not determine it "
                                            f"(sd {max(sd):.1f} px > {opts.pp_max_sd_frac * diag:.1f} px)")
                 elif not sigma > opts.pp_min_sigma:
-                    kept, reason = False, (f"kept at the previous value: shift {np.linalg.norm(shift):.1f} px is "
+                    kept, reason = False, (f"left at {at}: the refined shift {np.linalg.norm(shift):.1f} px is "
                                            f"only {sigma:.1f} sd (needs {opts.pp_min_sigma:g})")
                 elif abs(shift[0]) > 0.1 * cam.width or abs(shift[1]) > 0.1 * cam.height:
-                    kept, reason = False, "kept at the previous value: refined point implausibly far from the centre"
+                    kept, reason = False, f"left at {at}: the refined point {to} is implausibly far from it"
                 else:
-                    kept, reason = True, (f"refined: moved {np.linalg.norm(shift):.1f} px ({sigma:.0f} sd, "
+                    kept, reason = True, (f"refined to {to}: moved {np.linalg.norm(shift):.1f} px ({sigma:.0f} sd, "
                                           f"sd {max(sd):.2f} px)")
         decisions.append(PrincipalPointDecision(int(cid), [float(v) for v in before[cid]],
                                                 [float(v) for v in refined], sd, sigma, kept, reason))

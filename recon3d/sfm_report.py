@@ -98,7 +98,11 @@ def _pp_text(model: dict) -> str:
         return ""
     kept = sum(1 for p in pps if p["kept"])
     if len(pps) == 1:
-        return "; principal point " + pps[0]["reason"].split(":")[0]
+        p = pps[0]
+        if p["kept"]:
+            return f"; principal point refined to ({p['refined'][0]:.1f}, {p['refined'][1]:.1f})"
+        why = p["reason"].split(": ", 1)[-1].split(" (")[0]
+        return f"; principal point left at ({p['before'][0]:.1f}, {p['before'][1]:.1f}): {why}"
     return f"; principal point refined for {kept}/{len(pps)} cameras"
 
 
