@@ -255,14 +255,49 @@ def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> Us
     return UserError(f"no reconstruction: {msg}", exit_code=EXIT_NO_MODEL)
 
 
-def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -> tuple[list, list]:
-    """Map, refine every model, and write them into ``work.sparse`` (atomically). Returns (models, refine reports)."""
-    import tempfile
+def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -> tuple[list, list, dict]:
+    """Map, refine every model; returns (models largest first, refine reports, notes).
 
-    from recon3d.sfm_mapping import map_database, refine_model
+    When self-calibration degenerates (photos left out or split models while a distortion
+    parameter was estimated), mapping runs once more with distortion fixed at zero, and the
+    run whose largest model holds more photos wins. Narrow-angle views (long focal lengths,
+    short arcs) cannot determine radial distortion, and a wild estimate blocks registration.
+    """
+    from dataclasses import replace
+
+    from recon3d.sfm_mapping import refine_model
 
     opts = mapper_options(config)
-    bar = progress(range(len(names)), desc=f"mapping ({config.mapper})", unit="img") if progress else None
+    models = _run_mapper(work, names, opts, progress)
+    notes: dict = {}
+    if models and not opts.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
+            and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
+        simple = replace(opts, refine_extra_params=False)
+        retry = _run_mapper(work, names, simple, progress, desc="mapping again (distortion fixed)")
+        better = bool(retry) and retry[0].num_reg_images() > models[0].num_reg_images()
+        notes["distortion_retry"] = {
+            "reason": f"{models[0].num_reg_images()}/{len(names)} photos in the largest model with distortion "
+                      "estimated; tried again with distortion fixed at zero",
+            "registered_with_distortion": int(models[0].num_reg_images()),
+            "registered_without": int(retry[0].num_reg_images()) if retry else 0,
+            "kept": "without distortion" if better else "with distortion"}
+        if better:
+            models, opts = retry, simple
+    refined, reports = [], []
+    for rec in (progress(models, desc="refining", unit="model") if progress else models):
+        rec, rep = refine_model(rec, opts)
+        refined.append(rec)
+        reports.append(rep.to_dict())
+    order = sorted(range(len(refined)), key=lambda k: (-refined[k].num_reg_images(), -refined[k].num_points3D()))
+    return [refined[k] for k in order], [reports[k] for k in order], notes
+
+
+def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | None = None) -> list:
+    import tempfile
+
+    from recon3d.sfm_mapping import map_database
+
+    bar = progress(range(len(names)), desc=desc or f"mapping ({opts.mapper})", unit="img") if progress else None
     it = iter(bar) if bar is not None else None
 
     def on_image() -> None:
@@ -274,13 +309,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
         models = map_database(work.database, work.images, Path(scratch), opts, image_names=names, on_image=on_image)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
-    refined, reports = [], []
-    for rec in (progress(models, desc="refining", unit="model") if progress else models):
-        rec, rep = refine_model(rec, opts)
-        refined.append(rec)
-        reports.append(rep.to_dict())
-    order = sorted(range(len(refined)), key=lambda k: (-refined[k].num_reg_images(), -refined[k].num_points3D()))
-    return [refined[k] for k in order], [reports[k] for k in order]
+    return models
 
 
 def write_models(models: list, sparse_dir: Path, config: SfmConfig) -> None:
@@ -360,7 +389,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         timings["matching"] = time.perf_counter() - t
         stats = pair_stats(work.database)
         t = time.perf_counter()
-        models, refine_reports = _map_stage(work, names, config, progress)
+        models, refine_reports, notes = _map_stage(work, names, config, progress)
         if not models:
             raise _no_model_error(stats, names, config)
         timings["mapping"] = time.perf_counter() - t
@@ -381,6 +410,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     unregistered = explain_unregistered(stats, names, registered, config)
     timings["total"] = time.perf_counter() - t_start
     report = build_report(ws, config, scan, feat, matches, models, refine_reports, unregistered, timings)
+    report["notes"] = notes
     write_report(ws, report, models, stats)
     ws.mark_done("sfm", key, {"model": ws.model, "report": report_path})
     return SfmResult(report, skipped=False, summary=format_summary(report, ws))

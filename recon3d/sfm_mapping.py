@@ -41,6 +41,8 @@ class MapperOptions:
     """Keep the cameras' intrinsics as they are in the database (known calibration)."""
     refine_principal_point: str = "auto"
     """'auto' (the rule), 'always' or 'never'."""
+    refine_extra_params: bool = True
+    """Refine distortion parameters during mapping (False keeps them at their database values)."""
     min_num_matches: int = 15
     """Fewest verified matches for a pair to be used."""
     init_min_num_inliers: int = 100
@@ -84,6 +86,9 @@ def incremental_options(opts: MapperOptions):
     o.mapper.abs_pose_min_num_inliers = opts.abs_pose_min_num_inliers
     o.mapper.abs_pose_min_inlier_ratio = opts.abs_pose_min_inlier_ratio
     o.ba_refine_principal_point = False
+    if not opts.refine_extra_params:
+        o.ba_refine_extra_params = False
+        o.mapper.abs_pose_refine_extra_params = False
     if opts.fixed_intrinsics:
         o.ba_refine_focal_length = False
         o.ba_refine_extra_params = False
@@ -109,6 +114,8 @@ def global_options(opts: MapperOptions):
     o.mapper.global_positioning.use_gpu = False
     o.mapper.bundle_adjustment.ceres.use_gpu = False
     o.mapper.bundle_adjustment.refine_principal_point = False
+    if not opts.refine_extra_params:
+        o.mapper.bundle_adjustment.refine_extra_params = False
     if opts.fixed_intrinsics:
         o.mapper.bundle_adjustment.refine_focal_length = False
         o.mapper.bundle_adjustment.refine_extra_params = False
@@ -147,7 +154,7 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, opts: MapperOpt
 
 # ------------------------------------------------------------------------------- refinement
 def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: bool = False,
-                  covariance: bool = False) -> tuple[object, dict[int, np.ndarray] | None]:
+                  covariance: bool = False, refine_extra_params: bool = True) -> tuple[object, dict[int, np.ndarray] | None]:
     """Global bundle adjustment of ``rec`` in place (Ceres, trivial loss, gauge on two cameras).
 
     Args:
@@ -155,6 +162,7 @@ def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: b
         refine_principal_point: let the principal points move.
         fixed_intrinsics: keep focal lengths and distortion fixed.
         covariance: also return each camera's intrinsics covariance (unit pixel variance).
+        refine_extra_params: let distortion parameters move (unless ``fixed_intrinsics``).
     Returns:
         ``(summary, {camera_id: (P, P) tangent covariance of its parameters} or None)``.
     """
@@ -164,7 +172,7 @@ def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: b
     o.print_summary = False
     o.refine_principal_point = refine_principal_point
     o.refine_focal_length = not fixed_intrinsics
-    o.refine_extra_params = not fixed_intrinsics
+    o.refine_extra_params = refine_extra_params and not fixed_intrinsics
     cfg = pycolmap.BundleAdjustmentConfig()
     for image_id in rec.reg_image_ids():
         cfg.add_image(image_id)
@@ -242,7 +250,8 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
         return rec, []
     trial = pycolmap.Reconstruction(rec)
     before = {cid: [cam.principal_point_x, cam.principal_point_y] for cid, cam in rec.cameras.items()}
-    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=opts.refine_principal_point == "auto")
+    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=opts.refine_principal_point == "auto",
+                            refine_extra_params=opts.refine_extra_params)
     rss, n_obs = residual_stats(trial)
     sigma2 = rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
     decisions = []
@@ -258,8 +267,12 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
             kept, reason = True, f"refined to {to}: --refine-principal-point always"
         else:
             cov = (covs or {}).get(cid)
-            idx = list(cam.principal_point_idxs())
-            if cov is None or cov.shape[0] < len(cam.params):
+            # the covariance omits constant parameters: locate the principal point among the variable ones
+            extra = set(cam.extra_params_idxs()) if opts.refine_extra_params else set()
+            variable = [i for i in range(len(cam.params))
+                        if i in set(cam.focal_length_idxs()) | set(cam.principal_point_idxs()) | extra]
+            idx = [variable.index(i) for i in cam.principal_point_idxs()]
+            if cov is None or cov.shape[0] != len(variable):
                 kept, reason = False, f"left at {at}: its uncertainty could not be computed"
             else:
                 C = cov[np.ix_(idx, idx)] * sigma2
@@ -287,7 +300,7 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
     if kept_ids:
         for cid in kept_ids:
             rec.cameras[cid].params = trial.cameras[cid].params
-        bundle_adjust(rec)
+        bundle_adjust(rec, refine_extra_params=opts.refine_extra_params)
     return rec, decisions
 
 
@@ -310,7 +323,7 @@ def refine_model(rec, opts: MapperOptions) -> tuple[object, RefineReport]:
     report = RefineReport()
     for _ in range(2):
         report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
-        bundle_adjust(rec, fixed_intrinsics=opts.fixed_intrinsics)
+        bundle_adjust(rec, fixed_intrinsics=opts.fixed_intrinsics, refine_extra_params=opts.refine_extra_params)
     if rec.num_reg_images() >= 3 and rec.num_points3D() >= 20:
         rec, decisions = principal_point_rule(rec, opts)
         report.principal_point = [d.to_dict() for d in decisions]
