@@ -52,9 +52,9 @@ class FeatureConfig:
     """First SIFT octave: -1 upsamples the image once (finer features, slower), 0 does not."""
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model for self-calibration (ignored when a camera file is given)."""
-    camera_mode: Literal["single", "per_image", "auto"] = "single"
-    """'single': one camera per image size (one physical camera), 'per_image': a camera for each image,
-    'auto': COLMAP's grouping by EXIF make, model and focal length."""
+    camera_mode: Literal["auto", "single", "per_image"] = "auto"
+    """'auto': one shared camera per image size and EXIF camera (make, model, focal length); photos
+    without EXIF share one per size. 'single': one per image size, ignoring EXIF. 'per_image': one each."""
     matching: Literal["auto", "exhaustive", "sequential", "spatial"] = "auto"
     """Pair selection. 'auto': exhaustive up to exhaustive_max_images images, else spatial when the photos
     carry GPS, else sequential."""
@@ -120,6 +120,8 @@ class InputImage:
     """SHA-1 of the file."""
     transpose: bool = False
     """True when the EXIF orientation says the pixels must be rotated or flipped to stand upright."""
+    exif_camera: str = ""
+    """EXIF make, model and focal length ('' without EXIF): photos that share it share a camera."""
 
 
 @dataclass
@@ -166,7 +168,11 @@ def scan_images(folder: Path | str, progress: Callable | None = None) -> ImageSc
         try:
             with Image.open(path) as im:
                 im.load()
-                orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
+                exif = im.getexif()
+                orientation = exif.get(0x0112, 1)
+                sub = exif.get_ifd(0x8769) if exif else {}
+                exif_camera = "" if not exif or not (exif.get(0x010F) or exif.get(0x0110)) else \
+                    f"{exif.get(0x010F, '')}|{exif.get(0x0110, '')}|{sub.get(0x920A, '')}"
                 w, h = im.size
         except UnidentifiedImageError:
             skipped.append((path.name, "not an image Pillow can read"))
@@ -189,7 +195,7 @@ def scan_images(folder: Path | str, progress: Callable | None = None) -> ImageSc
             skipped.append((path.name, f"identical to {seen[digest]}"))
             continue
         seen[digest] = path.name
-        good.append(InputImage(path, path.name, w, h, digest, transpose))
+        good.append(InputImage(path, path.name, w, h, digest, transpose, str(exif_camera).strip()))
     return ImageScan(good, skipped)
 
 
@@ -297,16 +303,17 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
     ext.sift.max_num_features = config.max_num_features
     ext.sift.peak_threshold = config.peak_threshold
     ext.sift.first_octave = config.first_octave
-    mode = {"single": pycolmap.CameraMode.SINGLE, "per_image": pycolmap.CameraMode.PER_IMAGE,
-            "auto": pycolmap.CameraMode.AUTO}[config.camera_mode]
-    # One import per image size, so 'single' means one camera per size (COLMAP refuses mixed sizes).
-    groups: dict[tuple[int, int], list[InputImage]] = {}
+    mode = pycolmap.CameraMode.PER_IMAGE if config.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
+    # One import per group of photos sharing a camera (COLMAP's single mode refuses mixed sizes).
+    groups: dict[tuple, list[InputImage]] = {}
     for im in todo:
-        groups.setdefault((im.width, im.height), []).append(im)
+        key = (im.width, im.height) + ((im.exif_camera,) if config.camera_mode == "auto" else ())
+        groups.setdefault(key, []).append(im)
     wrap = progress or (lambda it, **kw: it)
     bar = wrap(range(len(todo)), desc="extracting features", unit="img") if todo else None
     it = iter(bar) if bar is not None else None
-    for (w, h), group in groups.items():
+    for key, group in groups.items():
+        w, h = key[:2]
         reader = pycolmap.ImageReaderOptions()
         reader.camera_model = config.camera_model
         if camera is not None:

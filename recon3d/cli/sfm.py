@@ -43,10 +43,11 @@ def add_sfm_options(parser: argparse.ArgumentParser) -> None:
     c = parser.add_argument_group("cameras")
     c.add_argument("--camera", type=Path, help="camera.json from `recon3d calibrate`: intrinsics of the camera")
     c.add_argument("--fixed-intrinsics", action="store_true", help="with --camera: keep the intrinsics fixed (default: refine them)")
-    c.add_argument("--camera-model", choices=COLMAP_CAMERA_MODELS, default="SIMPLE_RADIAL",
-                   help="COLMAP model for self-calibration (default SIMPLE_RADIAL)")
-    c.add_argument("--camera-mode", choices=["single", "per_image", "auto"], default="single",
-                   help="single: one camera per image size (default); per_image; auto: group by EXIF")
+    c.add_argument("--camera-model", choices=COLMAP_CAMERA_MODELS, default="SIMPLE_RADIAL", metavar="MODEL",
+                   help="COLMAP model for self-calibration: " + ", ".join(COLMAP_CAMERA_MODELS) + " (default SIMPLE_RADIAL)")
+    c.add_argument("--camera-mode", choices=["auto", "single", "per_image"], default="auto",
+                   help="auto (default): one camera per image size and EXIF camera/focal length; "
+                        "single: one per image size; per_image: one per photo")
     c.add_argument("--refine-principal-point", choices=["auto", "always", "never"], default="auto",
                    help="auto: refine it in a final BA and keep it only where the views determine it (default)")
     m = parser.add_argument_group("mapping")
