@@ -52,7 +52,8 @@ class SfmConfig:
     camera_file: str = ""
     """A camera.json (from `recon3d calibrate`) with the intrinsics of the camera that took the photos."""
     camera_fixed: bool = False
-    """With camera_file: keep its intrinsics fixed (True) or use them as a starting point refined by BA (False)."""
+    """With camera_file: keep its intrinsics fixed (True), or (False) map with them fixed and refine them in a
+    final BA only where the views determine them (recon3d.sfm_mapping.calibration_prior_rule)."""
     refine_principal_point: Literal["auto", "always", "never"] = "auto"
     """'auto': refine principal points in a final BA and keep them only where the views determine them
     (see recon3d.sfm_mapping); 'always' / 'never' force it."""
@@ -95,7 +96,8 @@ def mapper_options(config: SfmConfig):
     from recon3d.sfm_mapping import MapperOptions
 
     return MapperOptions(
-        mapper=config.mapper, fixed_intrinsics=bool(config.camera_file) and config.camera_fixed,
+        mapper=config.mapper, fixed_intrinsics=bool(config.camera_file),
+        calibration_prior=bool(config.camera_file) and not config.camera_fixed,
         refine_principal_point="never" if config.camera_file else config.refine_principal_point,
         min_num_matches=config.min_num_matches, init_min_num_inliers=config.init_min_num_inliers,
         abs_pose_min_num_inliers=config.abs_pose_min_num_inliers,

@@ -18,6 +18,13 @@ the result is kept for a camera only when the data clearly ask for it:
 * it stayed plausible: within 10 % of the image size from the centre.
 
 Otherwise the camera keeps its previous principal point (and the model its previous BA).
+
+With a calibration given as a prior (``camera.json`` without ``--fixed-intrinsics``), mapping
+runs with the calibrated intrinsics fixed, and :func:`calibration_prior_rule` then refines all
+of them in a final BA under the same kind of test: the refinement is kept only when every
+parameter is well determined (focal lengths to 0.5 %, principal point as above, distortion
+coefficients to 0.02) and the change is significant (over 5 standard deviations jointly).
+A calibration is usually better than what a handful of views can say about a camera.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class MapperOptions:
     """'auto' (the rule), 'always' or 'never'."""
     refine_extra_params: bool = True
     """Refine distortion parameters during mapping (False keeps them at their database values)."""
+    calibration_prior: bool = False
+    """Intrinsics came from a calibration (mapped fixed): refine them at the end only where the data say so."""
     min_num_matches: int = 15
     """Fewest verified matches for a pair to be used."""
     init_min_num_inliers: int = 100
@@ -235,6 +244,97 @@ class PrincipalPointDecision:
         return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
 
 
+def _scaled_covariance(trial, covs, cid, cam, free_focal: bool, free_pp: bool, free_extra: bool, sigma2: float):
+    """(variable parameter indices, their covariance scaled by the residual variance) or None."""
+    groups = (set(cam.focal_length_idxs()) if free_focal else set()) | \
+        (set(cam.principal_point_idxs()) if free_pp else set()) | (set(cam.extra_params_idxs()) if free_extra else set())
+    variable = [i for i in range(len(cam.params)) if i in groups]
+    cov = (covs or {}).get(cid)
+    if cov is None or cov.shape[0] != len(variable):
+        return None
+    return variable, cov * sigma2
+
+
+def _sigma2(rec) -> float:
+    rss, n_obs = residual_stats(rec)
+    return rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
+
+
+@dataclass
+class CalibrationDecision:
+    """What :func:`calibration_prior_rule` decided for one camera."""
+
+    camera_id: int
+    before: list[float]
+    """Parameters from the calibration."""
+    refined: list[float]
+    """Parameters the final BA found."""
+    sd: list[float]
+    """Standard deviation of each refined parameter (nan when not computable)."""
+    shift_sigma: float
+    """Joint shift in standard deviations (Mahalanobis distance)."""
+    kept: bool
+    """Whether the refined parameters were kept."""
+    reason: str
+    """One line saying why."""
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
+
+
+def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[CalibrationDecision]]:
+    """Refine calibrated intrinsics where the views determine them (see the module docstring).
+
+    Args:
+        rec: a model mapped with the calibration's intrinsics fixed.
+        opts: thresholds.
+    Returns:
+        ``(reconstruction to use, one decision per camera)``.
+    """
+    import pycolmap
+
+    trial = pycolmap.Reconstruction(rec)
+    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=True)
+    sigma2 = _sigma2(trial)
+    decisions = []
+    for cid, cam in trial.cameras.items():
+        before = [float(v) for v in rec.cameras[cid].params]
+        refined = [float(v) for v in cam.params]
+        got = _scaled_covariance(trial, covs, cid, cam, True, True, True, sigma2)
+        sd, sigma = [float("nan")] * len(before), float("nan")
+        if got is None:
+            kept, reason = False, "calibration kept: the uncertainty of a refinement could not be computed"
+        else:
+            variable, C = got
+            sd_var = np.sqrt(np.maximum(np.diag(C), 0))
+            for k, i in enumerate(variable):
+                sd[i] = float(sd_var[k])
+            shift = np.subtract(refined, before)[variable]
+            try:
+                sigma = float(np.sqrt(shift @ np.linalg.solve(C, shift)))
+            except np.linalg.LinAlgError:
+                sigma = float("nan")
+            diag = float(np.hypot(cam.width, cam.height))
+            loose = [f"focal {i}" for i in cam.focal_length_idxs() if not sd[i] < 0.005 * abs(refined[i])]
+            loose += ["principal point"] if any(not sd[i] < opts.pp_max_sd_frac * diag for i in cam.principal_point_idxs()) else []
+            loose += [f"distortion {i}" for i in cam.extra_params_idxs() if not sd[i] < 0.02]
+            if loose:
+                kept, reason = False, f"calibration kept: the views do not determine {', '.join(loose)}"
+            elif not sigma > opts.pp_min_sigma:
+                kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
+            else:
+                kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
+        decisions.append(CalibrationDecision(int(cid), before, refined, sd, sigma, kept, reason))
+    if all(d.kept for d in decisions):
+        return trial, decisions
+    if any(d.kept for d in decisions):
+        for d in decisions:
+            if d.kept:
+                rec.cameras[d.camera_id].params = trial.cameras[d.camera_id].params
+        bundle_adjust(rec, fixed_intrinsics=True)
+    return rec, decisions
+
+
 def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[PrincipalPointDecision]]:
     """Refine principal points where the data determine them (see the module docstring).
 
@@ -310,9 +410,11 @@ class RefineReport:
 
     filtered_observations: int = 0
     principal_point: list[dict] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"filtered_observations": self.filtered_observations, "principal_point": self.principal_point}
+        return {"filtered_observations": self.filtered_observations, "principal_point": self.principal_point,
+                "calibration": self.calibration}
 
 
 def refine_model(rec, opts: MapperOptions) -> tuple[object, RefineReport]:
@@ -325,8 +427,12 @@ def refine_model(rec, opts: MapperOptions) -> tuple[object, RefineReport]:
         report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
         bundle_adjust(rec, fixed_intrinsics=opts.fixed_intrinsics, refine_extra_params=opts.refine_extra_params)
     if rec.num_reg_images() >= 3 and rec.num_points3D() >= 20:
-        rec, decisions = principal_point_rule(rec, opts)
-        report.principal_point = [d.to_dict() for d in decisions]
+        if opts.calibration_prior:
+            rec, decisions = calibration_prior_rule(rec, opts)
+            report.calibration = [d.to_dict() for d in decisions]
+        else:
+            rec, decisions = principal_point_rule(rec, opts)
+            report.principal_point = [d.to_dict() for d in decisions]
     report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
     return rec, report
 

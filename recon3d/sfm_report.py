@@ -93,6 +93,11 @@ def _camera_text(cam: dict) -> str:
 
 
 def _pp_text(model: dict) -> str:
+    cal = model.get("refinement", {}).get("calibration", [])
+    if cal:
+        kept = sum(1 for c in cal if c["kept"])
+        return "; calibration refined" if kept == len(cal) else ("; calibration kept" if not kept else
+                                                                 f"; calibration refined for {kept}/{len(cal)} cameras")
     pps = model.get("refinement", {}).get("principal_point", [])
     if not pps:
         return ""
@@ -148,6 +153,10 @@ def _markdown(report: dict, ws: Workspace) -> str:
             lines.append(f"- {m['path']} camera {cam['camera_id']}: {_camera_text(cam)}")
         for p in m.get("refinement", {}).get("principal_point", []):
             lines.append(f"  - principal point of camera {p['camera_id']}: {p['reason']}")
+        for p in m.get("refinement", {}).get("calibration", []):
+            lines.append(f"  - calibration of camera {p['camera_id']}: {p['reason']}")
+    for key, note in report.get("notes", {}).items():
+        lines.append(f"- note ({key}): " + "; ".join(f"{k} {v}" for k, v in note.items()))
     lines += ["", "## Unregistered photos", ""]
     lines += [f"- `{u['name']}`: {u['reason']}" for u in report["unregistered"]] or ["none"]
     if report["images"]["skipped"]:
