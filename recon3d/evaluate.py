@@ -361,7 +361,8 @@ def evaluate_workspace(ws, gt: Path | str | None = None, write: bool = True) -> 
         "mean_track_length": track_len,
         "reprojection_px": reprojection_summary(errors),
     }
-    if gt is None and ws.gt_model.is_dir():
+    defaulted = gt is None and ws.gt_model.is_dir()
+    if defaulted:
         gt = ws.gt_model
     if gt is not None:
         gt_cams = load_gt_cameras(gt)
@@ -369,8 +370,12 @@ def evaluate_workspace(ws, gt: Path | str | None = None, write: bool = True) -> 
             present = {p.name for p in ws.images.iterdir()}
             gt_cams = {n: c for n, c in gt_cams.items() if n in present} or gt_cams
         est = {im.name: im.cam_from_world for im in model.images.values()}
-        ev = evaluate_poses(est, {n: c.cam_from_world for n, c in gt_cams.items()})
-        report["gt"] = {"source": str(gt), **ev.to_dict()}
+        if defaulted and not set(est) & set(gt_cams):
+            # ws/gt belongs to photos this workspace no longer holds (e.g. a scene replaced by other photos)
+            report["gt_skipped"] = f"{gt} describes other photos than {model_dir}; not used"
+        else:
+            ev = evaluate_poses(est, {n: c.cam_from_world for n, c in gt_cams.items()})
+            report["gt"] = {"source": str(gt), **ev.to_dict()}
     for name, path in (("splat", ws.splat / "metrics.json"), ("nerf", ws.nerf / "metrics.json")):
         metrics = _read_metrics(path)
         if metrics is not None:
@@ -395,6 +400,8 @@ def format_report(report: dict) -> str:
                                            f"p95 {rp['p95']:.3f} px over {rp['observations']} observations"))
         worst = sorted(((v, k) for k, v in rp["per_image"].items() if v is not None), reverse=True)[:3]
         rows.append(("worst images", ", ".join(f"{k} {v:.2f} px" for v, k in worst)))
+    if report.get("gt_skipped"):
+        rows.append(("ground truth", report["gt_skipped"]))
     g = report.get("gt")
     if g:
         rows.append(("ground truth", f"{g['source']} ({g['common_images']} common images"

@@ -148,8 +148,13 @@ def check_inputs(scan: ImageScan, folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ the stages
-def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress) -> dict:
-    """Extract features into ``work.database``; reuse the database when it is still valid."""
+def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress,
+                    log: Callable[[str], None] = _stderr) -> dict:
+    """Extract features into ``work.database``; reuse the database when it is still valid.
+
+    A database made with other extraction options, with other photos under the same names, or
+    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted.
+    """
     from recon3d.features import extract
 
     fc = config.features
@@ -161,7 +166,10 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
         old = (info or {}).get("digests", {})
         stale = info is None or info.get("key") != key or any(old.get(n, d) != d for n, d in digests.items())
         if stale:
-            work.database.unlink()
+            backup = work.database.with_name(work.database.name + ".old")
+            os.replace(work.database, backup)
+            log(f"note: {work.database} was made with other photos or options; moved it to {backup.name} "
+                "and extracting features again")
             (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)
             info = None
     merged = {**((info or {}).get("digests", {})), **digests}
@@ -384,7 +392,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
 
             ingest_images(scan.images, work.images)
         t = time.perf_counter()
-        feat = _features_stage(work, scan.images, config, camera, progress)
+        feat = _features_stage(work, scan.images, config, camera, progress, log)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         matches = _matches_stage(work, config, progress)

@@ -180,3 +180,16 @@ def test_colmap_loader_and_errors(orbit_scene, tmp_path):
     bad.write_text("3\nfoo 1 2\n")
     with pytest.raises(UserError):
         load_gt_cameras(bad)
+
+
+def test_stale_default_ground_truth_is_skipped(orbit_ws):
+    """ws/gt of a rendered scene whose photos were replaced: noted, not an error."""
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(orbit_ws.model))
+    for im in rec.images.values():
+        im.name = "other_" + im.name
+    rec.write_binary(str(orbit_ws.model))
+    report = ev.evaluate_workspace(orbit_ws)
+    assert "gt" not in report and "describes other photos" in report["gt_skipped"]
+    assert "describes other photos" in ev.format_report(report)

@@ -245,3 +245,70 @@ def test_herzjesu(shared_data, tmp_path):
     assert report["gt"]["rotation_deg"]["median"] < 0.2
     pp = result.report["models"][0]["refinement"]["principal_point"]
     assert pp[0]["kept"]  # the facade's views determine the principal point: refined
+
+
+# --------------------------------------------------------------------------- workspace life
+@pytest.mark.realdata
+def test_new_photo_set_replaces_the_old_one_only_on_success(shared_data, tmp_path):
+    """A workspace holding one photo set gets another: built aside, then moved in whole."""
+    ring = shared_data / "temple_ring" / "images"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, ids in ((first, range(13, 19)), (second, range(26, 32))):
+        folder.mkdir()
+        for i in ids:
+            shutil.copy(ring / f"templeR{i:04d}.png", folder)
+    ws = Workspace(tmp_path / "ws")
+    run_sfm(ws, first, SfmConfig())
+    result = run_sfm(ws, second, SfmConfig())
+    assert not result.skipped and result.report["registered"] == 6
+    assert sorted(p.name for p in ws.images.iterdir()) == sorted(p.name for p in second.iterdir())
+    import pycolmap
+
+    names = {im.name for im in pycolmap.Reconstruction(str(ws.model)).images.values()}
+    assert names == {p.name for p in second.iterdir()}
+    assert not (ws.root / ".sfm-staging").exists()
+
+
+@pytest.mark.realdata
+def test_interrupted_extraction_resumes(shared_data, tmp_path):
+    """Ctrl-C during feature extraction: the rerun extracts only the photos still missing."""
+    from recon3d.progress import progress
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(13, 21):
+        shutil.copy(shared_data / "temple_ring" / "images" / f"templeR{i:04d}.png", photos)
+
+    def interrupting(iterable, desc="", **kw):
+        if desc.startswith("extracting"):
+            def gen():
+                for k, x in enumerate(iterable):
+                    if k == 2:  # inside the first chunk of photos
+                        raise KeyboardInterrupt
+                    yield x
+            return gen()
+        return progress(iterable, desc=desc, **kw)
+
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(KeyboardInterrupt):
+        run_sfm(ws, photos, SfmConfig(), progress=interrupting)
+    assert ws.database.is_file() and not ws.has_model()
+    result = run_sfm(ws, photos, SfmConfig())
+    assert 0 < result.report["features"]["extracted"] < 8
+    assert result.report["registered"] == 8
+
+
+def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
+    """A database.db recon3d did not make is moved to database.db.old, never deleted."""
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(orbit_scene / "images", ws.images)
+    ws.database.write_bytes(b"somebody else's database")
+    from recon3d.features import scan_images
+    from recon3d.sfm import _features_stage
+
+    images = scan_images(ws.images).images[:2]
+    cfg = SfmConfig(features=FeatureConfig(max_image_size=320, max_num_features=512))
+    info = _features_stage(ws, images, cfg, None, None)
+    assert info["images"] == 2
+    assert (ws.root / "database.db.old").read_bytes() == b"somebody else's database"
+    assert "moved it to database.db.old" in capfd.readouterr().err

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.evaluate import evaluate_workspace, format_report
     from recon3d.progress import progress
     from recon3d.sfm import run_sfm
-    from recon3d.workspace import Workspace, atomic_write_json  # noqa: F401
+    from recon3d.workspace import Workspace
 
     config = config_from_args(args)  # check options before any work
     ws = Workspace(args.output)
