@@ -369,6 +369,11 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     for name, reason in scan.skipped:
         log(f"warning: skipping {src / name}: {reason}")
     check_inputs(scan, src)
+    if camera is not None:  # a calibration for another camera fails here, before anything is written
+        from recon3d.features import camera_for_size
+
+        for size in sorted({(im.width, im.height) for im in scan.images}):
+            camera_for_size(camera, *size)
     timings["scan"] = time.perf_counter() - t
     digests = {im.name: im.digest for im in scan.images}
     key = {"config": to_dict(config), "digests": digests, "camera": camera.to_json() if camera else None}

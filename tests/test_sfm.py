@@ -312,3 +312,12 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
     assert info["images"] == 2
     assert (ws.root / "database.db.old").read_bytes() == b"somebody else's database"
     assert "moved it to database.db.old" in capfd.readouterr().err
+
+
+def test_camera_file_for_another_camera_is_refused_up_front(orbit_scene, tmp_path, capsys):
+    from recon3d.camera import Camera
+
+    Camera(1000, 1000, [[800, 0, 500], [0, 800, 500], [0, 0, 1]]).save(tmp_path / "square.json")
+    rc = main(["sfm", str(orbit_scene / "images"), "-o", str(tmp_path / "ws"), "--camera", str(tmp_path / "square.json")])
+    assert rc == 2 and "another aspect ratio" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
