@@ -321,3 +321,25 @@ def test_camera_file_for_another_camera_is_refused_up_front(orbit_scene, tmp_pat
     rc = main(["sfm", str(orbit_scene / "images"), "-o", str(tmp_path / "ws"), "--camera", str(tmp_path / "square.json")])
     assert rc == 2 and "another aspect ratio" in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.realdata
+def test_two_unrelated_groups_give_two_models(orbit_scene, shared_data, tmp_path):
+    """Seven orbit views and six temple views: sparse/0 is the larger group, sparse/1 the other."""
+    import pycolmap
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(7):
+        shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", photos)
+    for i in range(13, 19):
+        shutil.copy(shared_data / "temple_ring" / "images" / f"templeR{i:04d}.png", photos)
+    ws = Workspace(tmp_path / "ws")
+    result = run_sfm(ws, photos, SfmConfig())
+    models = result.report["models"]
+    assert [m["path"] for m in models] == ["sparse/0", "sparse/1"]
+    assert models[0]["registered"] == 7 and models[1]["registered"] == 6
+    names0 = {im.name for im in pycolmap.Reconstruction(str(ws.sparse / "0")).images.values()}
+    names1 = {im.name for im in pycolmap.Reconstruction(str(ws.sparse / "1")).images.values()}
+    assert all(n.startswith("view_") for n in names0) and all(n.startswith("temple") for n in names1)
+    assert "(+6 in 1 more model(s))" in result.summary
