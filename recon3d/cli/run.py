@@ -76,7 +76,8 @@ def train_stage(ws, method: str, steps: int | None, device: str, overwrite: bool
         stage = presets.stage_function(method)
     except UserError as exc:
         if "not available" in str(exc):
-            return f"train: skipped, the `{method}` backend is not available in this install ({str(exc).split('(')[0].strip()})"
+            module = presets.get(method).stage.split(":")[0]
+            return f"train: skipped, the `{method}` backend ({module}) is not available in this install"
         raise
     changes = {}
     if steps is not None and hasattr(config, "steps"):
