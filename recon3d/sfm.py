@@ -1,0 +1,444 @@
+"""Structure from motion: a folder of photos to bundle-adjusted cameras and sparse points.
+
+:func:`run_sfm` is the stage (``recon3d sfm IMAGES -o WS``)::
+
+    photos --scan/ingest--> WS/images --SIFT--> database.db --match/verify--> database.db
+           --map (incremental + BA, or global)--> refine (filter, BA, principal point)
+           --> WS/sparse/N/{cameras,images,points3D}.bin + points.ply, WS/reports/sfm.{json,md} + plots
+
+Outputs are COLMAP's own formats, so any COLMAP-aware tool reads them; ``sparse/0`` is the
+largest model, further models (when the photos split into groups that share nothing) are
+``sparse/1``, ... Image names are the input file names.
+
+Reruns: features already in ``database.db`` are reused (also when photos are added), matched
+pairs are not matched again, and a finished stage with the same photos and config is skipped
+unless ``overwrite``. When the workspace already holds a different photo set, the new one is
+built in ``WS/.sfm-staging`` and moved in only when mapping succeeds, so a failed run never
+leaves the workspace half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from recon3d.config import to_dict
+from recon3d.errors import UserError
+from recon3d.features import FeatureConfig, ImageScan, InputImage, PairStats
+from recon3d.workspace import Workspace, atomic_dir, atomic_write_json, config_hash
+
+STAGING = ".sfm-staging"
+"""Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
+
+EXIT_NO_MODEL = 3
+"""Exit status when the photos are readable but no reconstruction is possible."""
+
+
+@dataclass
+class SfmConfig:
+    """Structure-from-motion options (``recon3d sfm``); the features stage's options are nested."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Feature extraction and matching."""
+    mapper: Literal["incremental", "global"] = "incremental"
+    """'incremental': COLMAP's incremental mapper with bundle adjustment; 'global': GLOMAP (rotation
+    averaging, global positioning, then bundle adjustment)."""
+    camera_file: str = ""
+    """A camera.json (from `recon3d calibrate`) with the intrinsics of the camera that took the photos."""
+    camera_fixed: bool = False
+    """With camera_file: keep its intrinsics fixed (True), or (False) map with them fixed and refine them in a
+    final BA only where the views determine them (recon3d.sfm_mapping.calibration_prior_rule)."""
+    refine_principal_point: Literal["auto", "always", "never"] = "auto"
+    """'auto': refine principal points in a final BA and keep them only where the views determine them
+    (see recon3d.sfm_mapping); 'always' / 'never' force it."""
+    min_num_matches: int = 15
+    """Fewest verified matches for an image pair to be used in mapping."""
+    init_min_num_inliers: int = 100
+    """Incremental: fewest inliers of the initial image pair."""
+    abs_pose_min_num_inliers: int = 30
+    """Incremental: fewest 2D-3D inliers to register an image (6 registers more, with more risk)."""
+    abs_pose_min_inlier_ratio: float = 0.25
+    """Incremental: smallest 2D-3D inlier ratio to register an image."""
+    max_reproj_error: float = 2.0
+    """Final refinement: observations that reproject worse than this (pixels) are dropped before the last BA."""
+    min_model_size: int = 3
+    """Smallest model kept, in images."""
+    seed: int = 0
+    """Random seed for mapping (-1: random)."""
+    num_threads: int = -1
+    """CPU threads (-1: all)."""
+
+
+@dataclass
+class SfmResult:
+    """What :func:`run_sfm` returns."""
+
+    report: dict
+    """Content of ``reports/sfm.json``."""
+    skipped: bool = False
+    """True when the stage was already finished and nothing ran."""
+    summary: str = ""
+    """The five-line terminal summary."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def mapper_options(config: SfmConfig):
+    """:class:`recon3d.sfm_mapping.MapperOptions` from an :class:`SfmConfig`."""
+    from recon3d.sfm_mapping import MapperOptions
+
+    return MapperOptions(
+        mapper=config.mapper, fixed_intrinsics=bool(config.camera_file),
+        calibration_prior=bool(config.camera_file) and not config.camera_fixed,
+        refine_principal_point="never" if config.camera_file else config.refine_principal_point,
+        min_num_matches=config.min_num_matches, init_min_num_inliers=config.init_min_num_inliers,
+        abs_pose_min_num_inliers=config.abs_pose_min_num_inliers,
+        abs_pose_min_inlier_ratio=config.abs_pose_min_inlier_ratio, min_model_size=config.min_model_size,
+        max_reproj_error=config.max_reproj_error, seed=config.seed, num_threads=config.num_threads)
+
+
+# --------------------------------------------------------------------------------- helpers
+def _digests(folder: Path) -> dict[str, str]:
+    from recon3d.features import _sha1
+    from recon3d.workspace import IMAGE_EXTENSIONS
+
+    if not folder.is_dir():
+        return {}
+    return {p.name: _sha1(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move folder ``src`` onto ``dst`` (the old ``dst`` is removed only after the rename)."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old.{os.getpid()}.{time.monotonic_ns()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_inputs(scan: ImageScan, folder: Path) -> None:
+    """One clear :class:`UserError` when too few usable photos are left."""
+    if not scan.images:
+        reasons = "; ".join(f"{n}: {r}" for n, r in scan.skipped[:3])
+        more = f" (and {len(scan.skipped) - 3} more)" if len(scan.skipped) > 3 else ""
+        raise UserError(f"{folder}: none of the {len(scan.skipped)} image files can be used ({reasons}{more}); "
+                        "give a folder of readable photos")
+    if len(scan.images) == 1:
+        extra = f" ({len(scan.skipped)} other file(s) skipped)" if scan.skipped else ""
+        raise UserError(f"{folder}: only one usable photo ({scan.images[0].name}){extra}; structure from motion "
+                        "needs at least 2 overlapping photos of the scene")
+
+
+# ------------------------------------------------------------------------------ the stages
+def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress,
+                    log: Callable[[str], None] = _stderr) -> dict:
+    """Extract features into ``work.database``; reuse the database when it is still valid.
+
+    A database made with other extraction options, with other photos under the same names, or
+    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted.
+    """
+    from recon3d.features import extract
+
+    fc = config.features
+    key = config_hash({"extraction": fc.extraction_key(), "camera": camera.to_json() if camera else None})
+    marker = work.reports / "stages" / "sfm-features.json"
+    info = _read_json(marker) if work.database.exists() else None
+    digests = {im.name: im.digest for im in images}
+    if work.database.exists():
+        old = (info or {}).get("digests", {})
+        stale = info is None or info.get("key") != key or any(old.get(n, d) != d for n, d in digests.items())
+        if stale:
+            backup = work.database.with_name(work.database.name + ".old")
+            os.replace(work.database, backup)
+            log(f"note: {work.database} was made with other photos or options; moved it to {backup.name} "
+                "and extracting features again")
+            (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)
+            info = None
+    merged = {**((info or {}).get("digests", {})), **digests}
+    atomic_write_json(marker, {"key": key, "digests": merged})  # before extracting: a partial DB stays valid
+    return extract(work.database, work.images, images, fc, camera=camera, progress=progress)
+
+
+def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
+    """Match and verify pairs (already matched pairs are skipped; a changed config matches again)."""
+    import pycolmap
+
+    from recon3d.features import match
+
+    key = config_hash(config.features.matching_key())
+    marker = work.reports / "stages" / "sfm-matches.json"
+    info = _read_json(marker)
+    if info is not None and info.get("key") != key:
+        db = pycolmap.Database.open(work.database)
+        try:
+            db.clear_matches()
+            db.clear_two_view_geometries()
+        finally:
+            db.close()
+    atomic_write_json(marker, {"key": key})
+    return match(work.database, config.features, progress=progress)
+
+
+def explain_unregistered(stats: PairStats, names: list[str], registered: dict[str, int], config: SfmConfig) -> dict[str, str]:
+    """The likely reason each photo of ``names`` is in no model.
+
+    Args:
+        stats: per-image and per-pair counts from the database.
+        names: the photos used.
+        registered: name -> index of the model it is in.
+        config: the options (thresholds quoted in the reasons).
+    Returns:
+        name -> one-line reason, for every unregistered photo.
+    """
+    index = {n: i for i, n in enumerate(stats.names)}
+    min_inl = max(config.features.min_num_inliers, config.min_num_matches)
+    out = {}
+    for name in names:
+        if name in registered:
+            continue
+        i = index.get(name)
+        if i is None or stats.keypoints[i] == 0:
+            out[name] = "no features found (blank, overexposed or textureless photo)"
+            continue
+        kp = int(stats.keypoints[i])
+        raw, inl = stats.matches[i].copy(), stats.inliers[i].copy()
+        raw[i] = inl[i] = 0
+        best_raw = int(raw.max()) if len(raw) else 0
+        other_raw = stats.names[int(raw.argmax())] if best_raw else "-"
+        if kp < 100:
+            out[name] = f"only {kp} features (low texture); try --peak-threshold 0.002 --max-features 32768"
+        elif best_raw < config.min_num_matches:
+            out[name] = (f"too few matches (best {best_raw} with {other_raw}); the photo does not seem to "
+                         "overlap the others")
+        elif int(inl.max()) < min_inl:
+            out[name] = (f"failed geometric verification (best pair {other_raw}: {best_raw} matches, "
+                         f"{int(inl.max())} consistent, needs {min_inl})")
+        else:
+            reg_inl = [(int(inl[j]), stats.names[j]) for j in range(len(inl)) if stats.names[j] in registered]
+            best = max(reg_inl, default=(0, "-"))
+            if best[0] >= min_inl:
+                out[name] = (f"verified matches with registered photos ({best[0]} with {best[1]}) but its pose "
+                             "could not be estimated (too few of them on 3D points); try "
+                             "--abs-pose-min-inliers 6")
+            else:
+                partners = [stats.names[j] for j in range(len(inl)) if inl[j] >= min_inl]
+                out[name] = ("verified matches only with other unregistered photos (" + ", ".join(partners[:4])
+                             + ("..." if len(partners) > 4 else "") + ")")
+    return out
+
+
+def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> UserError:
+    index = [stats.names.index(n) for n in names if n in stats.names]
+    inl = stats.inliers[index][:, index] if index else stats.inliers
+    raw = stats.matches[index][:, index] if index else stats.matches
+    sub = [stats.names[i] for i in index]
+    if inl.size and inl.max() >= config.min_num_matches:
+        i, j = divmod(int(inl.argmax()), inl.shape[1])
+        msg = (f"no initial pair could be reconstructed (best verified pair {sub[i]} / {sub[j]} with "
+               f"{int(inl.max())} inliers; the incremental mapper needs {config.init_min_num_inliers} and some "
+               "parallax); take photos from more different positions, or try --mapper global")
+    elif raw.size and raw.max() > 0:
+        i, j = divmod(int(raw.argmax()), raw.shape[1])
+        msg = (f"the photos share no usable content: no pair passed geometric verification (best pair "
+               f"{sub[i]} / {sub[j]}: {int(raw.max())} raw matches); photograph one scene from overlapping viewpoints")
+    else:
+        msg = ("the photos share no content: not a single feature match between any two of them; "
+               "photograph one scene from overlapping viewpoints")
+    return UserError(f"no reconstruction: {msg}", exit_code=EXIT_NO_MODEL)
+
+
+def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -> tuple[list, list, dict]:
+    """Map, refine every model; returns (models largest first, refine reports, notes).
+
+    When self-calibration degenerates (photos left out or split models while a distortion
+    parameter was estimated), mapping runs once more with distortion fixed at zero, and the
+    run whose largest model holds more photos wins. Narrow-angle views (long focal lengths,
+    short arcs) cannot determine radial distortion, and a wild estimate blocks registration.
+    """
+    from dataclasses import replace
+
+    from recon3d.sfm_mapping import refine_model
+
+    opts = mapper_options(config)
+    models = _run_mapper(work, names, opts, progress)
+    notes: dict = {}
+    if models and not opts.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
+            and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
+        simple = replace(opts, refine_extra_params=False)
+        retry = _run_mapper(work, names, simple, progress, desc="mapping again (distortion fixed)")
+        better = bool(retry) and retry[0].num_reg_images() > models[0].num_reg_images()
+        notes["distortion_retry"] = {
+            "reason": f"{models[0].num_reg_images()}/{len(names)} photos in the largest model with distortion "
+                      "estimated; tried again with distortion fixed at zero",
+            "registered_with_distortion": int(models[0].num_reg_images()),
+            "registered_without": int(retry[0].num_reg_images()) if retry else 0,
+            "kept": "without distortion" if better else "with distortion"}
+        if better:
+            models, opts = retry, simple
+    refined, reports = [], []
+    for rec in (progress(models, desc="refining", unit="model") if progress else models):
+        rec, rep = refine_model(rec, opts)
+        refined.append(rec)
+        reports.append(rep.to_dict())
+    order = sorted(range(len(refined)), key=lambda k: (-refined[k].num_reg_images(), -refined[k].num_points3D()))
+    return [refined[k] for k in order], [reports[k] for k in order], notes
+
+
+def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | None = None) -> list:
+    import tempfile
+
+    from recon3d.sfm_mapping import map_database
+
+    bar = progress(range(len(names)), desc=desc or f"mapping ({opts.mapper})", unit="img") if progress else None
+    it = iter(bar) if bar is not None else None
+
+    def on_image() -> None:
+        if it is not None:
+            next(it, None)
+
+    work.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mapper.", dir=work.root) as scratch:
+        models = map_database(work.database, work.images, Path(scratch), opts, image_names=names, on_image=on_image)
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()
+    return models
+
+
+def write_models(models: list, sparse_dir: Path, config: SfmConfig) -> None:
+    """Write ``sparse/N/{cameras,images,points3D}.bin`` + ``points.ply`` and ``sparse/config.yaml`` atomically."""
+    from recon3d.config import save_config
+
+    with atomic_dir(sparse_dir) as tmp:
+        for k, rec in enumerate(models):
+            out = tmp / str(k)
+            out.mkdir()
+            rec.write_binary(str(out))
+            rec.export_PLY(str(out / "points.ply"))
+        save_config(config, tmp / "config.yaml")
+
+
+def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig | None = None,
+            overwrite: bool = False, progress: Callable | None = None,
+            log: Callable[[str], None] = _stderr) -> SfmResult:
+    """Structure from motion from a folder of photos into workspace ``ws``.
+
+    Args:
+        ws: the workspace (created if missing).
+        images: folder of photos; ``None`` uses ``ws.images``.
+        config: options (defaults: :class:`SfmConfig`).
+        overwrite: map again even when a finished result with the same photos and config exists.
+        progress: tqdm-like wrapper for progress bars (``recon3d.progress.progress``), or None.
+        log: where warnings go (one line each).
+    Returns:
+        :class:`SfmResult`. Raises :class:`UserError` (exit code 2 for bad input, 3 when the photos
+        cannot be reconstructed) with one line saying why.
+    """
+    from recon3d.camera import Camera
+    from recon3d.features import pair_stats, scan_images
+    from recon3d.sfm_report import build_report, format_summary, write_report
+
+    config = config or SfmConfig()
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    camera = Camera.load(config.camera_file) if config.camera_file else None
+    src = Path(images) if images is not None else ws.images
+    if images is None and not ws.images.is_dir():
+        raise UserError(f"{ws.images}: no photos in this workspace; give a folder: `recon3d sfm PHOTOS -o {ws.root}`")
+    if ws.root.exists() and not ws.root.is_dir():
+        raise UserError(f"{ws.root}: exists and is not a folder; choose another workspace path")
+    t = time.perf_counter()
+    scan = scan_images(src, progress=progress)
+    for name, reason in scan.skipped:
+        log(f"warning: skipping {src / name}: {reason}")
+    check_inputs(scan, src)
+    if camera is not None:  # a calibration for another camera fails here, before anything is written
+        from recon3d.features import camera_for_size
+
+        for size in sorted({(im.width, im.height) for im in scan.images}):
+            camera_for_size(camera, *size)
+    timings["scan"] = time.perf_counter() - t
+    digests = {im.name: im.digest for im in scan.images}
+    key = {"config": to_dict(config), "digests": digests, "camera": camera.to_json() if camera else None}
+    report_path = ws.reports / "sfm.json"
+    if not overwrite and ws.is_done("sfm", key) and ws.has_model() and report_path.is_file():
+        report = _read_json(report_path) or {}
+        return SfmResult(report, skipped=True, summary=format_summary(report, ws))
+
+    ws.create()
+    same_set = src.resolve() == ws.images.resolve() or _digests(ws.images) == digests
+    fresh = not ws.images.exists() and not ws.has_model()
+    work = ws if (same_set or fresh) else Workspace(ws.root / STAGING)
+    if work is not ws:
+        old = _read_json(work.reports / "stages" / "sfm-features.json")
+        if work.root.exists() and (old is None or any(old.get("digests", {}).get(n, d) != d for n, d in digests.items())):
+            shutil.rmtree(work.root)
+    names = [im.name for im in scan.images]
+    try:
+        if not same_set:
+            from recon3d.features import ingest_images
+
+            ingest_images(scan.images, work.images)
+        t = time.perf_counter()
+        feat = _features_stage(work, scan.images, config, camera, progress, log)
+        timings["features"] = time.perf_counter() - t
+        t = time.perf_counter()
+        matches = _matches_stage(work, config, progress)
+        timings["matching"] = time.perf_counter() - t
+        stats = pair_stats(work.database)
+        t = time.perf_counter()
+        models, refine_reports, notes = _map_stage(work, names, config, progress)
+        if not models:
+            raise _no_model_error(stats, names, config)
+        timings["mapping"] = time.perf_counter() - t
+        write_models(models, work.sparse, config)
+    except UserError:
+        if work is not ws:
+            shutil.rmtree(work.root, ignore_errors=True)
+        raise
+    if work is not ws:
+        _promote(work, ws)
+    ws.clear_done("sfm")
+    ws.clear_done("eval")
+    registered = {}
+    for k, rec in enumerate(models):
+        for im in rec.images.values():
+            if im.has_pose:
+                registered.setdefault(im.name, k)
+    unregistered = explain_unregistered(stats, names, registered, config)
+    timings["total"] = time.perf_counter() - t_start
+    report = build_report(ws, config, scan, feat, matches, models, refine_reports, unregistered, timings)
+    report["notes"] = notes
+    write_report(ws, report, models, stats)
+    ws.mark_done("sfm", key, {"model": ws.model, "report": report_path})
+    return SfmResult(report, skipped=False, summary=format_summary(report, ws))
+
+
+def _promote(work: Workspace, ws: Workspace) -> None:
+    """Move a staged reconstruction (images, database, models, markers) into the workspace."""
+    _replace_dir(work.images, ws.images)
+    os.replace(work.database, ws.database)
+    _replace_dir(work.sparse, ws.sparse)
+    (ws.reports / "stages").mkdir(parents=True, exist_ok=True)
+    for name in ("sfm-features.json", "sfm-matches.json"):
+        src = work.reports / "stages" / name
+        if src.exists():
+            os.replace(src, ws.reports / "stages" / name)
+    shutil.rmtree(work.root, ignore_errors=True)

@@ -1,0 +1,443 @@
+"""Mapping and final refinement on pycolmap: incremental or global SfM, bundle adjustment, principal point.
+
+:func:`map_database` runs pycolmap's incremental mapper (with bundle adjustment) or its global
+mapper (GLOMAP) on a matched ``database.db``. :func:`refine_model` then gives every model the
+same finish: drop observations that reproject worse than ``max_reproj_error`` pixels, bundle
+adjust, and apply the principal-point rule of :func:`principal_point_rule`.
+
+The principal-point rule (why: COLMAP keeps the principal point at the image centre; a real
+camera's can be ~20 px off, which tilts every camera; but refining it where the views do not
+constrain it makes things worse). The principal point is refined in a bundle adjustment and
+the result is kept for a camera only when the data clearly ask for it:
+
+* it is well determined: the standard deviation of each coordinate (BA covariance scaled by the
+  residual variance) is under ``pp_max_sd_frac`` (0.2 %) of the image diagonal, and
+* it moved significantly: the shift's Mahalanobis distance under that covariance exceeds
+  ``pp_min_sigma`` (5), i.e. the reprojection error dropped by far more than two free
+  parameters explain by chance, and
+* it stayed plausible: within 10 % of the image size from the centre.
+
+Otherwise the camera keeps its previous principal point (and the model its previous BA).
+
+With a calibration given as a prior (``camera.json`` without ``--fixed-intrinsics``), mapping
+runs with the calibrated intrinsics fixed, and :func:`calibration_prior_rule` then refines all
+of them in a final BA under the same kind of test: the refinement is kept only when every
+parameter is well determined (focal lengths to 0.5 %, principal point as above, distortion
+coefficients to 0.02) and the change is significant (over 5 standard deviations jointly).
+A calibration is usually better than what a handful of views can say about a camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recon3d.errors import UserError
+
+
+@dataclass
+class MapperOptions:
+    """What :func:`map_database` and :func:`refine_model` need (filled from ``SfmConfig``)."""
+
+    mapper: str = "incremental"
+    """'incremental' or 'global'."""
+    fixed_intrinsics: bool = False
+    """Keep the cameras' intrinsics as they are in the database (known calibration)."""
+    refine_principal_point: str = "auto"
+    """'auto' (the rule), 'always' or 'never'."""
+    refine_extra_params: bool = True
+    """Refine distortion parameters during mapping (False keeps them at their database values)."""
+    calibration_prior: bool = False
+    """Intrinsics came from a calibration (mapped fixed): refine them at the end only where the data say so."""
+    min_num_matches: int = 15
+    """Fewest verified matches for a pair to be used."""
+    init_min_num_inliers: int = 100
+    """Incremental: fewest inliers of the initial pair."""
+    abs_pose_min_num_inliers: int = 30
+    """Incremental: fewest 2D-3D inliers to register an image."""
+    abs_pose_min_inlier_ratio: float = 0.25
+    """Incremental: smallest 2D-3D inlier ratio to register an image."""
+    min_model_size: int = 3
+    """Smallest model kept, in images."""
+    max_reproj_error: float = 2.0
+    """Final refinement: observations reprojecting worse (pixels) are dropped before the last BA."""
+    min_tri_angle: float = 1.5
+    """Final refinement: points triangulated under a smaller angle (degrees) are dropped."""
+    pp_max_sd_frac: float = 0.002
+    """Principal-point rule: largest standard deviation, as a fraction of the image diagonal."""
+    pp_min_sigma: float = 5.0
+    """Principal-point rule: smallest shift, in standard deviations."""
+    seed: int = 0
+    """Random seed (-1: random)."""
+    num_threads: int = -1
+    """CPU threads (-1: all)."""
+
+
+def _set_seed(o, seed: int) -> None:
+    for obj in (o, getattr(o, "mapper", None), getattr(o, "triangulation", None)):
+        if obj is not None and hasattr(obj, "random_seed"):
+            obj.random_seed = seed
+
+
+def incremental_options(opts: MapperOptions):
+    """``pycolmap.IncrementalPipelineOptions`` for ``opts``."""
+    import pycolmap
+
+    o = pycolmap.IncrementalPipelineOptions()
+    _set_seed(o, opts.seed)
+    o.num_threads = opts.num_threads
+    o.min_num_matches = opts.min_num_matches
+    o.min_model_size = opts.min_model_size
+    o.mapper.init_min_num_inliers = opts.init_min_num_inliers
+    o.mapper.abs_pose_min_num_inliers = opts.abs_pose_min_num_inliers
+    o.mapper.abs_pose_min_inlier_ratio = opts.abs_pose_min_inlier_ratio
+    o.ba_refine_principal_point = False
+    if not opts.refine_extra_params:
+        o.ba_refine_extra_params = False
+        o.mapper.abs_pose_refine_extra_params = False
+    if opts.fixed_intrinsics:
+        o.ba_refine_focal_length = False
+        o.ba_refine_extra_params = False
+        o.mapper.abs_pose_refine_focal_length = False
+        o.mapper.abs_pose_refine_extra_params = False
+    return o
+
+
+def global_options(opts: MapperOptions):
+    """``pycolmap.GlobalPipelineOptions`` for ``opts``."""
+    import pycolmap
+
+    o = pycolmap.GlobalPipelineOptions()
+    o.random_seed = opts.seed
+    o.mapper.random_seed = opts.seed
+    o.mapper.rotation_averaging.random_seed = opts.seed
+    o.mapper.global_positioning.random_seed = opts.seed
+    o.mapper.retriangulation.random_seed = opts.seed
+    o.num_threads = opts.num_threads
+    o.mapper.num_threads = opts.num_threads
+    o.min_num_matches = opts.min_num_matches
+    o.min_model_size = opts.min_model_size
+    o.mapper.global_positioning.use_gpu = False
+    o.mapper.bundle_adjustment.ceres.use_gpu = False
+    o.mapper.bundle_adjustment.refine_principal_point = False
+    if not opts.refine_extra_params:
+        o.mapper.bundle_adjustment.refine_extra_params = False
+    if opts.fixed_intrinsics:
+        o.mapper.bundle_adjustment.refine_focal_length = False
+        o.mapper.bundle_adjustment.refine_extra_params = False
+    return o
+
+
+def map_database(database: Path, image_dir: Path, out_dir: Path, opts: MapperOptions,
+                 image_names: list[str] | None = None, on_image: Callable[[], None] | None = None) -> list:
+    """Run the mapper; returns the models (``pycolmap.Reconstruction``), largest first.
+
+    Args:
+        database: matched ``database.db``.
+        image_dir: the photos (for point colours).
+        out_dir: scratch folder pycolmap writes its own copies into.
+        opts: options.
+        image_names: map only these photos (the database may hold others); None: all.
+        on_image: called after each registered image (incremental mapper), for progress bars.
+    """
+    import pycolmap
+
+    pycolmap.logging.minloglevel = 2
+    if opts.seed >= 0:
+        pycolmap.set_random_seed(opts.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    o = global_options(opts) if opts.mapper == "global" else incremental_options(opts)
+    if image_names:
+        o.image_names = list(image_names)
+    if opts.mapper == "global":
+        recs = pycolmap.global_mapping(database, image_dir, out_dir, o)
+    else:
+        recs = pycolmap.incremental_mapping(database, image_dir, out_dir, o, next_image_callback=on_image)
+    models = [r for r in recs.values() if r.num_reg_images() > 0]
+    models.sort(key=lambda r: (-r.num_reg_images(), -r.num_points3D()))
+    return models
+
+
+# ------------------------------------------------------------------------------- refinement
+def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: bool = False,
+                  covariance: bool = False, refine_extra_params: bool = True) -> tuple[object, dict[int, np.ndarray] | None]:
+    """Global bundle adjustment of ``rec`` in place (Ceres, trivial loss, gauge on two cameras).
+
+    Args:
+        rec: a ``pycolmap.Reconstruction``.
+        refine_principal_point: let the principal points move.
+        fixed_intrinsics: keep focal lengths and distortion fixed.
+        covariance: also return each camera's intrinsics covariance (unit pixel variance).
+        refine_extra_params: let distortion parameters move (unless ``fixed_intrinsics``).
+    Returns:
+        ``(summary, {camera_id: (P, P) tangent covariance of its parameters} or None)``.
+    """
+    import pycolmap
+
+    o = pycolmap.BundleAdjustmentOptions()
+    o.print_summary = False
+    o.refine_principal_point = refine_principal_point
+    o.refine_focal_length = not fixed_intrinsics
+    o.refine_extra_params = refine_extra_params and not fixed_intrinsics
+    cfg = pycolmap.BundleAdjustmentConfig()
+    for image_id in rec.reg_image_ids():
+        cfg.add_image(image_id)
+    if len(list(rec.reg_image_ids())) >= 2:
+        cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    adjuster = pycolmap.create_default_ceres_bundle_adjuster(o, cfg, rec)
+    summary = adjuster.solve()
+    covs = None
+    if covariance:
+        covs = {}
+        try:
+            cov = pycolmap.estimate_ba_covariance(pycolmap.BACovarianceOptions(), rec, adjuster)
+        except Exception:  # noqa: BLE001 - a singular problem simply means "not determined"
+            cov = None
+        if cov is not None:
+            for cid, cam in rec.cameras.items():
+                c = cov.get_other_params_cov(cam.params)
+                if c is not None:
+                    covs[cid] = np.asarray(c)
+    return summary, covs
+
+
+def residual_stats(rec) -> tuple[float, int]:
+    """Sum of squared reprojection errors (px^2) and number of observations of ``rec``."""
+    from recon3d.colmap_io import model_from_reconstruction
+    from recon3d.evaluate import reprojection_errors
+
+    errs = reprojection_errors(model_from_reconstruction(rec))
+    allerr = np.concatenate(list(errs.values())) if errs else np.zeros(0)
+    allerr = allerr[np.isfinite(allerr)]
+    return float(np.sum(allerr ** 2)), int(len(allerr))
+
+
+def filter_observations(rec, max_reproj_error: float, min_tri_angle: float) -> int:
+    """Drop observations reprojecting worse than ``max_reproj_error`` px, and weak points; returns the count."""
+    import pycolmap
+
+    return int(pycolmap.ObservationManager(rec).filter_all_points3D(max_reproj_error, min_tri_angle))
+
+
+@dataclass
+class PrincipalPointDecision:
+    """What the principal-point rule decided for one camera."""
+
+    camera_id: int
+    before: list[float]
+    """(2,) principal point before refinement."""
+    refined: list[float]
+    """(2,) principal point the refinement found."""
+    sd: list[float]
+    """(2,) its standard deviation in pixels (nan when not computable)."""
+    shift_sigma: float
+    """Shift in standard deviations (Mahalanobis distance)."""
+    kept: bool
+    """Whether the refined principal point was kept."""
+    reason: str
+    """One line saying why."""
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
+
+
+def _scaled_covariance(trial, covs, cid, cam, free_focal: bool, free_pp: bool, free_extra: bool, sigma2: float):
+    """(variable parameter indices, their covariance scaled by the residual variance) or None."""
+    groups = (set(cam.focal_length_idxs()) if free_focal else set()) | \
+        (set(cam.principal_point_idxs()) if free_pp else set()) | (set(cam.extra_params_idxs()) if free_extra else set())
+    variable = [i for i in range(len(cam.params)) if i in groups]
+    cov = (covs or {}).get(cid)
+    if cov is None or cov.shape[0] != len(variable):
+        return None
+    return variable, cov * sigma2
+
+
+def _sigma2(rec) -> float:
+    rss, n_obs = residual_stats(rec)
+    return rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
+
+
+@dataclass
+class CalibrationDecision:
+    """What :func:`calibration_prior_rule` decided for one camera."""
+
+    camera_id: int
+    before: list[float]
+    """Parameters from the calibration."""
+    refined: list[float]
+    """Parameters the final BA found."""
+    sd: list[float]
+    """Standard deviation of each refined parameter (nan when not computable)."""
+    shift_sigma: float
+    """Joint shift in standard deviations (Mahalanobis distance)."""
+    kept: bool
+    """Whether the refined parameters were kept."""
+    reason: str
+    """One line saying why."""
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
+
+
+def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[CalibrationDecision]]:
+    """Refine calibrated intrinsics where the views determine them (see the module docstring).
+
+    Args:
+        rec: a model mapped with the calibration's intrinsics fixed.
+        opts: thresholds.
+    Returns:
+        ``(reconstruction to use, one decision per camera)``.
+    """
+    import pycolmap
+
+    trial = pycolmap.Reconstruction(rec)
+    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=True)
+    sigma2 = _sigma2(trial)
+    decisions = []
+    for cid, cam in trial.cameras.items():
+        before = [float(v) for v in rec.cameras[cid].params]
+        refined = [float(v) for v in cam.params]
+        got = _scaled_covariance(trial, covs, cid, cam, True, True, True, sigma2)
+        sd, sigma = [float("nan")] * len(before), float("nan")
+        if got is None:
+            kept, reason = False, "calibration kept: the uncertainty of a refinement could not be computed"
+        else:
+            variable, C = got
+            sd_var = np.sqrt(np.maximum(np.diag(C), 0))
+            for k, i in enumerate(variable):
+                sd[i] = float(sd_var[k])
+            shift = np.subtract(refined, before)[variable]
+            try:
+                sigma = float(np.sqrt(shift @ np.linalg.solve(C, shift)))
+            except np.linalg.LinAlgError:
+                sigma = float("nan")
+            diag = float(np.hypot(cam.width, cam.height))
+            loose = [f"focal {i}" for i in cam.focal_length_idxs() if not sd[i] < 0.005 * abs(refined[i])]
+            loose += ["principal point"] if any(not sd[i] < opts.pp_max_sd_frac * diag for i in cam.principal_point_idxs()) else []
+            loose += [f"distortion {i}" for i in cam.extra_params_idxs() if not sd[i] < 0.02]
+            if loose:
+                kept, reason = False, f"calibration kept: the views do not determine {', '.join(loose)}"
+            elif not sigma > opts.pp_min_sigma:
+                kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
+            else:
+                kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
+        decisions.append(CalibrationDecision(int(cid), before, refined, sd, sigma, kept, reason))
+    if all(d.kept for d in decisions):
+        return trial, decisions
+    if any(d.kept for d in decisions):
+        for d in decisions:
+            if d.kept:
+                rec.cameras[d.camera_id].params = trial.cameras[d.camera_id].params
+        bundle_adjust(rec, fixed_intrinsics=True)
+    return rec, decisions
+
+
+def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[PrincipalPointDecision]]:
+    """Refine principal points where the data determine them (see the module docstring).
+
+    Args:
+        rec: a bundle-adjusted ``pycolmap.Reconstruction`` (may be modified).
+        opts: thresholds (``refine_principal_point``: 'auto', 'always' or 'never').
+    Returns:
+        ``(reconstruction to use, one decision per camera)``.
+    """
+    import pycolmap
+
+    if opts.refine_principal_point == "never" or opts.fixed_intrinsics:
+        return rec, []
+    trial = pycolmap.Reconstruction(rec)
+    before = {cid: [cam.principal_point_x, cam.principal_point_y] for cid, cam in rec.cameras.items()}
+    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=opts.refine_principal_point == "auto",
+                            refine_extra_params=opts.refine_extra_params)
+    rss, n_obs = residual_stats(trial)
+    sigma2 = rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
+    decisions = []
+    for cid, cam in trial.cameras.items():
+        refined = [cam.principal_point_x, cam.principal_point_y]
+        shift = np.subtract(refined, before[cid])
+        diag = float(np.hypot(cam.width, cam.height))
+        sd = [float("nan")] * 2
+        sigma = float("nan")
+        at = f"({before[cid][0]:.1f}, {before[cid][1]:.1f})"
+        to = f"({refined[0]:.1f}, {refined[1]:.1f})"
+        if opts.refine_principal_point == "always":
+            kept, reason = True, f"refined to {to}: --refine-principal-point always"
+        else:
+            cov = (covs or {}).get(cid)
+            # the covariance omits constant parameters: locate the principal point among the variable ones
+            extra = set(cam.extra_params_idxs()) if opts.refine_extra_params else set()
+            variable = [i for i in range(len(cam.params))
+                        if i in set(cam.focal_length_idxs()) | set(cam.principal_point_idxs()) | extra]
+            idx = [variable.index(i) for i in cam.principal_point_idxs()]
+            if cov is None or cov.shape[0] != len(variable):
+                kept, reason = False, f"left at {at}: its uncertainty could not be computed"
+            else:
+                C = cov[np.ix_(idx, idx)] * sigma2
+                sd = [float(np.sqrt(max(C[0, 0], 0))), float(np.sqrt(max(C[1, 1], 0)))]
+                try:
+                    sigma = float(np.sqrt(shift @ np.linalg.solve(C, shift)))
+                except np.linalg.LinAlgError:
+                    sigma = float("nan")
+                if not max(sd) < opts.pp_max_sd_frac * diag:
+                    kept, reason = False, (f"left at {at}: the views do not determine it "
+                                           f"(sd {max(sd):.1f} px > {opts.pp_max_sd_frac * diag:.1f} px)")
+                elif not sigma > opts.pp_min_sigma:
+                    kept, reason = False, (f"left at {at}: the refined shift {np.linalg.norm(shift):.1f} px is "
+                                           f"only {sigma:.1f} sd (needs {opts.pp_min_sigma:g})")
+                elif abs(shift[0]) > 0.1 * cam.width or abs(shift[1]) > 0.1 * cam.height:
+                    kept, reason = False, f"left at {at}: the refined point {to} is implausibly far from it"
+                else:
+                    kept, reason = True, (f"refined to {to}: moved {np.linalg.norm(shift):.1f} px ({sigma:.0f} sd, "
+                                          f"sd {max(sd):.2f} px)")
+        decisions.append(PrincipalPointDecision(int(cid), [float(v) for v in before[cid]],
+                                                [float(v) for v in refined], sd, sigma, kept, reason))
+    kept_ids = {d.camera_id for d in decisions if d.kept}
+    if kept_ids and len(kept_ids) == len(decisions):
+        return trial, decisions
+    if kept_ids:
+        for cid in kept_ids:
+            rec.cameras[cid].params = trial.cameras[cid].params
+        bundle_adjust(rec, refine_extra_params=opts.refine_extra_params)
+    return rec, decisions
+
+
+@dataclass
+class RefineReport:
+    """What :func:`refine_model` did to one model."""
+
+    filtered_observations: int = 0
+    principal_point: list[dict] = field(default_factory=list)
+    calibration: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"filtered_observations": self.filtered_observations, "principal_point": self.principal_point,
+                "calibration": self.calibration}
+
+
+def refine_model(rec, opts: MapperOptions) -> tuple[object, RefineReport]:
+    """Final finish of a model: filter, bundle adjust (twice), principal-point rule, filter.
+
+    Returns ``(the refined reconstruction (``rec`` or a refined copy), what was done)``.
+    """
+    report = RefineReport()
+    for _ in range(2):
+        report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
+        bundle_adjust(rec, fixed_intrinsics=opts.fixed_intrinsics, refine_extra_params=opts.refine_extra_params)
+    if rec.num_reg_images() >= 3 and rec.num_points3D() >= 20:
+        if opts.calibration_prior:
+            rec, decisions = calibration_prior_rule(rec, opts)
+            report.calibration = [d.to_dict() for d in decisions]
+        else:
+            rec, decisions = principal_point_rule(rec, opts)
+            report.principal_point = [d.to_dict() for d in decisions]
+    report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
+    return rec, report
+
+
+def check_models(models: list) -> None:
+    """Raise :class:`UserError` when mapping produced nothing usable."""
+    if not models:
+        raise UserError("mapping found no model", exit_code=3)

@@ -1,0 +1,159 @@
+"""Image checks, ingestion, SIFT extraction and matching into a COLMAP database."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon3d.errors import UserError
+from recon3d.features import (FeatureConfig, camera_for_size, extract, ingest_images, match, pair_stats,
+                              scan_images, select_pairs)
+
+FAST = dict(max_image_size=640, max_num_features=2048)
+
+
+@pytest.fixture(scope="module")
+def messy_folder(orbit_scene, tmp_path_factory):
+    """Good photos plus a truncated JPEG, a fake image, a duplicate, a tiny image and a rotated JPEG."""
+    d = tmp_path_factory.mktemp("messy")
+    for i in range(3):
+        shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", d / f"view_{i:03d}.png")
+    img = Image.open(orbit_scene / "images" / "view_003.png").convert("RGB")
+    img.save(d / "whole.jpg", quality=92)
+    data = (d / "whole.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (d / "notes.jpg").write_text("this is not a photo")
+    shutil.copy(d / "view_000.png", d / "view_000_copy.png")
+    Image.new("RGB", (8, 8)).save(d / "tiny.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 deg clockwise to display
+    img.save(d / "rotated.jpg", quality=92, exif=exif.tobytes())
+    (d / "readme.txt").write_text("ignored: not an image extension")
+    return d
+
+
+def test_scan_explains_every_skipped_file(messy_folder):
+    scan = scan_images(messy_folder)
+    used = {im.name for im in scan.images}
+    assert used == {"view_000.png", "view_001.png", "view_002.png", "whole.jpg", "rotated.jpg"}
+    reasons = dict(scan.skipped)
+    assert "truncated" in reasons["truncated.jpg"]
+    assert "not an image" in reasons["notes.jpg"]
+    assert reasons["view_000_copy.png"] == "identical to view_000.png"
+    assert "too small" in reasons["tiny.png"]
+    rot = next(im for im in scan.images if im.name == "rotated.jpg")
+    assert rot.transpose and (rot.width, rot.height) == (480, 640)
+
+
+def test_scan_errors(tmp_path):
+    with pytest.raises(UserError, match="no images found"):
+        scan_images(tmp_path)
+    with pytest.raises(UserError, match="no such folder"):
+        scan_images(tmp_path / "missing")
+
+
+def test_ingest_links_and_rotates(messy_folder, tmp_path):
+    scan = scan_images(messy_folder)
+    dest = tmp_path / "images"
+    ingest_images(scan.images, dest)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(im.name for im in scan.images)
+    with Image.open(dest / "rotated.jpg") as im:
+        assert im.size == (480, 640) and im.getexif().get(0x0112, 1) == 1
+    assert (dest / "view_001.png").read_bytes() == (messy_folder / "view_001.png").read_bytes()
+    ingest_images(scan.images, dest)  # idempotent
+    assert len(list(dest.iterdir())) == len(scan.images)
+
+
+def test_camera_for_size():
+    from recon3d.camera import Camera
+
+    cam = Camera(640, 480, [[500, 0, 320], [0, 500, 240], [0, 0, 1]])
+    half = camera_for_size(cam, 320, 240)
+    assert half.K[0, 0] == 250 and half.K[0, 2] == 160
+    with pytest.raises(UserError, match="aspect ratio"):
+        camera_for_size(cam, 640, 640)
+
+
+def test_config_checks():
+    with pytest.raises(UserError, match="camera model"):
+        FeatureConfig(camera_model="NOPE")
+    with pytest.raises(UserError):
+        FeatureConfig(max_num_features=3)
+
+
+@pytest.fixture(scope="module")
+def small_db(orbit_scene, tmp_path_factory):
+    """Four orbit views (two of them at half size) extracted and matched exhaustively."""
+    root = tmp_path_factory.mktemp("db")
+    images = root / "images"
+    images.mkdir()
+    for i in range(4):
+        src = orbit_scene / "images" / f"view_{i:03d}.png"
+        if i < 2:
+            shutil.copy(src, images / src.name)
+        else:
+            Image.open(src).resize((320, 240), Image.LANCZOS).save(images / src.name)
+    scan = scan_images(images)
+    cfg = FeatureConfig(**FAST)
+    info = extract(root / "database.db", images, scan.images, cfg)
+    minfo = match(root / "database.db", cfg)
+    return root, scan, cfg, info, minfo
+
+
+def test_extract_and_match(small_db):
+    root, scan, cfg, info, minfo = small_db
+    assert info["images"] == 4 and info["extracted"] == 4
+    assert info["cameras"] == 2  # one shared camera per image size
+    assert info["keypoints"] > 1000
+    assert minfo["mode"] == "exhaustive" and minfo["pairs"] == 6
+    assert minfo["verified_pairs"] >= 5 and minfo["inlier_matches"] > 200
+    stats = pair_stats(root / "database.db")
+    assert stats.names == [f"view_{i:03d}.png" for i in range(4)]
+    assert np.array_equal(stats.inliers, stats.inliers.T) and np.all(stats.inliers <= stats.matches)
+    assert stats.inliers[0, 1] > 100  # neighbouring views share much
+    assert len(set(stats.camera_ids[:2])) == 1 and stats.camera_ids[0] != stats.camera_ids[2]
+
+
+def test_rerun_reuses_the_database(small_db):
+    root, scan, cfg, info, minfo = small_db
+    again = extract(root / "database.db", root / "images", scan.images, cfg)
+    assert again["extracted"] == 0 and again["keypoints"] == info["keypoints"]
+    m2 = match(root / "database.db", cfg)
+    assert m2["inlier_matches"] == minfo["inlier_matches"]
+
+
+def test_pair_selection(small_db):
+    root, scan, cfg, info, minfo = small_db
+    mode, pairs = select_pairs(root / "database.db", FeatureConfig(matching="sequential", overlap=1))
+    assert mode == "sequential"
+    assert {tuple(sorted(p)) for p in pairs} >= {("view_000.png", "view_001.png"), ("view_002.png", "view_003.png")}
+    assert len(pairs) < 6
+    with pytest.raises(UserError, match="GPS"):
+        select_pairs(root / "database.db", FeatureConfig(matching="spatial"))
+    with pytest.raises(UserError, match="vocabulary tree"):
+        select_pairs(root / "database.db", FeatureConfig(matching="sequential", loop_detection=True))
+    mode, pairs = select_pairs(root / "database.db", FeatureConfig(matching="auto", exhaustive_max_images=2))
+    assert mode == "sequential"  # too many for exhaustive, and no GPS
+
+
+def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
+    import pycolmap
+
+    from recon3d.camera import Camera
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", images)
+    cam = Camera.load(orbit_scene / "gt" / "camera.json")
+    extract(tmp_path / "database.db", images, scan_images(images).images, FeatureConfig(**FAST), camera=cam)
+    db = pycolmap.Database.open(tmp_path / "database.db")
+    try:
+        (c,) = db.read_all_cameras()
+    finally:
+        db.close()
+    assert c.model.name == "PINHOLE" and np.allclose(c.params, [520, 520, 320, 240])
+    assert c.has_prior_focal_length

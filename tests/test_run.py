@@ -1,0 +1,88 @@
+"""`recon3d run`: scene -> SfM -> evaluation -> training, with skipping on rerun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from recon3d.cli import main
+
+FAST = ["--max-image-size", "400", "--max-features", "2048"]
+
+
+@pytest.fixture(scope="module")
+def rendered_ws(orbit_scene, tmp_path_factory):
+    """A workspace where the default scene is already rendered (a copy of the test cache)."""
+    root = tmp_path_factory.mktemp("run") / "ws"
+    shutil.copytree(orbit_scene, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(rendered_ws):
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["run", "-o", str(rendered_ws), "--train", "none", *FAST])
+    return rc, buf.getvalue()
+
+
+def test_run_reconstructs_and_evaluates_the_default_scene(rendered_ws, first_run):
+    rc, out = first_run
+    assert rc == 0, out
+    assert "scene: `orbit` already rendered" in out
+    assert "sfm: 24/24 photos registered" in out
+    assert "ground truth" in out and "relative-pose AUC" in out  # GT picked up from ws/gt automatically
+    assert "train: skipped (--train none)" in out
+    assert f"recon3d view {rendered_ws}" in out
+    report = json.loads((rendered_ws / "reports" / "eval.json").read_text())
+    assert report["gt"]["rotation_deg"]["median"] < 0.2
+    assert (rendered_ws / "reports" / "sfm.md").is_file()
+
+
+def test_rerun_skips_finished_stages(rendered_ws, first_run, capsys):
+    t0 = time.perf_counter()
+    assert main(["run", "-o", str(rendered_ws), "--train", "none", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "sfm: already done" in out and "eval: already done" in out
+    assert time.perf_counter() - t0 < 15
+
+
+def test_missing_training_backend_is_skipped_with_one_line(rendered_ws, first_run, capsys, monkeypatch):
+    from recon3d import presets
+
+    ghost = presets.Preset("ghost", "splat", "a backend that is not installed",
+                           "recon3d.no_such_backend:config", "recon3d.no_such_backend:train")
+    monkeypatch.setitem(presets.PRESETS, "ghost", ghost)
+    assert main(["run", "-o", str(rendered_ws), "--train", "ghost", *FAST]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("train:")]
+    assert len(lines) == 1 and "skipped" in lines[0] and "not available" in lines[0]
+
+
+@pytest.mark.realdata
+def test_run_on_photos_without_ground_truth(shared_data, tmp_path, capsys):
+    """Six neighbouring temple views: a short arc seen by a long lens, where estimating radial
+    distortion degenerates (k < -1) and splits the model; the retry with distortion fixed
+    registers all six."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(20, 26):
+        shutil.copy(shared_data / "temple_ring" / "images" / f"templeR{i:04d}.png", photos)
+    assert main(["run", str(photos), "-o", str(tmp_path / "ws"), "--train", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "sfm: 6/6 photos registered" in out and "ground truth" not in out
+    report = json.loads((tmp_path / "ws" / "reports" / "eval.json").read_text())
+    assert "gt" not in report and report["reprojection_px"]["mean"] < 0.5
+    sfm = json.loads((tmp_path / "ws" / "reports" / "sfm.json").read_text())
+    assert sfm["notes"]["distortion_retry"]["kept"] == "without distortion"
+
+
+def test_bad_options_fail_before_any_work(tmp_path, capsys):
+    assert main(["run", "-o", str(tmp_path / "ws"), "--fixed-intrinsics"]) == 2
+    assert "--fixed-intrinsics needs --camera" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
