@@ -133,14 +133,13 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
     if not overwrite and ws.is_done(STAGE, config) and (ws.nerf / "model.pt").is_file():
         print(f"nerf: already trained with this config ({ws.nerf}); use --overwrite to train again", file=sys.stderr)
         return ws.nerf
-    if overwrite:
-        _clear_outputs(ws)
-    ws.clear_done(STAGE)
-
     scene = load_scene(ws, config.downscale, config.test_every)
     if not scene.train:
         raise UserError(f"{ws.model}: no training views left after holding out every {config.test_every}th image; "
                         "set --set test_every=0 or add images")
+    if overwrite:
+        _clear_outputs(ws)
+    ws.clear_done(STAGE)
     torch.manual_seed(config.seed)
 
     state = None
@@ -215,8 +214,11 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
                 loss.backward()
                 optimizer.step()
             done = step + 1
+            to_monitor = monitor is not None and (done % config.monitor_every == 0 or done == config.steps)
+            if to_monitor or done % 25 == 0 or done == config.steps:  # syncs the GPU: not every step
+                loss_value = float(loss.detach())
+                mse = float(losses["rgb"].detach())
             if done % 25 == 0 or done == config.steps:
-                mse = float(losses["rgb"])
                 psnr = -10.0 * math.log10(max(mse, 1e-12))
                 now = time.perf_counter()
                 dt = now - last_report[0]
@@ -226,7 +228,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
                 last_report = (now, done)
                 history.append({"step": done, "seconds": round(elapsed0 + now - t0, 3), "train_psnr": round(psnr, 3)})
                 if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{psnr:.2f}",
+                    bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr:.2f}",
                                     rays_s=f"{speed['rays_per_s']:.3g}", refresh=False)
             if config.eval_every and done % config.eval_every == 0 and scene.test:
                 from recon3d.nerf.evaluate import evaluate_views
@@ -236,11 +238,11 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
                 t0 += time.perf_counter() - t_eval  # evaluation time is not training time
                 history.append({"step": done, "seconds": round(elapsed0 + time.perf_counter() - t0, 3),
                                 "test_psnr": round(float(np.mean([r["psnr"] for r in rows])), 3)})
-            if monitor is not None and (done % config.monitor_every == 0 or done == config.steps):
+            if to_monitor:
                 from recon3d.monitor import TrainEvent
 
                 monitor(TrainEvent(backend="nerf", step=done, total_steps=config.steps,
-                                   metrics={"loss": float(loss), "psnr": -10.0 * math.log10(max(float(losses["rgb"]), 1e-12)),
+                                   metrics={"loss": loss_value, "psnr": -10.0 * math.log10(max(mse, 1e-12)),
                                             **speed, "lr": optimizer.param_groups[0]["lr"]},
                                    render=render))
             if done % config.checkpoint_every == 0 and done < config.steps:
