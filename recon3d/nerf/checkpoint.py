@@ -15,7 +15,7 @@ from recon3d.errors import UserError
 from recon3d.workspace import atomic_path
 
 RESUME_IGNORES = {"steps", "device", "checkpoint_every", "monitor_every", "report_views", "eval_chunk",
-                  "compile", "mixed_precision", "lr_final_factor"}
+                  "compile", "mixed_precision", "lr_final_factor", "cpu_threads", "eval_every"}
 """Config fields that may change between a checkpoint and the run that resumes it."""
 
 _PATTERN = re.compile(r"step_(\d+)\.pt$")

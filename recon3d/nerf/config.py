@@ -87,6 +87,8 @@ class NerfConfig:
     """bfloat16 autocast of the MLPs on CUDA (ignored on CPU)."""
     compile: bool = True
     """torch.compile the fields on CUDA (ignored on CPU)."""
+    cpu_threads: int = 0
+    """Torch threads when training on the CPU (0: torch's default). 1 is often fastest on a busy machine."""
     eval_chunk: int = 16384
     """Rays per chunk when rendering whole images."""
     eval_every: int = 0

@@ -103,7 +103,7 @@ class NerfModel(nn.Module):
             stratified: jitter samples (training).
             anneal: exponent of the proposal weights used for resampling (0 uniform .. 1 exact).
         Returns:
-            dict with ``rgb`` (R, 3), ``depth`` (R,) distance along the ray in world units, ``acc``
+            dict with ``rgb`` (R, 3), ``depth`` (R,) median distance along the ray in world units, ``acc``
             (R,) opacity, ``weights`` (R, S), ``t_bins`` (R, S + 1) world distances of the final bins, and for
             the losses ``s_bins`` (R, S + 1) and ``proposals`` [(s_bins, weights), ...].
         """
@@ -144,7 +144,7 @@ class NerfModel(nn.Module):
             bg = torch.full_like(rgb[:, -1], 1.0 if cfg.background == "white" else 0.0)
         out_rgb = renderer.composite(w, rgb, bg)
         acc = w.sum(-1)
-        depth = renderer.expected_distance(w, t_mid)
+        depth = renderer.median_distance(w, t_bins)
         return {"rgb": out_rgb, "depth": depth * self.radius, "acc": acc, "weights": w,
                 "t_bins": t_bins * self.radius, "s_bins": s_bins, "proposals": proposals}
 

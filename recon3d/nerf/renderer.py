@@ -58,6 +58,21 @@ def expected_distance(weights: torch.Tensor, t_mid: torch.Tensor, far: torch.Ten
     return d / acc.clamp_min(1e-10)
 
 
+def median_distance(weights: torch.Tensor, t_bins: torch.Tensor) -> torch.Tensor:
+    """Distance where the accumulated weight reaches half of the ray's opacity (robust to faint floaters
+    and to the far background, unlike the weighted mean).
+
+    Args:
+        weights: ``(R, S)``; t_bins: ``(R, S + 1)`` bin edges.
+    Returns:
+        ``(R,)`` midpoint of the bin where the cumulative weight crosses ``0.5 * sum(weights)``.
+    """
+    cw = torch.cumsum(weights, dim=-1)
+    half = 0.5 * cw[:, -1:]
+    k = torch.searchsorted(cw.contiguous(), half.contiguous()).clamp(max=weights.shape[-1] - 1)
+    return 0.5 * (t_bins.gather(-1, k) + t_bins.gather(-1, k + 1))[:, 0]
+
+
 def outer_weights(bins: torch.Tensor, bins_env: torch.Tensor, weights_env: torch.Tensor) -> torch.Tensor:
     """Sum of envelope weights over the envelope bins that overlap each bin.
 

@@ -120,6 +120,18 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
     """
     import torch
 
+    threads = torch.get_num_threads()
+    if config.cpu_threads > 0 and resolve_device(config.device).type == "cpu":
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return _train(config, ws, monitor, overwrite)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> Path:
+    import torch
+
     from recon3d.dataset import load_scene
     from recon3d.nerf.checkpoint import list_checkpoints, load_file, resume_mismatch, save_checkpoint
     from recon3d.nerf.model import NerfModel
@@ -194,7 +206,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
         torch.cuda.reset_peak_memory_stats()
     model.train()
     t0 = time.perf_counter()
-    step = start
+    completed = start
     bar = progress(range(start, config.steps), desc="nerf", unit="step", total=config.steps, initial=start)
     last_report = (time.perf_counter(), start)
     speed = {"steps_per_s": 0.0, "rays_per_s": 0.0}
@@ -213,7 +225,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            done = step + 1
+            done = completed = step + 1
             to_monitor = monitor is not None and (done % config.monitor_every == 0 or done == config.steps)
             if to_monitor or done % 25 == 0 or done == config.steps:  # syncs the GPU: not every step
                 loss_value = float(loss.detach())
@@ -247,16 +259,15 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
                                    render=render))
             if done % config.checkpoint_every == 0 and done < config.steps:
                 checkpoint(done, elapsed0 + time.perf_counter() - t0)
-            step = done
     except KeyboardInterrupt:
-        if step > start:
-            checkpoint(step, elapsed0 + time.perf_counter() - t0)
+        if completed > start:
+            checkpoint(completed, elapsed0 + time.perf_counter() - t0)
         raise
     finally:
         if hasattr(bar, "close"):
             bar.close()
     train_seconds = elapsed0 + time.perf_counter() - t0
-    if step > start or not list_checkpoints(ws.nerf):
+    if completed > start or not list_checkpoints(ws.nerf):
         checkpoint(config.steps, train_seconds)
     peak_mem = torch.cuda.max_memory_allocated() if cuda else None
 
