@@ -62,20 +62,23 @@ def evaluate_views(model: NerfModel, views: list[TrainView], chunk: int = 8192
 
 
 def depth_colormap(depth: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
-    """Colour a depth map (turbo; near = red, far = blue).
+    """Colour a depth map by inverse depth (turbo; near = red, far = blue), so unbounded scenes with a
+    distant background keep contrast in the foreground.
 
     Args:
-        depth: ``(H, W)``; valid: ``(H, W)`` bool of pixels to scale by (default: finite).
+        depth: ``(H, W)``; valid: ``(H, W)`` bool of pixels to scale by (default: finite and > 0).
     Returns:
         ``(H, W, 3)`` uint8 BGR, and the near/far depths of the colour scale.
     """
-    valid = np.isfinite(depth) if valid is None else valid & np.isfinite(depth)
+    ok = np.isfinite(depth) & (depth > 0)
+    valid = ok if valid is None else valid & ok
     if valid.sum() < 2:
         return np.zeros(depth.shape + (3,), np.uint8), 0.0, 0.0
-    lo, hi = np.percentile(depth[valid], [2, 98])
-    x = np.clip((depth - lo) / max(hi - lo, 1e-9), 0, 1)
-    img = cv2.applyColorMap(((1 - np.nan_to_num(x, nan=1.0)) * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    return img, float(lo), float(hi)
+    inv = 1.0 / np.where(ok, depth, np.inf)
+    lo, hi = np.percentile(inv[valid], [2, 98])
+    x = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
+    img = cv2.applyColorMap((x * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    return img, float(1.0 / hi), float(1.0 / lo) if lo > 0 else float("inf")
 
 
 def _upscale(img: np.ndarray, min_width: int = 320) -> np.ndarray:
