@@ -160,7 +160,7 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     from recon3d.camera import Camera
     from recon3d.colmap_io import read_model
     from recon3d.dataset import undistort_view
-    from recon3d.nerf.scene import scene_frame
+    from recon3d.nerf.scene import focus_point, scene_frame
 
     if kind not in PATHS:
         raise UserError(f"camera path {kind!r} is unknown; use one of {', '.join(PATHS)}")
@@ -175,7 +175,9 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     if cam.has_distortion:
         _, cam = undistort_view(np.zeros((cam.height, cam.width, 3), np.uint8), cam)
     if kind == "orbit":
-        center = scene_frame(poses, model.points).center
+        # look where the cameras look (their focus point), falling back to the scene centre along
+        # directions the optical axes leave open (forward-facing captures)
+        center = focus_point(poses, scene_frame(poses, model.points).center)
         path = orbit_path(poses, center, num_frames)
     else:
         path = interp_path(poses, num_frames)
