@@ -89,7 +89,7 @@ class ViewerApp:
         content: what to show (:meth:`WorkspaceContent.load`).
         config: sizes and limits.
         nerf_loader: ``load_renderer(ws) -> render`` for NeRF renders; default: the
-            ``recon3d.nerf.render`` hook when the workspace has a NeRF.
+            ``recon3d.nerf.render_path`` hook when the workspace has a NeRF.
     """
 
     def __init__(self, server, content: WorkspaceContent, config: ViewerConfig | None = None,

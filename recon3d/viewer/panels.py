@@ -17,7 +17,7 @@ from recon3d.workspace import Workspace
 RenderFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 """render(cam_from_world (3, 4), K (3, 3) COLMAP convention, width, height) -> (H, W, 3) uint8."""
 
-NERF_HOOK = "recon3d.nerf.render"
+NERF_HOOK = "recon3d.nerf.render_path"
 """Module whose ``load_renderer(ws) -> RenderFn`` renders a workspace's trained NeRF."""
 
 
