@@ -29,6 +29,7 @@ A calibration is usually better than what a handful of views can say about a cam
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -223,25 +224,25 @@ def filter_observations(rec, max_reproj_error: float, min_tri_angle: float) -> i
 
 
 @dataclass
-class PrincipalPointDecision:
-    """What the principal-point rule decided for one camera."""
+class IntrinsicsDecision:
+    """What a refinement rule (principal point, or calibration prior) decided for one camera."""
 
     camera_id: int
     before: list[float]
-    """(2,) principal point before refinement."""
+    """Parameters before refinement: the (2,) principal point, or the calibration's parameters."""
     refined: list[float]
-    """(2,) principal point the refinement found."""
+    """The same parameters as the final refinement found them."""
     sd: list[float]
-    """(2,) its standard deviation in pixels (nan when not computable)."""
+    """Standard deviation of each refined parameter in pixels (nan when not computable)."""
     shift_sigma: float
     """Shift in standard deviations (Mahalanobis distance)."""
     kept: bool
-    """Whether the refined principal point was kept."""
+    """Whether the refined parameters were kept."""
     reason: str
     """One line saying why."""
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
+        return dataclasses.asdict(self)
 
 
 def _scaled_covariance(trial, covs, cid, cam, free_focal: bool, free_pp: bool, free_extra: bool, sigma2: float):
@@ -260,29 +261,7 @@ def _sigma2(rec) -> float:
     return rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
 
 
-@dataclass
-class CalibrationDecision:
-    """What :func:`calibration_prior_rule` decided for one camera."""
-
-    camera_id: int
-    before: list[float]
-    """Parameters from the calibration."""
-    refined: list[float]
-    """Parameters the final BA found."""
-    sd: list[float]
-    """Standard deviation of each refined parameter (nan when not computable)."""
-    shift_sigma: float
-    """Joint shift in standard deviations (Mahalanobis distance)."""
-    kept: bool
-    """Whether the refined parameters were kept."""
-    reason: str
-    """One line saying why."""
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("camera_id", "before", "refined", "sd", "shift_sigma", "kept", "reason")}
-
-
-def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[CalibrationDecision]]:
+def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[IntrinsicsDecision]]:
     """Refine calibrated intrinsics where the views determine them (see the module docstring).
 
     Args:
@@ -324,7 +303,7 @@ def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[Calib
                 kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
             else:
                 kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
-        decisions.append(CalibrationDecision(int(cid), before, refined, sd, sigma, kept, reason))
+        decisions.append(IntrinsicsDecision(int(cid), before, refined, sd, sigma, kept, reason))
     if all(d.kept for d in decisions):
         return trial, decisions
     if any(d.kept for d in decisions):
@@ -335,7 +314,7 @@ def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[Calib
     return rec, decisions
 
 
-def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[PrincipalPointDecision]]:
+def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[IntrinsicsDecision]]:
     """Refine principal points where the data determine them (see the module docstring).
 
     Args:
@@ -392,7 +371,7 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Princip
                 else:
                     kept, reason = True, (f"refined to {to}: moved {np.linalg.norm(shift):.1f} px ({sigma:.0f} sd, "
                                           f"sd {max(sd):.2f} px)")
-        decisions.append(PrincipalPointDecision(int(cid), [float(v) for v in before[cid]],
+        decisions.append(IntrinsicsDecision(int(cid), [float(v) for v in before[cid]],
                                                 [float(v) for v in refined], sd, sigma, kept, reason))
     kept_ids = {d.camera_id for d in decisions if d.kept}
     if kept_ids and len(kept_ids) == len(decisions):
