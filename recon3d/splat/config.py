@@ -32,6 +32,10 @@ class SplatConfig:
     """Downscale further so that no image side exceeds this many pixels (0 = no limit)."""
     test_every: int = 8
     """Hold out every n-th image (sorted by name: 0, n, 2n, ...) for evaluation; 0 = none."""
+    num_downscales: int = 0
+    """Train at 1/2^n resolution first, doubling it every ``resolution_schedule`` steps (as splatfacto)."""
+    resolution_schedule: int = 3000
+    """Steps per resolution level when ``num_downscales`` > 0."""
     background: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     """RGB colour behind the Gaussians, in [0, 1]."""
 

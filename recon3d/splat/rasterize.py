@@ -215,46 +215,42 @@ def _pixel_pairs(
         x1 = (torch.floor(mx - 0.5 - dx_lo + 1e-3) + 1).clamp(0, width).long()
         n = torch.where(disc >= 0, x1 - x0, torch.zeros_like(x0)).clamp(min=0)
         ends = torch.cumsum(n, 0)
-        pack = torch.stack([m[:, 0], m[:, 1], a, b, c, opa], -1)
-        gs, ps, alphas = [], [], []
+        keys = []
         lo = 0
         while lo < len(n):  # chunks of rows with at most chunk_elems candidate pixels
             base = int(ends[lo - 1]) if lo else 0
             hi = max(int(torch.searchsorted(ends, base + chunk_elems, right=True)), lo + 1)
             cnt = n[lo:hi]
-            row = torch.repeat_interleave(torch.arange(lo, hi), cnt)
-            per_row = torch.stack([x0[lo:hi] - (torch.cumsum(cnt, 0) - cnt), y[lo:hi], g[lo:hi]], -1)
-            xoff, yr, gi = per_row.index_select(0, row - lo).unbind(-1)
-            px = xoff + torch.arange(len(row))
-            mxp, myp, ca, cb, cc, op = pack.index_select(0, gi).unbind(-1)
-            ddx = mxp - (px.to(m.dtype) + 0.5)
-            ddy = myp - (yr.to(m.dtype) + 0.5)
-            sigma = 0.5 * (ca * ddx * ddx + cc * ddy * ddy) + cb * ddx * ddy
-            alpha = (op * torch.exp(-sigma)).clamp(max=0.999)
-            keep = torch.nonzero((sigma >= 0) & (alpha >= ALPHA_THRESHOLD))[:, 0]
-            gs.append(gi.index_select(0, keep))
-            ps.append((yr * width + px).index_select(0, keep))
-            alphas.append(alpha.index_select(0, keep))
+            row = torch.repeat_interleave(torch.arange(hi - lo), cnt)
+            # key = pixel << 32 | depth rank: sorting the keys orders pairs by pixel, then front to back
+            per_row = ((y[lo:hi] * width + x0[lo:hi] - (torch.cumsum(cnt, 0) - cnt)) << 32) + g[lo:hi]
+            keys.append(per_row.index_select(0, row) + (torch.arange(len(row)) << 32))
             lo = hi
-        gi, pix, alpha = torch.cat(gs), torch.cat(ps), torch.cat(alphas)
-        pix, perm = torch.sort(pix, stable=True)
-        gi, alpha = gi.index_select(0, perm), alpha.index_select(0, perm)
-        # transmittance after each pair, per pixel: segmented cumulative sum of log(1 - alpha)
+        key = torch.sort(torch.cat(keys)).values if keys else torch.zeros(0, dtype=torch.long)
+        pix, gi = key >> 32, key & 0xFFFFFFFF
+        mx, my, ca, cb, cc, op = torch.stack([m[:, 0], m[:, 1], a, b, c, opa], -1).index_select(0, gi).unbind(-1)
+        ddx = mx - ((pix % width).to(m.dtype) + 0.5)
+        ddy = my - (torch.div(pix, width, rounding_mode="floor").to(m.dtype) + 0.5)
+        sigma = 0.5 * (ca * ddx * ddx + cc * ddy * ddy) + cb * ddx * ddy
+        alpha = (op * torch.exp(-sigma)).clamp(max=0.999)
+        alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
+        # transmittance in front of each pair: segmented cumulative sum of log(1 - alpha), per pixel
         log_t = torch.log1p(-alpha.double())
-        cs = torch.cumsum(log_t, 0)
-        excl = cs - log_t
-        excl = excl - excl.index_select(0, _segment_first(pix))
-        keep = torch.nonzero(excl + log_t > math.log(TRANSMITTANCE_MIN))[:, 0]
+        excl = torch.cumsum(log_t, 0) - log_t
+        excl = excl - excl.index_select(0, _segments(pix)[0])
+        keep = torch.nonzero((alpha > 0) & (excl + log_t > math.log(TRANSMITTANCE_MIN)))[:, 0]
         trans = torch.exp(excl.index_select(0, keep)).to(alpha.dtype)
         gauss = order.index_select(0, gi.index_select(0, keep))
         return gauss, pix.index_select(0, keep), alpha.index_select(0, keep), trans
 
 
-def _segment_first(keys: Tensor) -> Tensor:
-    """(P,) index of the first element of each element's run of equal ``keys`` (sorted)."""
-    _, counts = torch.unique_consecutive(keys, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.repeat_interleave(starts, counts)
+def _segments(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """(P,) indices of the first and of the last element of each element's run of equal ``keys``."""
+    start = torch.ones(len(keys), dtype=torch.bool)
+    start[1:] = keys[1:] != keys[:-1]
+    first = torch.nonzero(start)[:, 0]
+    counts = torch.diff(first, append=first.new_tensor([len(keys)]))
+    return torch.repeat_interleave(first, counts), torch.repeat_interleave(first + counts - 1, counts)
 
 
 class _Composite(torch.autograd.Function):
@@ -296,9 +292,8 @@ class _Composite(torch.autograd.Function):
         v = (g_c * packed[:, 6:]).sum(1) + g_acc.index_select(0, pixel)
         wv = (weight * v).double()
         cs = torch.cumsum(wv, 0)
-        cs = cs - (cs - wv).index_select(0, _segment_first(pixel))  # inclusive prefix sum per pixel
-        total = torch.zeros(g_acc.shape[0], dtype=torch.float64).index_add_(0, pixel, wv)
-        after = (total.index_select(0, pixel) - cs).to(alpha.dtype)  # sum over the pixel's later pairs
+        _, last = _segments(pixel)
+        after = (cs.index_select(0, last) - cs).to(alpha.dtype)  # sum over the pixel's later pairs
         g_alpha = trans * v - after / (1.0 - alpha)
         dx = mx - ((pixel % ctx.width).to(mx.dtype) + 0.5)
         dy = my - (torch.div(pixel, ctx.width, rounding_mode="floor").to(mx.dtype) + 0.5)

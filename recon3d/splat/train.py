@@ -44,6 +44,21 @@ def view_order(step: int, n: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(n)[i])
 
 
+def downscaled(image: torch.Tensor, K: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ``(H, W, 3)`` image averaged over ``factor`` x ``factor`` blocks and its ``(1, 3, 3)`` K.
+
+    Pixel ``i`` of the result covers pixels ``[f i, f i + f)``, so with pixel centres at ``+0.5``
+    (COLMAP convention) the intrinsics scale exactly by ``1 / f``.
+    """
+    if factor == 1:
+        return image, K
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    small = torch.nn.functional.avg_pool2d(image[: h * factor, : w * factor].permute(2, 0, 1)[None], factor)
+    K = K.clone()
+    K[:, :2] /= factor
+    return small[0].permute(1, 2, 0).contiguous(), K
+
+
 def _load(ws: Workspace, config: SplatConfig):
     from recon3d.camera import Camera
     from recon3d.colmap_io import read_model
@@ -146,8 +161,15 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
+    pyramid: dict[tuple[int, int], tuple] = {}
     for step in bar:
-        gt, vm, K = train_views[view_order(step, len(train_views), config.seed)]
+        i = view_order(step, len(train_views), config.seed)
+        gt, vm, K = train_views[i]
+        factor = 2 ** max(config.num_downscales - step // max(config.resolution_schedule, 1), 0)
+        if factor > 1:
+            if (i, factor) not in pyramid:
+                pyramid[(i, factor)] = downscaled(gt, K, factor)
+            gt, K = pyramid[(i, factor)]
         sh = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
         lr = M.means_lr(config, scale, step)
         optimizers["means"].param_groups[0]["lr"] = lr
@@ -169,7 +191,7 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         if done % config.log_every == 0 or done == config.steps:
             now = time.perf_counter()
             mse = float(((img[0].detach() - gt) ** 2).mean())
-            metrics = {"loss": float(loss), "psnr": -10 * np.log10(max(mse, 1e-12)),
+            metrics = {"loss": float(loss.detach()), "psnr": float(-10 * np.log10(max(mse, 1e-12))),
                        "num_gaussians": len(params["means"]), "steps_per_s": (done - last_step) / max(now - last_t, 1e-9)}
             last_t, last_step = now, done
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}",
