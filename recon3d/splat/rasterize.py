@@ -272,41 +272,34 @@ class _Composite(torch.autograd.Function):
         gauss, pixel, alpha, trans = _pixel_pairs(means2d, conics, opacities, depths, width, height, chunk_elems)
         weight = alpha * trans
         D = colors.shape[-1]
-        out = colors.new_zeros(height * width, D).index_add_(0, pixel, weight[:, None] * colors.index_select(0, gauss))
+        packed = torch.cat([means2d, conics, opacities[:, None], colors], 1).index_select(0, gauss)  # [P, 6 + D]
+        out = colors.new_zeros(height * width, D).index_add_(0, pixel, weight[:, None] * packed[:, 6:])
         acc = colors.new_zeros(height * width).index_add_(0, pixel, weight)
-        ctx.save_for_backward(means2d, conics, opacities, colors, gauss, pixel, alpha, trans)
-        ctx.width = width
+        ctx.save_for_backward(gauss, pixel, alpha, trans, packed)
+        ctx.width, ctx.num = width, len(means2d)
         return out, acc
 
     @staticmethod
     def backward(ctx, g_out, g_acc):
-        means2d, conics, opacities, colors, gauss, pixel, alpha, trans = ctx.saved_tensors
-        M, D = colors.shape
-        if len(gauss) == 0:
-            return (torch.zeros_like(means2d), torch.zeros_like(conics), torch.zeros_like(opacities),
-                    torch.zeros_like(colors), None, None, None, None)
-        g_c = g_out.index_select(0, pixel)  # [P, D]
-        packed = torch.cat([means2d, conics, opacities[:, None], colors], 1).index_select(0, gauss)
-        mx, my, a, b, c, opa = packed[:, :6].unbind(-1)
-        weight = alpha * trans
-        v = (g_c * packed[:, 6:]).sum(1) + g_acc.index_select(0, pixel)
-        wv = (weight * v).double()
-        cs = torch.cumsum(wv, 0)
-        _, last = _segments(pixel)
-        after = (cs.index_select(0, last) - cs).to(alpha.dtype)  # sum over the pixel's later pairs
-        g_alpha = trans * v - after / (1.0 - alpha)
-        dx = mx - ((pixel % ctx.width).to(mx.dtype) + 0.5)
-        dy = my - (torch.div(pixel, ctx.width, rounding_mode="floor").to(mx.dtype) + 0.5)
-        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
-        e = torch.exp(-sigma)
-        g_alpha = torch.where(opa * e <= 0.999, g_alpha, torch.zeros_like(g_alpha))
-        g_sigma = -g_alpha * alpha
-        grads = torch.cat([torch.stack([
-            g_sigma * (a * dx + b * dy), g_sigma * (b * dx + c * dy),
-            0.5 * g_sigma * dx * dx, g_sigma * dx * dy, 0.5 * g_sigma * dy * dy, g_alpha * e], 1),
-            weight[:, None] * g_c], 1)
-        out = grads.new_zeros(M, 6 + D).index_add_(0, gauss, grads)
-        return out[:, :2], out[:, 2:5], out[:, 5], out[:, 6:], None, None, None, None
+        gauss, pixel, alpha, trans, packed = ctx.saved_tensors
+        D = packed.shape[1] - 6
+        grads = packed.new_zeros(ctx.num, 6 + D)
+        if len(gauss):
+            mx, my, a, b, c, opa = packed[:, :6].unbind(-1)
+            g_c = g_out.index_select(0, pixel)  # [P, D]
+            weight = alpha * trans
+            v = (g_c * packed[:, 6:]).sum(1) + g_acc.index_select(0, pixel)
+            cs = torch.cumsum((weight * v).double(), 0)
+            after = (cs.index_select(0, _segments(pixel)[1]) - cs).to(alpha.dtype)  # over the pixel's later pairs
+            g_alpha = torch.where(alpha < 0.999, trans * v - after / (1.0 - alpha), torch.zeros_like(alpha))
+            g_sigma = -g_alpha * alpha
+            dx = mx - ((pixel % ctx.width).to(mx.dtype) + 0.5)
+            dy = my - (torch.div(pixel, ctx.width, rounding_mode="floor").to(mx.dtype) + 0.5)
+            per_pair = torch.cat([torch.stack([
+                g_sigma * (a * dx + b * dy), g_sigma * (b * dx + c * dy), 0.5 * g_sigma * dx * dx,
+                g_sigma * dx * dy, 0.5 * g_sigma * dy * dy, g_alpha * alpha / opa], 1), weight[:, None] * g_c], 1)
+            grads.index_add_(0, gauss, per_pair)
+        return grads[:, :2], grads[:, 2:5], grads[:, 5], grads[:, 6:], None, None, None, None
 
 
 def _composite(
