@@ -203,9 +203,10 @@ def _pixel_pairs(
         y0 = torch.ceil(m[:, 1] - ry - 0.5).clamp(0, height).long()
         y1 = (torch.floor(m[:, 1] + ry - 0.5) + 1).clamp(0, height).long()
         rows = (y1 - y0).clamp(min=0)
-        g = torch.repeat_interleave(torch.arange(len(m)), rows)
+        dev = m.device
+        g = torch.repeat_interleave(torch.arange(len(m), device=dev), rows)
         mx, my, ag, bg, cg, sg = torch.stack([m[:, 0], m[:, 1], a, b, c, smax], -1).index_select(0, g).unbind(-1)
-        y = (y0 - (torch.cumsum(rows, 0) - rows)).index_select(0, g) + torch.arange(len(g))  # row of each pair
+        y = (y0 - (torch.cumsum(rows, 0) - rows)).index_select(0, g) + torch.arange(len(g), device=dev)  # row of each pair
         # columns of each row: 0.5 a dx^2 + b dy dx + 0.5 c dy^2 - smax <= 0, dx = mx - (x + 0.5)
         dy = my - (y.to(m.dtype) + 0.5)
         disc = (bg * dy) ** 2 - ag * (cg * dy * dy - 2 * sg)
@@ -221,12 +222,12 @@ def _pixel_pairs(
             base = int(ends[lo - 1]) if lo else 0
             hi = max(int(torch.searchsorted(ends, base + chunk_elems, right=True)), lo + 1)
             cnt = n[lo:hi]
-            row = torch.repeat_interleave(torch.arange(hi - lo), cnt)
+            row = torch.repeat_interleave(torch.arange(hi - lo, device=dev), cnt)
             # key = pixel << 32 | depth rank: sorting the keys orders pairs by pixel, then front to back
             per_row = ((y[lo:hi] * width + x0[lo:hi] - (torch.cumsum(cnt, 0) - cnt)) << 32) + g[lo:hi]
-            keys.append(per_row.index_select(0, row) + (torch.arange(len(row)) << 32))
+            keys.append(per_row.index_select(0, row) + (torch.arange(len(row), device=dev) << 32))
             lo = hi
-        key = torch.sort(torch.cat(keys)).values if keys else torch.zeros(0, dtype=torch.long)
+        key = torch.sort(torch.cat(keys)).values if keys else torch.zeros(0, dtype=torch.long, device=dev)
         pix, gi = key >> 32, key & 0xFFFFFFFF
         mx, my, ca, cb, cc, op = torch.stack([m[:, 0], m[:, 1], a, b, c, opa], -1).index_select(0, gi).unbind(-1)
         ddx = mx - ((pix % width).to(m.dtype) + 0.5)
@@ -246,7 +247,7 @@ def _pixel_pairs(
 
 def _segments(keys: Tensor) -> tuple[Tensor, Tensor]:
     """(P,) indices of the first and of the last element of each element's run of equal ``keys``."""
-    start = torch.ones(len(keys), dtype=torch.bool)
+    start = torch.ones(len(keys), dtype=torch.bool, device=keys.device)
     start[1:] = keys[1:] != keys[:-1]
     first = torch.nonzero(start)[:, 0]
     counts = torch.diff(first, append=first.new_tensor([len(keys)]))
@@ -403,7 +404,8 @@ def _rasterize_dense_reference(
         means, quats, scales, opacities, viewmat, K, width, height, eps2d, near_plane, 1e10)
     order = torch.argsort(depths.detach(), stable=True)
     m2d, con, opa, col = m2d[order], con[order], opacities[ids][order], colors[ids][order]
-    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(height, device=means.device), torch.arange(width, device=means.device),
+                            indexing="ij")
     pix = torch.stack([xx, yy], -1).reshape(-1, 2).to(means.dtype) + 0.5  # [HW, 2]
     d = m2d[None] - pix[:, None]  # [HW, M, 2]
     sigma = 0.5 * (con[:, 0] * d[..., 0] ** 2 + con[:, 2] * d[..., 1] ** 2) + con[:, 1] * d[..., 0] * d[..., 1]
