@@ -263,3 +263,9 @@ def test_relocation_formula():
     denom = o2 + (o2 - o2**2 / math.sqrt(2))
     assert new_o[1].item() == pytest.approx(o2, rel=1e-5)
     np.testing.assert_allclose(new_s[1].numpy(), 0.8 / denom * s[1].numpy(), rtol=1e-5)
+
+
+def test_default_strategy_resets_opacities():
+    """The 3DGS opacity reset (gsplat 1.5.3's own condition never fires; recon3d's wrapper does it)."""
+    params, _, _ = _train_steps("default", 11, refine_start=1000, refine_stop=100, reset_every=10)
+    assert torch.sigmoid(params["opacities"]).max() <= 0.01 + 1e-6

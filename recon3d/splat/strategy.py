@@ -50,8 +50,15 @@ def after_backward(strategy: Any, params: dict, optimizers: dict, state: dict, s
     """Call the strategy's post-backward hook (densify, prune, relocate ...)."""
     if isinstance(strategy, MCMCStrategy):
         strategy.step_post_backward(params, optimizers, state, step, info, lr=means_lr)
-    else:
-        strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+        return
+    strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+    # gsplat 1.5.3 tests `step % reset_every == 0 & step > 0`, which Python reads as
+    # `step % reset_every == (0 & step) > 0`: always false, so it never resets opacities. Do the
+    # 3DGS reset here (clamping opacities is idempotent, so a fixed gsplat resetting too is harmless).
+    if 0 < step < strategy.refine_stop_iter and step % strategy.reset_every == 0:
+        from gsplat.strategy.ops import reset_opa
+
+        reset_opa(params=params, optimizers=optimizers, state=state, value=strategy.prune_opa * 2.0)
 
 
 # ------------------------------------------------------------------------- MCMC, torch twin

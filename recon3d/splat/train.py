@@ -102,6 +102,18 @@ def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degre
     return TrainEvent("splat", step, config.steps, metrics, render_fn, splats_fn, done)
 
 
+def _loss(img: torch.Tensor, gt: torch.Tensor, params: dict, config: SplatConfig) -> torch.Tensor:
+    """(1 - l) L1 + l (1 - SSIM) of an ``(H, W, 3)`` render, plus the optional regularisers."""
+    from recon3d.image_metrics import ssim
+
+    loss = (1 - config.ssim_lambda) * (img - gt).abs().mean() + config.ssim_lambda * (1 - ssim(img, gt))
+    if config.opacity_reg > 0:
+        loss = loss + config.opacity_reg * torch.sigmoid(params["opacities"]).mean()
+    if config.scale_reg > 0:
+        loss = loss + config.scale_reg * torch.exp(params["scales"]).mean()
+    return loss
+
+
 def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bool = False) -> Path:
     """Train Gaussian splats on a workspace; returns the path of ``point_cloud.ply``.
 
@@ -112,7 +124,6 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         overwrite: discard checkpoints and outputs of an earlier run first.
     """
     from recon3d.gaussians_ply import write_splat_ply
-    from recon3d.image_metrics import ssim
     from recon3d.progress import progress, summary
     from recon3d.splat import checkpoint as ckpt
     from recon3d.splat import model as M
@@ -160,46 +171,53 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
 
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
+    n_px = sum(v[0].shape[0] * v[0].shape[1] for v in train_views) // len(train_views)
+    print(f"splat: {len(train_views)} training views (~{n_px / 1e6:.2f} MP each), {len(params['means'])} Gaussians, "
+          f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}", flush=True)
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
     pyramid: dict[tuple[int, int], tuple] = {}
-    for step in bar:
-        i = view_order(step, len(train_views), config.seed)
-        gt, vm, K = train_views[i]
-        factor = 2 ** max(config.num_downscales - step // max(config.resolution_schedule, 1), 0)
-        if factor > 1:
-            if (i, factor) not in pyramid:
-                pyramid[(i, factor)] = downscaled(gt, K, factor)
-            gt, K = pyramid[(i, factor)]
-        sh = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
-        lr = M.means_lr(config, scale, step)
-        optimizers["means"].param_groups[0]["lr"] = lr
-        img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad)
-        before_backward(strategy, params, optimizers, state, step, info)
-        l1 = (img[0] - gt).abs().mean()
-        loss = (1 - config.ssim_lambda) * l1 + config.ssim_lambda * (1 - ssim(img[0], gt))
-        if config.opacity_reg > 0:
-            loss = loss + config.opacity_reg * torch.sigmoid(params["opacities"]).mean()
-        if config.scale_reg > 0:
-            loss = loss + config.scale_reg * torch.exp(params["scales"]).mean()
-        if loss.requires_grad:
-            loss.backward()
-            for opt in optimizers.values():
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            after_backward(strategy, params, optimizers, state, step, info, lr)
-        done = step + 1
-        if done % config.log_every == 0 or done == config.steps:
-            now = time.perf_counter()
-            mse = float(((img[0].detach() - gt) ** 2).mean())
-            metrics = {"loss": float(loss.detach()), "psnr": float(-10 * np.log10(max(mse, 1e-12))),
-                       "num_gaussians": len(params["means"]), "steps_per_s": (done - last_step) / max(now - last_t, 1e-9)}
-            last_t, last_step = now, done
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}",
-                            gaussians=metrics["num_gaussians"], refresh=False)
-            if monitor is not None:
-                monitor(_event(done, config, params, metrics, sh, bg, backend, tile))
-        if done % config.checkpoint_every == 0 and done < config.steps:
+    done, updating = start, False
+    try:
+        for step in bar:
+            i = view_order(step, len(train_views), config.seed)
+            gt, vm, K = train_views[i]
+            factor = 2 ** max(config.num_downscales - step // max(config.resolution_schedule, 1), 0)
+            if factor > 1:
+                if (i, factor) not in pyramid:
+                    pyramid[(i, factor)] = downscaled(gt, K, factor)
+                gt, K = pyramid[(i, factor)]
+            sh = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
+            lr = M.means_lr(config, scale, step)
+            optimizers["means"].param_groups[0]["lr"] = lr
+            img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad)
+            before_backward(strategy, params, optimizers, state, step, info)
+            loss = _loss(img[0], gt, params, config)
+            if loss.requires_grad:  # False only when no Gaussian is in view
+                updating = True
+                loss.backward()
+                for opt in optimizers.values():
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                after_backward(strategy, params, optimizers, state, step, info, lr)
+                updating = False
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                now = time.perf_counter()
+                mse = float(((img[0].detach() - gt) ** 2).mean())
+                metrics = {"loss": float(loss.detach()), "psnr": float(-10 * np.log10(max(mse, 1e-12))),
+                           "num_gaussians": len(params["means"]),
+                           "steps_per_s": (done - last_step) / max(now - last_t, 1e-9)}
+                last_t, last_step = now, done
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}",
+                                gaussians=metrics["num_gaussians"], refresh=False)
+                if monitor is not None:
+                    monitor(_event(done, config, params, metrics, sh, bg, backend, tile))
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
+    except KeyboardInterrupt:
+        if not updating and done > start:  # a consistent state: keep it for the rerun
             ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
+        raise
     bar.close()
     seconds = time.perf_counter() - t0
 
