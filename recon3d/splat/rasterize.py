@@ -216,19 +216,24 @@ def _pixel_pairs(
         x1 = (torch.floor(mx - 0.5 - dx_lo + 1e-3) + 1).clamp(0, width).long()
         n = torch.where(disc >= 0, x1 - x0, torch.zeros_like(x0)).clamp(min=0)
         ends = torch.cumsum(n, 0)
-        keys = []
+        pixels, gauss_ranks = [], []
         lo = 0
         while lo < len(n):  # chunks of rows with at most chunk_elems candidate pixels
             base = int(ends[lo - 1]) if lo else 0
             hi = max(int(torch.searchsorted(ends, base + chunk_elems, right=True)), lo + 1)
             cnt = n[lo:hi]
             row = torch.repeat_interleave(torch.arange(hi - lo, device=dev), cnt)
-            # key = pixel << 32 | depth rank: sorting the keys orders pairs by pixel, then front to back
-            per_row = ((y[lo:hi] * width + x0[lo:hi] - (torch.cumsum(cnt, 0) - cnt)) << 32) + g[lo:hi]
-            keys.append(per_row.index_select(0, row) + (torch.arange(len(row), device=dev) << 32))
+            per_row = torch.stack([y[lo:hi] * width + x0[lo:hi] - (torch.cumsum(cnt, 0) - cnt), g[lo:hi]], -1)
+            pix_base, gi = per_row.index_select(0, row).unbind(-1)
+            pixels.append((pix_base + torch.arange(len(row), device=dev)).int())
+            gauss_ranks.append(gi)
             lo = hi
-        key = torch.sort(torch.cat(keys)).values if keys else torch.zeros(0, dtype=torch.long, device=dev)
-        pix, gi = key >> 32, key & 0xFFFFFFFF
+        # candidates come Gaussian by Gaussian, front to back: a stable sort by pixel keeps that order
+        if pixels:
+            pix, perm = torch.sort(torch.cat(pixels), stable=True)
+            pix, gi = pix.long(), torch.cat(gauss_ranks).index_select(0, perm)
+        else:
+            pix = gi = torch.zeros(0, dtype=torch.long, device=dev)
         mx, my, ca, cb, cc, op = torch.stack([m[:, 0], m[:, 1], a, b, c, opa], -1).index_select(0, gi).unbind(-1)
         ddx = mx - ((pix % width).to(m.dtype) + 0.5)
         ddy = my - (torch.div(pix, width, rounding_mode="floor").to(m.dtype) + 0.5)
@@ -296,9 +301,10 @@ class _Composite(torch.autograd.Function):
             g_sigma = -g_alpha * alpha
             dx = mx - ((pixel % ctx.width).to(mx.dtype) + 0.5)
             dy = my - (torch.div(pixel, ctx.width, rounding_mode="floor").to(mx.dtype) + 0.5)
-            per_pair = torch.cat([torch.stack([
-                g_sigma * (a * dx + b * dy), g_sigma * (b * dx + c * dy), 0.5 * g_sigma * dx * dx,
-                g_sigma * dx * dy, 0.5 * g_sigma * dy * dy, g_alpha * alpha / opa], 1), weight[:, None] * g_c], 1)
+            half = 0.5 * g_sigma
+            per_pair = torch.stack([
+                g_sigma * (a * dx + b * dy), g_sigma * (b * dx + c * dy), half * dx * dx,
+                g_sigma * dx * dy, half * dy * dy, g_alpha * alpha / opa, *(weight[:, None] * g_c).unbind(1)], 1)
             grads.index_add_(0, gauss, per_pair)
         return grads[:, :2], grads[:, 2:5], grads[:, 5], grads[:, 6:], None, None, None, None
 
