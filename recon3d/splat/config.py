@@ -1,0 +1,143 @@
+"""Configuration of Gaussian splatting runs and the named presets (``splat``, ``splat-mcmc``, ``splat-fast``).
+
+Defaults follow the 3DGS paper (Kerbl et al. 2023) and gsplat's example trainer: per-parameter
+Adam learning rates, means' rate scaled by the scene scale and decayed exponentially by 100x,
+L1 + 0.2 D-SSIM, SH degree raised every 1000 steps, densification by gsplat's strategies.
+Every field can be changed from the command line: ``recon3d train WS --set lr_means=1e-4``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+
+@dataclass
+class SplatConfig:
+    """A Gaussian splatting run."""
+
+    steps: int = 30_000
+    """Training steps (one image per step)."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cuda' or 'cpu'."""
+    rasterizer: Literal["auto", "cuda", "torch"] = "auto"
+    """'auto': gsplat's CUDA kernels on a GPU, the pure-torch twin on CPU; 'torch' forces the twin."""
+    seed: int = 0
+    """Seed of every random choice (initialisation, view order, densification)."""
+
+    # data
+    downscale: float = 1.0
+    """Divide image sizes by this factor before training (1 = full resolution)."""
+    max_image_side: int = 1600
+    """Downscale further so that no image side exceeds this many pixels (0 = no limit)."""
+    test_every: int = 8
+    """Hold out every n-th image (sorted by name: 0, n, 2n, ...) for evaluation; 0 = none."""
+    num_downscales: int = 0
+    """Train at 1/2^n resolution first, doubling it every ``resolution_schedule`` steps (as splatfacto)."""
+    resolution_schedule: int = 3000
+    """Steps per resolution level when ``num_downscales`` > 0."""
+    background: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    """RGB colour behind the Gaussians, in [0, 1]."""
+
+    # initialisation
+    init: Literal["sfm", "random"] = "sfm"
+    """'sfm': one Gaussian per sparse point of sparse/0; 'random': uniform in a box (also the
+    fallback, with a warning, when the model has no points)."""
+    init_num_points: int = 100_000
+    """Number of Gaussians of a random initialisation."""
+    init_extent: float = 3.0
+    """Half side of the random-initialisation box, in units of the scene scale."""
+    init_opacity: float = 0.1
+    """Initial opacity of every Gaussian."""
+    init_scale: float = 1.0
+    """Initial scale = this x the mean distance to the 3 nearest neighbours."""
+    sky_points: int = 0
+    """Extra Gaussians on a far sphere (radius ``sky_radius`` x scene scale) along rays through random
+    training pixels, coloured by those pixels: a backdrop for sky and distant background."""
+    sky_radius: float = 3.0
+    """Radius of the backdrop sphere in units of the scene scale."""
+
+    # appearance and loss
+    sh_degree: int = 3
+    """Highest spherical-harmonics degree of the view-dependent colour."""
+    sh_degree_interval: int = 1000
+    """Raise the active SH degree by one every this many steps."""
+    ssim_lambda: float = 0.2
+    """Loss = (1 - ssim_lambda) L1 + ssim_lambda (1 - SSIM)."""
+    opacity_reg: float = 0.0
+    """Weight of the mean-opacity regulariser (the MCMC preset uses 0.01)."""
+    scale_reg: float = 0.0
+    """Weight of the mean-scale regulariser (the MCMC preset uses 0.01)."""
+
+    # learning rates (Adam, eps 1e-15)
+    lr_means: float = 1.6e-4
+    """Initial learning rate of the centres, times the scene scale."""
+    lr_means_final: float = 1.6e-6
+    """Final learning rate of the centres (exponential decay), times the scene scale."""
+    lr_scales: float = 5e-3
+    """Learning rate of the log scales."""
+    lr_quats: float = 1e-3
+    """Learning rate of the rotations."""
+    lr_opacities: float = 5e-2
+    """Learning rate of the opacity logits."""
+    lr_sh0: float = 2.5e-3
+    """Learning rate of the degree-0 SH coefficients."""
+    lr_shN: float = 2.5e-3 / 20
+    """Learning rate of the higher SH coefficients."""
+
+    # densification (gsplat strategies)
+    strategy: Literal["default", "mcmc"] = "default"
+    """'default': gsplat.DefaultStrategy (clone/split/prune as in 3DGS); 'mcmc': gsplat.MCMCStrategy."""
+    refine_start: int = 500
+    """First step that densifies."""
+    refine_stop: int = 15_000
+    """No densification from this step on."""
+    refine_every: int = 100
+    """Densify every this many steps."""
+    reset_every: int = 3000
+    """Default strategy: reset opacities every this many steps."""
+    grow_grad2d: float = 0.0002
+    """Default strategy: clone/split Gaussians whose mean 2D gradient exceeds this."""
+    grow_scale3d: float = 0.01
+    """Default strategy: clone below, split above this 3D scale (x scene scale)."""
+    prune_opacity: float = 0.005
+    """Prune (default) or relocate (MCMC) Gaussians less opaque than this."""
+    prune_scale3d: float = 0.1
+    """Default strategy: prune Gaussians larger than this (x scene scale) after the first reset."""
+    cap_max: int = 1_000_000
+    """MCMC strategy: the most Gaussians."""
+    noise_lr: float = 5e5
+    """MCMC strategy: scale of the position noise."""
+    absgrad: bool = False
+    """Default strategy, CUDA only: use absolute 2D gradients (AbsGS; raise grow_grad2d to ~0.0008)."""
+
+    # rasterizer
+    tile_size: int = 16
+    """Tile side in pixels of the CUDA rasterizer."""
+
+    # bookkeeping
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps (a rerun resumes from the last one)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep."""
+    log_every: int = 10
+    """Update the progress bar and the monitor every this many steps."""
+    report_views: int = 3
+    """Side-by-side pictures (render | photo) of this many held-out views in reports/."""
+
+
+def preset_splat() -> SplatConfig:
+    """3DGS defaults: 30k steps, gsplat's default densification."""
+    return SplatConfig()
+
+
+def preset_splat_mcmc() -> SplatConfig:
+    """3DGS-MCMC: gsplat's MCMC strategy with its opacity and scale regularisers."""
+    return SplatConfig(strategy="mcmc", init_opacity=0.5, init_scale=0.1, opacity_reg=0.01, scale_reg=0.01,
+                       refine_stop=25_000)
+
+
+def preset_splat_fast() -> SplatConfig:
+    """A short run for previews, CPU and tests: 3000 steps, images at most 800 px, schedule compressed."""
+    return replace(SplatConfig(), steps=3000, max_image_side=800, sh_degree=2, sh_degree_interval=500,
+                   refine_start=200, refine_stop=2000, refine_every=100, checkpoint_every=500)

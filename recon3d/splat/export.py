@@ -1,0 +1,73 @@
+"""Export trained splats: the standard 3DGS ``point_cloud.ply`` and the compact ``.splat`` format.
+
+``.splat`` (the format of antimatter15's web viewer and the many viewers that read it) has no header;
+each splat takes 32 bytes, little endian::
+
+    position  float32 x3     scale  float32 x3 (linear, not log)
+    colour    uint8 x4       (r, g, b from the degree-0 SH term, a = opacity), 0..255
+    rotation  uint8 x4       quaternion w, x, y, z normalised, stored as q * 128 + 128
+
+sorted by decreasing ``volume x opacity``; view-dependent colour (higher SH) is dropped. Both
+writers are atomic. Used by ``recon3d export WS --format splat-ply|splat [-o PATH]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recon3d.errors import UserError
+from recon3d.gaussians_ply import Splats, read_splat_ply, write_splat_ply
+from recon3d.workspace import Workspace, atomic_write_bytes
+
+SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+"""One record of the ``.splat`` format (32 bytes)."""
+
+
+def _trained_ply(ws: Workspace) -> Path:
+    ply = ws.splat / "point_cloud.ply"
+    if not ply.is_file():
+        raise UserError(f"{ply}: no trained splats in this workspace; run `recon3d train {ws.root} --method splat` first")
+    return ply
+
+
+def splat_records(splats: Splats) -> np.ndarray:
+    """``(N,)`` records of :data:`SPLAT_DTYPE`, sorted by decreasing volume x opacity."""
+    order = np.argsort(-np.exp(splats.scales.sum(1)) * splats.opacity, kind="stable")
+    rec = np.zeros(len(splats), SPLAT_DTYPE)
+    rec["position"] = splats.means[order]
+    rec["scale"] = np.exp(splats.scales[order])
+    rgba = np.concatenate([splats.rgb[order], splats.opacity[order, None]], 1)
+    rec["rgba"] = np.clip(np.round(rgba * 255), 0, 255)
+    q = splats.quats[order] / np.maximum(np.linalg.norm(splats.quats[order], axis=1, keepdims=True), 1e-12)
+    rec["rot"] = np.clip(np.round(q * 128 + 128), 0, 255)
+    return rec
+
+
+def read_splat_file(path: Path | str) -> np.ndarray:
+    """``(N,)`` records of a ``.splat`` file (see :data:`SPLAT_DTYPE`)."""
+    data = Path(path).read_bytes()
+    if len(data) % SPLAT_DTYPE.itemsize:
+        raise UserError(f"{path}: size {len(data)} is not a multiple of 32 bytes; not a .splat file")
+    return np.frombuffer(data, SPLAT_DTYPE)
+
+
+def export_ply(workspace: Workspace, output: Path | None = None) -> Path:
+    """The trained splats as a standard 3DGS PLY: ``WS/splat/point_cloud.ply`` or a copy at ``output``."""
+    ply = _trained_ply(workspace)
+    if output is None or Path(output).resolve() == ply.resolve():
+        return ply
+    output = Path(output)
+    if output.is_dir():
+        output = output / "point_cloud.ply"
+    return write_splat_ply(output, read_splat_ply(ply))
+
+
+def export_splat(workspace: Workspace, output: Path | None = None) -> Path:
+    """The trained splats as a ``.splat`` file (default ``WS/splat/scene.splat``)."""
+    splats = read_splat_ply(_trained_ply(workspace))
+    output = Path(output) if output is not None else workspace.splat / "scene.splat"
+    if output.is_dir():
+        output = output / "scene.splat"
+    return atomic_write_bytes(output, splat_records(splats).tobytes())

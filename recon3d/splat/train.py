@@ -1,0 +1,244 @@
+"""The splat stage: ``train(config, workspace)`` trains Gaussians from ``sparse/0`` and ``images/``.
+
+Writes ``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
+PSNR/SSIM), ``WS/splat/config.yaml`` (the resolved config), ``WS/reports/splat_test_*.png`` and the
+stage marker. While it runs, ``WS/splat/ckpt/`` holds checkpoints; a rerun of a killed run resumes from
+the newest one and reaches the same result (the view order and every random draw are seeded).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon3d.errors import UserError
+from recon3d.splat.config import SplatConfig
+from recon3d.workspace import Workspace
+
+
+def resolve_device(config: SplatConfig) -> tuple[torch.device, str]:
+    """The torch device and rasterizer backend (``"cuda"`` or ``"torch"``) a config asks for."""
+    name = config.device
+    if name not in ("auto", "cuda", "cpu"):
+        raise UserError(f"device {name!r}: expected auto, cuda or cpu")
+    has_cuda = torch.cuda.is_available()
+    if name == "cuda" and not has_cuda:
+        raise UserError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; "
+                        "train with --device cpu (slow, small scenes) or on a machine with a GPU")
+    device = torch.device("cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu")
+    backend = config.rasterizer
+    if backend == "auto":
+        backend = "cuda" if device.type == "cuda" else "torch"
+    if backend == "cuda" and device.type != "cuda":
+        raise UserError("rasterizer=cuda needs a CUDA device; use --device cuda or --set rasterizer=torch")
+    return device, backend
+
+
+def view_order(step: int, n: int, seed: int) -> int:
+    """Index of the training view of ``step``: a seeded permutation per epoch (resume-safe, no state)."""
+    epoch, i = divmod(step, n)
+    return int(np.random.default_rng([seed, epoch]).permutation(n)[i])
+
+
+def downscaled(image: torch.Tensor, K: torch.Tensor, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An ``(H, W, 3)`` image averaged over ``factor`` x ``factor`` blocks and its ``(1, 3, 3)`` K.
+
+    Pixel ``i`` of the result covers pixels ``[f i, f i + f)``, so with pixel centres at ``+0.5``
+    (COLMAP convention) the intrinsics scale exactly by ``1 / f``.
+    """
+    if factor == 1:
+        return image, K
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    small = torch.nn.functional.avg_pool2d(image[: h * factor, : w * factor].permute(2, 0, 1)[None], factor)
+    K = K.clone()
+    K[:, :2] /= factor
+    return small[0].permute(1, 2, 0).contiguous(), K
+
+
+def _load(ws: Workspace, config: SplatConfig):
+    from recon3d.camera import Camera
+    from recon3d.colmap_io import read_model
+    from recon3d.dataset import load_scene
+
+    model = read_model(ws.require_model())
+    side = max((max(Camera.from_colmap(*c).width, Camera.from_colmap(*c).height) for c in model.cameras.values()),
+               default=1)
+    downscale = max(config.downscale, side / config.max_image_side if config.max_image_side > 0 else 1.0)
+    scene = load_scene(ws, downscale=downscale, test_every=config.test_every, model=model)
+    if not scene.train:
+        raise UserError(f"{ws.model}: no training views left after holding out every {config.test_every}th "
+                        "image; add photos or use --set test_every=0")
+    return scene
+
+
+def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degree: int, background, backend: str,
+           tile_size: int, done: bool = False):
+    """A :class:`~recon3d.monitor.TrainEvent` whose callables read a snapshot of ``params``."""
+    from recon3d.gaussians_ply import SH_C0
+    from recon3d.monitor import TrainEvent
+    from recon3d.splat.model import render, viewmat
+
+    snap = {k: v.detach() for k, v in params.items()}
+
+    def render_fn(cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
+        dev = snap["means"].device
+        vm = torch.as_tensor(viewmat(cam_from_world), dtype=torch.float32, device=dev)[None]
+        Kt = torch.as_tensor(K, dtype=torch.float32, device=dev)[None]
+        with torch.no_grad():
+            img, _, _ = render(snap, vm, Kt, width, height, sh_degree, background, backend, tile_size)
+        return (img[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
+
+    def splats_fn() -> dict:
+        q = torch.nn.functional.normalize(snap["quats"], dim=-1)
+        return {"means": snap["means"].cpu().numpy(), "quats_wxyz": q.cpu().numpy(),
+                "scales": torch.exp(snap["scales"]).cpu().numpy(),
+                "opacities": torch.sigmoid(snap["opacities"]).cpu().numpy(),
+                "rgbs": (snap["sh0"][:, 0] * SH_C0 + 0.5).clamp(0, 1).cpu().numpy()}
+
+    return TrainEvent("splat", step, config.steps, metrics, render_fn, splats_fn, done)
+
+
+def _loss(img: torch.Tensor, gt: torch.Tensor, params: dict, config: SplatConfig) -> torch.Tensor:
+    """(1 - l) L1 + l (1 - SSIM) of an ``(H, W, 3)`` render, plus the optional regularisers."""
+    from recon3d.image_metrics import ssim
+
+    loss = (1 - config.ssim_lambda) * (img - gt).abs().mean() + config.ssim_lambda * (1 - ssim(img, gt))
+    if config.opacity_reg > 0:
+        loss = loss + config.opacity_reg * torch.sigmoid(params["opacities"]).mean()
+    if config.scale_reg > 0:
+        loss = loss + config.scale_reg * torch.exp(params["scales"]).mean()
+    return loss
+
+
+def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bool = False) -> Path:
+    """Train Gaussian splats on a workspace; returns the path of ``point_cloud.ply``.
+
+    Args:
+        config: the run's settings (:class:`SplatConfig`).
+        workspace: workspace with ``sparse/0`` and ``images/``.
+        monitor: optional callable receiving :class:`~recon3d.monitor.TrainEvent` every ``log_every`` steps.
+        overwrite: discard checkpoints and outputs of an earlier run first.
+    """
+    from recon3d.gaussians_ply import write_splat_ply
+    from recon3d.progress import progress, summary
+    from recon3d.splat import checkpoint as ckpt
+    from recon3d.splat import model as M
+    from recon3d.splat.evaluate import evaluate
+    from recon3d.splat.strategy import after_backward, before_backward, make_strategy
+
+    ws = workspace
+    ply = ws.splat / "point_cloud.ply"
+    ckpt_dir = ws.splat / "ckpt"
+    if overwrite:
+        ws.clear_done("splat")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    elif ws.is_done("splat"):
+        if ws.is_done("splat", config) and ply.is_file():
+            print(f"splat: already trained with these settings ({ply}); pass --overwrite to train again")
+            return ply
+        raise UserError(f"{ws.splat}: holds a model trained with other settings; pass --overwrite to replace it")
+    device, backend = resolve_device(config)
+    tile = config.tile_size
+    scene = _load(ws, config)
+    scale = scene.scene_scale()
+    bg = torch.tensor(config.background, dtype=torch.float32, device=device)
+    if bg.shape != (3,):
+        raise UserError(f"background {config.background}: expected three numbers (R, G, B) in [0, 1]")
+
+    def tensors(view):
+        return (torch.as_tensor(view.image, device=device),
+                torch.as_tensor(M.viewmat(view.cam_from_world), dtype=torch.float32, device=device)[None],
+                torch.as_tensor(view.camera.K, dtype=torch.float32, device=device)[None])
+
+    train_views = [tensors(v) for v in scene.train]
+
+    torch.manual_seed(config.seed)
+    resumed = ckpt.load_latest(ckpt_dir, config)
+    if resumed is not None:
+        params, optimizers, state, start = ckpt.restore(resumed, config, scale, device)
+        strategy, _ = make_strategy(config, scale, device)
+        print(f"splat: resuming from {resumed['path'].name} (step {start}/{config.steps})")
+    else:
+        params = M.params_from_splats(M.init_splats(scene, config), device)
+        optimizers = M.make_optimizers(params, config, scale)
+        strategy, state = make_strategy(config, scale, device)
+        start = 0
+    strategy.check_sanity(params, optimizers)
+
+    t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
+    metrics: dict = {}
+    n_px = sum(v[0].shape[0] * v[0].shape[1] for v in train_views) // len(train_views)
+    print(f"splat: {len(train_views)} training views (~{n_px / 1e6:.2f} MP each), {len(params['means'])} Gaussians, "
+          f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}", flush=True)
+    bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
+    pyramid: dict[tuple[int, int], tuple] = {}
+    done, updating = start, False
+    try:
+        for step in bar:
+            i = view_order(step, len(train_views), config.seed)
+            gt, vm, K = train_views[i]
+            factor = 2 ** max(config.num_downscales - step // max(config.resolution_schedule, 1), 0)
+            if factor > 1:
+                if (i, factor) not in pyramid:
+                    pyramid[(i, factor)] = downscaled(gt, K, factor)
+                gt, K = pyramid[(i, factor)]
+            sh = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
+            lr = M.means_lr(config, scale, step)
+            optimizers["means"].param_groups[0]["lr"] = lr
+            img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad)
+            before_backward(strategy, params, optimizers, state, step, info)
+            loss = _loss(img[0], gt, params, config)
+            if loss.requires_grad:  # False only when no Gaussian is in view
+                updating = True
+                loss.backward()
+                for opt in optimizers.values():
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                after_backward(strategy, params, optimizers, state, step, info, lr)
+                updating = False
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                now = time.perf_counter()
+                mse = float(((img[0].detach() - gt) ** 2).mean())
+                metrics = {"loss": float(loss.detach()), "psnr": float(-10 * np.log10(max(mse, 1e-12))),
+                           "num_gaussians": len(params["means"]),
+                           "steps_per_s": (done - last_step) / max(now - last_t, 1e-9)}
+                last_t, last_step = now, done
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}",
+                                gaussians=metrics["num_gaussians"], refresh=False)
+                if monitor is not None:
+                    monitor(_event(done, config, params, metrics, sh, bg, backend, tile))
+            if done % config.checkpoint_every == 0 and done < config.steps:
+                ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
+    except KeyboardInterrupt:
+        if not updating and done > start:  # a consistent state: keep it for the rerun
+            ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
+        raise
+    bar.close()
+    seconds = time.perf_counter() - t0
+
+    sh = min(config.steps // max(config.sh_degree_interval, 1), config.sh_degree)
+    write_splat_ply(ply, M.splats_from_params(params))
+    views, split = (scene.test, "test") if scene.test else (scene.train, "train")
+    h, w = views[0].image.shape[:2]
+    result = evaluate(params, views, split, ws, sh, bg, backend, tile, config.report_views,
+                      extra={"steps": config.steps, "train_seconds": round(seconds, 2), "device": device.type,
+                             "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None})
+    cfg_path = ws.save_config(config, ws.splat)
+    ws.mark_done("splat", config, outputs={"ply": ply, "metrics": ws.splat / "metrics.json", "config": cfg_path})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if monitor is not None:
+        monitor(_event(config.steps, config, params, metrics, sh, bg, backend, tile, done=True))
+    print(summary("splat: done", [
+        ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
+        ("gaussians", len(params["means"])),
+        (f"{split} PSNR", f"{result['psnr']:.2f} dB over {result['num_views']} views"),
+        (f"{split} SSIM", f"{result['ssim']:.4f}"),
+        ("model", ply),
+        ("metrics", ws.splat / "metrics.json"),
+    ]))
+    return ply

@@ -1,0 +1,146 @@
+"""Benchmark: Gaussian splatting on CPU with the pure-torch rasterizer, on the synthetic orbit scene.
+
+Trains orbit at 1/4 resolution (160 x 120) from its ground-truth poses and points with the settings of
+the CPU acceptance test (tests/test_splat.py), then times the rasterizer (forward + backward) of the
+trained model against the naive reference (every pixel x every Gaussian) on a subset small enough
+for the naive one. Writes ``benchmarks/results/splat_cpu.md``.
+
+    python scripts/bench_splat_cpu.py                 # renders orbit into a temp folder if needed
+    RECON3D_TEST_CACHE=/tmp/r3dcache python scripts/bench_splat_cpu.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STEPS = 600
+SETTINGS = [
+    "downscale=4", "num_downscales=1", "resolution_schedule=200", "sh_degree=1", "sh_degree_interval=150",
+    "refine_start=50", "refine_every=50", "refine_stop=350", "init_scale=0.5", "sky_points=1000",
+    "lr_sh0=0.01", "lr_scales=0.01", "lr_means=3.2e-4", "checkpoint_every=250",
+]
+
+
+def orbit_workspace(root: Path):
+    """A workspace with the orbit scene's photos and its true model in sparse/0."""
+    from recon3d.scenes import load_spec, render_scene, write_gt_as_sparse
+    from recon3d.workspace import Workspace
+
+    cache = os.environ.get("RECON3D_TEST_CACHE")
+    src = Path(cache) / "orbit" if cache and (Path(cache) / "orbit" / "images").is_dir() else None
+    if src is None:
+        src = root / "render"
+        render_scene(load_spec("orbit"), src)
+    ws = Workspace(root / "ws")
+    shutil.copytree(src / "images", ws.images)
+    shutil.copytree(src / "gt", ws.gt)
+    write_gt_as_sparse(ws)
+    return ws
+
+
+def time_fn(fn, repeats: int) -> float:
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t) / repeats
+
+
+def rasterizer_timings(ws) -> list[tuple[str, str]]:
+    """Forward + backward times of our torch rasterizer and of the naive reference."""
+    import torch
+
+    from recon3d.dataset import load_scene
+    from recon3d.gaussians_ply import read_splat_ply
+    from recon3d.splat.model import params_from_splats, viewmat
+    from recon3d.splat.rasterize import _rasterize_dense_reference, _rasterize_torch
+
+    splats = read_splat_ply(ws.splat / "point_cloud.ply")
+    view = load_scene(ws, downscale=4).test[0]
+    w, h = view.camera.width, view.camera.height
+    vm = torch.as_tensor(viewmat(view.cam_from_world), dtype=torch.float32)
+    K = torch.as_tensor(view.camera.K, dtype=torch.float32)
+    p = params_from_splats(splats, "cpu")
+    rows = []
+
+    def inputs(n):
+        return [x.detach()[:n].clone().requires_grad_(True) for x in
+                (p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]),
+                 (p["sh0"][:, 0] * 0.28209479177387814 + 0.5).clamp(0, 1))]
+
+    def ours(n):
+        def run():
+            img, alpha, _ = _rasterize_torch(*inputs(n), vm[None], K[None], w, h)
+            (img.sum() + alpha.sum()).backward()
+        return run
+
+    def naive(n):
+        def run():
+            img, alpha = _rasterize_dense_reference(*inputs(n), vm, K, w, h)
+            (img.sum() + alpha.sum()).backward()
+        return run
+
+    n_all = len(splats)
+    rows.append((f"ours, all {n_all} Gaussians, {w}x{h}, fwd+bwd", f"{time_fn(ours(n_all), 5) * 1e3:.0f} ms"))
+    for n in (500, 2000):
+        t_ours, t_naive = time_fn(ours(n), 5), time_fn(naive(n), 1)
+        rows.append((f"ours vs naive, first {n} Gaussians, fwd+bwd",
+                     f"{t_ours * 1e3:.0f} ms vs {t_naive * 1e3:.0f} ms ({t_naive / t_ours:.0f}x)"))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "splat_cpu.md")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    args = parser.parse_args()
+
+    import torch
+
+    from recon3d.cli import main as cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = orbit_workspace(Path(tmp))
+        argv = ["train", str(ws.root), "--method", "splat-fast", "--device", "cpu", "--steps", str(args.steps)]
+        for s in SETTINGS:
+            argv += ["--set", s]
+        t = time.perf_counter()
+        cpu = time.process_time()
+        assert cli(argv) == 0
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        metrics = json.loads((ws.splat / "metrics.json").read_text())
+        timings = rasterizer_timings(ws)
+    per_view = ", ".join("%.2f" % v["psnr"] for v in metrics["views"])
+    rows = [
+        ("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"),
+        ("run", f"orbit 160x120, ground-truth poses, {args.steps} steps (first 200 at 80x60), splat-fast + "
+                "the settings of tests/test_splat.py"),
+        ("stage wall time / CPU time", f"{wall:.0f} s / {cpu:.0f} s"),
+        ("steps/s (training loop)", f"{args.steps / metrics['train_seconds']:.1f}"),
+        ("Gaussians at the end", metrics["num_gaussians"]),
+        ("held-out PSNR (3 views)", f"{metrics['psnr']:.2f} dB ({per_view})"),
+        ("held-out SSIM", f"{metrics['ssim']:.4f}"),
+        *timings,
+    ]
+    text = ["# Gaussian splatting on CPU (torch rasterizer): orbit at 1/4 resolution", "",
+            f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_cpu.py`. The machine was shared "
+            "with other jobs (2 cores, load around 3-6), so times are inflated; an idle machine is faster.", "",
+            "| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
