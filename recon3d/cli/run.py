@@ -9,7 +9,7 @@ Stages, each skipped on a rerun when it has finished (unless --overwrite):
   1. scene (only without PHOTOS): render `orbit` with exact ground truth into ws (images/, gt/)
   2. sfm: features, matching, mapping, bundle adjustment -> ws/sparse/0, ws/reports/sfm.md
   3. eval: reprojection error, and pose error against ws/gt when present -> ws/reports/eval.json
-  4. train: --train auto picks `splat` on a CUDA GPU and `splat-fast` on CPU; any preset of
+  4. train: --train auto picks `splat` on a CUDA GPU and `splat-cpu` (a 160 px preview) on CPU; any preset of
      `recon3d train` can be named, or `none`. Missing training backends are skipped with a note.
 Then open the result in the browser with `recon3d view ws`. The SfM options are those of
 `recon3d sfm` (see `recon3d sfm --help`).
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"folder of photos (default: render the `{DEFAULT_SCENE}` scene into the workspace)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="workspace folder (created if missing)")
     parser.add_argument("--train", default="auto", choices=["auto", "none", *PRESETS],
-                        help="training preset after SfM (default auto: splat on CUDA, splat-fast on CPU; none: skip)")
+                        help="training preset after SfM (default auto: splat on CUDA, splat-cpu on CPU; none: skip)")
     parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     parser.add_argument("--train-device", choices=["auto", "cuda", "cpu"], default="auto",
                         help="where training runs (default auto)")
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     method = args.train
     if method == "auto":
-        method = "splat" if _cuda() else "splat-fast"
+        method = "splat" if _cuda() else "splat-cpu"
     if method == "none":
         print("train: skipped (--train none)")
     else:

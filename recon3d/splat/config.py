@@ -141,3 +141,11 @@ def preset_splat_fast() -> SplatConfig:
     """A short run for previews, CPU and tests: 3000 steps, images at most 800 px, schedule compressed."""
     return replace(SplatConfig(), steps=3000, max_image_side=800, sh_degree=2, sh_degree_interval=500,
                    refine_start=200, refine_stop=2000, refine_every=100, checkpoint_every=500)
+
+
+def preset_splat_cpu() -> SplatConfig:
+    """A CPU preview: images at most 160 px, 500 steps (the schedule the CPU acceptance test uses)."""
+    return replace(SplatConfig(), steps=500, max_image_side=160, num_downscales=1, resolution_schedule=200,
+                   sh_degree=1, sh_degree_interval=150, refine_start=50, refine_every=50, refine_stop=350,
+                   init_scale=0.5, sky_points=1000, lr_sh0=0.01, lr_scales=0.01, lr_means=3.2e-4,
+                   checkpoint_every=250)
