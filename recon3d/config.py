@@ -96,6 +96,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -146,7 +151,8 @@ def dump_yaml(cfg: Any) -> str:
     for key, value in data.items():
         if key in docs:
             lines.append(f"# {key}: {docs[key]}")
-        lines.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None).rstrip())
+        flow = None if isinstance(value, (dict, list)) and value else False
+        lines.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=flow, width=100).rstrip())
     return "\n".join(lines) + "\n"
 
 

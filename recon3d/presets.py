@@ -67,6 +67,8 @@ register(Preset("splat-mcmc", "splat", "3D Gaussian splatting with gsplat's MCMC
                 "recon3d.splat.config:preset_splat_mcmc", "recon3d.splat.train:train"))
 register(Preset("splat-fast", "splat", "short splatting run for previews and tests (few thousand steps)",
                 "recon3d.splat.config:preset_splat_fast", "recon3d.splat.train:train"))
+register(Preset("splat-cpu", "splat", "CPU preview: images at most 160 px, 500 steps (minutes on 2 cores)",
+                "recon3d.splat.config:preset_splat_cpu", "recon3d.splat.train:train"))
 # NeRF (recon3d.nerf)
 register(Preset("nerf", "nerf", "nerfacto-style NeRF: hash grid, proposal sampling, contraction",
                 "recon3d.nerf.config:preset_nerf", "recon3d.nerf.train:train"))
