@@ -121,6 +121,16 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         monitor: optional callable receiving :class:`~recon3d.monitor.TrainEvent` every ``log_every`` steps.
         overwrite: discard checkpoints and outputs of an earlier run first.
     """
+    threads = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, workspace, monitor, overwrite)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) -> Path:
     from recon3d.gaussians_ply import write_splat_ply
     from recon3d.progress import progress, summary
     from recon3d.splat import checkpoint as ckpt
