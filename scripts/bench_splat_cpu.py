@@ -104,6 +104,7 @@ def main() -> int:
 
     from recon3d.cli import main as cli
 
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         ws = orbit_workspace(Path(tmp))
         argv = ["train", str(ws.root), "--method", "splat-cpu", "--device", "cpu", "--steps", str(args.steps)]
@@ -130,8 +131,8 @@ def main() -> int:
         *timings,
     ]
     text = ["# Gaussian splatting on CPU (torch rasterizer): orbit at 1/4 resolution", "",
-            f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_cpu.py`. The machine was shared "
-            "with other jobs (2 cores, load around 3-6), so times are inflated; an idle machine is faster.", "",
+            f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_cpu.py` on a machine shared with "
+            f"other jobs (load average {load:.1f} at the start), so times may be inflated.", "",
             "| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text("\n".join(text) + "\n")

@@ -259,4 +259,4 @@ def test_config_fields_are_documented():
     docs = field_docs(SplatConfig)
     assert {f.name for f in dataclasses.fields(SplatConfig)} <= set(docs)
     assert make_config("splat").strategy == "default" and make_config("splat-mcmc").strategy == "mcmc"
-    assert make_config("splat-fast").steps < make_config("splat").steps
+    assert make_config("splat-cpu").steps < make_config("splat-fast").steps < make_config("splat").steps
