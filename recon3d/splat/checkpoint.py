@@ -2,7 +2,7 @@
 
 A checkpoint is ``WS/splat/ckpt/step_NNNNNNN.pt`` (``torch.save`` of a dict); it is written to a
 temporary file and renamed, so a run killed at any moment leaves only complete checkpoints. The
-``config_hash`` it stores (of the config without ``device``) guards against resuming a different run.
+``config_hash`` it stores (of the config without ``device`` and ``threads``) guards against resuming a different run.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from recon3d.workspace import atomic_path, config_hash
 
 
 def run_hash(config: Any) -> str:
-    """Hash of the settings that shape the result (everything but ``device``)."""
-    return config_hash(dataclasses.replace(config, device="any"))
+    """Hash of the settings that shape the result (everything but ``device`` and ``threads``)."""
+    return config_hash(dataclasses.replace(config, device="any", threads=0))
 
 
 def _to(obj: Any, device: torch.device) -> Any:

@@ -60,13 +60,11 @@ def downscaled(image: torch.Tensor, K: torch.Tensor, factor: int) -> tuple[torch
 
 
 def _load(ws: Workspace, config: SplatConfig):
-    from recon3d.camera import Camera
     from recon3d.colmap_io import read_model
     from recon3d.dataset import load_scene
 
     model = read_model(ws.require_model())
-    side = max((max(Camera.from_colmap(*c).width, Camera.from_colmap(*c).height) for c in model.cameras.values()),
-               default=1)
+    side = max((max(width, height) for _, width, height, _ in model.cameras.values()), default=1)
     downscale = max(config.downscale, side / config.max_image_side if config.max_image_side > 0 else 1.0)
     scene = load_scene(ws, downscale=downscale, test_every=config.test_every, model=model)
     if not scene.train:
@@ -123,6 +121,16 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         monitor: optional callable receiving :class:`~recon3d.monitor.TrainEvent` every ``log_every`` steps.
         overwrite: discard checkpoints and outputs of an earlier run first.
     """
+    threads = torch.get_num_threads()
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config, workspace, monitor, overwrite)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) -> Path:
     from recon3d.gaussians_ply import write_splat_ply
     from recon3d.progress import progress, summary
     from recon3d.splat import checkpoint as ckpt
@@ -142,6 +150,9 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
             return ply
         raise UserError(f"{ws.splat}: holds a model trained with other settings; pass --overwrite to replace it")
     device, backend = resolve_device(config)
+    if config.device == "auto" and device.type == "cpu":
+        M.warn("no CUDA GPU found: training on the CPU with the torch rasterizer, which is slow and meant for "
+               "small scenes (try --method splat-fast --set downscale=4)")
     tile = config.tile_size
     scene = _load(ws, config)
     scale = scene.scene_scale()
