@@ -11,6 +11,7 @@ The stage reads a folder of photos and fills a COLMAP ``database.db``:
    grouping; a ``camera.json`` (``recon3d calibrate``) sets the camera model and a prior.
    Images whose features are already in the database are not extracted again.
 4. :func:`match` picks image pairs (exhaustive under ``exhaustive_max_images`` images,
+   retrieval by a vocabulary tree trained on the photos themselves (:mod:`recon3d.retrieval`),
    sequential with overlap and optional loop detection, or spatial from GPS EXIF), matches
    them, and verifies each pair geometrically (F/E/H by RANSAC; inlier count kept per pair).
    Pairs already in the database are skipped on rerun.
@@ -55,17 +56,21 @@ class FeatureConfig:
     camera_mode: Literal["auto", "single", "per_image"] = "auto"
     """'auto': one shared camera per image size and EXIF camera (make, model, focal length); photos
     without EXIF share one per size. 'single': one per image size, ignoring EXIF. 'per_image': one each."""
-    matching: Literal["auto", "exhaustive", "sequential", "spatial"] = "auto"
+    matching: Literal["auto", "exhaustive", "retrieval", "sequential", "spatial"] = "auto"
     """Pair selection. 'auto': exhaustive up to exhaustive_max_images images, else spatial when the photos
-    carry GPS, else sequential."""
+    carry GPS, else retrieval (each photo with its retrieval_num_images most similar ones). 'sequential'
+    suits video frames and photos taken in order."""
     exhaustive_max_images: int = 150
     """Largest folder 'auto' matches exhaustively."""
     overlap: int = 10
     """Sequential matching: each image is matched to this many following images (plus quadratic overlap)."""
     loop_detection: bool = False
-    """Sequential matching: also match visually similar images (needs vocab_tree)."""
+    """Sequential matching: also match visually similar images (every 10th image is a query)."""
     vocab_tree: str = ""
-    """Vocabulary-tree file for loop detection (COLMAP's .bin; nothing is downloaded)."""
+    """Vocabulary-tree file for retrieval and loop detection (COLMAP's .bin). '': recon3d trains one on
+    the photos' own features; nothing is downloaded."""
+    retrieval_num_images: int = 30
+    """Retrieval matching: most similar images matched to each image."""
     spatial_max_neighbors: int = 50
     """Spatial matching: GPS neighbours matched per image."""
     max_ratio: float = 0.8
@@ -99,7 +104,7 @@ class FeatureConfig:
     def matching_key(self) -> dict:
         """The fields that change matches (a change means matching again)."""
         return {k: getattr(self, k) for k in ("matching", "exhaustive_max_images", "overlap", "loop_detection",
-                                              "vocab_tree", "spatial_max_neighbors", "max_ratio", "cross_check",
+                                              "vocab_tree", "retrieval_num_images", "spatial_max_neighbors", "max_ratio", "cross_check",
                                               "min_num_inliers", "max_error", "seed")}
 
 
@@ -350,35 +355,54 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
     try:
         n = db.num_images()
         has_gps = db.num_pose_priors() > 0
-        mode = config.matching
-        if mode == "auto":
-            mode = "exhaustive" if n <= config.exhaustive_max_images else ("spatial" if has_gps else "sequential")
-        if mode == "spatial" and not has_gps:
-            raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
-                            "use --matching exhaustive or sequential")
-        if mode == "exhaustive":
-            gen = pycolmap.ExhaustivePairGenerator(pycolmap.ExhaustivePairingOptions(), db)
-        elif mode == "sequential":
-            opts = pycolmap.SequentialPairingOptions()
-            opts.overlap = config.overlap
-            opts.num_threads = config.num_threads
-            if config.loop_detection:
-                if not config.vocab_tree or not Path(config.vocab_tree).is_file():
-                    raise UserError("loop detection needs a vocabulary tree file (--vocab-tree FILE, COLMAP's "
-                                    "vocab_tree_*.bin); recon3d downloads nothing. Drop --loop-detection or give one")
-                opts.loop_detection = True
-                opts.vocab_tree_path = str(config.vocab_tree)
-            gen = pycolmap.SequentialPairGenerator(opts, db)
-        else:
-            opts = pycolmap.SpatialPairingOptions()
-            opts.max_num_neighbors = config.spatial_max_neighbors
-            opts.num_threads = config.num_threads
-            gen = pycolmap.SpatialPairGenerator(opts, db)
         names = _id_names(db)
-        pairs = [(names[a], names[b]) for a, b in gen.all_pairs()]
     finally:
         db.close()
+    mode = config.matching
+    if mode == "auto":
+        mode = "exhaustive" if n <= config.exhaustive_max_images else ("spatial" if has_gps else "retrieval")
+    if mode == "spatial" and not has_gps:
+        raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
+                        "use --matching exhaustive, retrieval or sequential")
+    if mode == "retrieval":
+        from recon3d.retrieval import retrieval_pairs
+
+        ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
+                                 seed=config.seed, num_threads=config.num_threads)
+        return mode, [(names[a], names[b]) for a, b in ids]
+    with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
+        if mode == "exhaustive":
+            options, generator = pycolmap.ExhaustivePairingOptions(), pycolmap.ExhaustivePairGenerator
+        elif mode == "sequential":
+            options, generator = pycolmap.SequentialPairingOptions(), pycolmap.SequentialPairGenerator
+            options.overlap = config.overlap
+            if config.loop_detection:
+                options.loop_detection = True
+                options.vocab_tree_path = _vocab_tree(database, config, Path(tmp))
+        else:
+            options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator
+            options.max_num_neighbors = config.spatial_max_neighbors
+        if hasattr(options, "num_threads"):
+            options.num_threads = config.num_threads
+        db = pycolmap.Database.open(database)
+        try:
+            pairs = [(names[a], names[b]) for a, b in generator(options, db).all_pairs()]
+        finally:
+            db.close()
     return mode, pairs
+
+
+def _vocab_tree(database: Path, config: FeatureConfig, tmp: Path) -> str:
+    """The user's vocabulary tree, or one trained on this database's features (written under ``tmp``)."""
+    from recon3d.retrieval import build_vocab_tree
+
+    if config.vocab_tree:
+        if not Path(config.vocab_tree).is_file():
+            raise UserError(f"vocabulary tree {config.vocab_tree} not found; give COLMAP's vocab_tree_*.bin, "
+                            "or leave --vocab-tree out and recon3d trains one on your photos")
+        return str(config.vocab_tree)
+    build_vocab_tree(database, tmp / "vocab_tree.bin", seed=config.seed, num_threads=config.num_threads)
+    return str(tmp / "vocab_tree.bin")
 
 
 def matching_options(config: FeatureConfig):

@@ -133,10 +133,11 @@ def test_pair_selection(small_db):
     assert len(pairs) < 6
     with pytest.raises(UserError, match="GPS"):
         select_pairs(root / "database.db", FeatureConfig(matching="spatial"))
-    with pytest.raises(UserError, match="vocabulary tree"):
-        select_pairs(root / "database.db", FeatureConfig(matching="sequential", loop_detection=True))
+    with pytest.raises(UserError, match="vocabulary tree .* not found"):
+        select_pairs(root / "database.db", FeatureConfig(matching="retrieval", vocab_tree=str(root / "nope.bin")))
     mode, pairs = select_pairs(root / "database.db", FeatureConfig(matching="auto", exhaustive_max_images=2))
-    assert mode == "sequential"  # too many for exhaustive, and no GPS
+    assert mode == "retrieval"  # too many for exhaustive, and no GPS
+    assert len(pairs) == 6  # four images, each with its 3 (at most 30) most similar
 
 
 def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
@@ -157,3 +158,43 @@ def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
         db.close()
     assert c.model.name == "PINHOLE" and np.allclose(c.params, [520, 520, 320, 240])
     assert c.has_prior_focal_length
+
+
+@pytest.fixture(scope="module")
+def orbit_db(orbit_scene, tmp_path_factory):
+    """All 24 orbit views (a ring: view i sees most of views i-1 and i+1) with features extracted."""
+    root = tmp_path_factory.mktemp("orbit_db")
+    scan = scan_images(orbit_scene / "images")
+    extract(root / "database.db", orbit_scene / "images", scan.images, FeatureConfig(**FAST))
+    return root / "database.db"
+
+
+def test_retrieval_finds_the_ring_neighbours(orbit_db):
+    """A vocabulary tree trained on the photos' own features retrieves each view's ring neighbours."""
+    from recon3d.retrieval import build_vocab_tree, retrieval_pairs
+
+    cfg = FeatureConfig(**{**FAST, "matching": "retrieval", "retrieval_num_images": 4})
+    mode, pairs = select_pairs(orbit_db, cfg)
+    assert mode == "retrieval"
+    got = {tuple(sorted(p)) for p in pairs}
+    ring = {tuple(sorted((f"view_{i:03d}.png", f"view_{(i + 1) % 24:03d}.png"))) for i in range(24)}
+    assert ring <= got  # every neighbour pair on the ring
+    assert len(got) <= 24 * 4 and all(a != b for a, b in got)
+    assert select_pairs(orbit_db, cfg)[1] == pairs  # seeded: the same tree, the same pairs
+    # a tree written once is a file COLMAP's pair generator reads, given back through --vocab-tree
+    info = build_vocab_tree(orbit_db, orbit_db.parent / "tree.bin")
+    assert info["words"] >= 256 and (orbit_db.parent / "tree.bin").stat().st_size > 0
+    ids, used = retrieval_pairs(orbit_db, 4, orbit_db.parent / "tree.bin")
+    assert used["vocab_tree"] == str(orbit_db.parent / "tree.bin") and len(ids) <= 24 * 4
+    names = {i + 1: f"view_{i:03d}.png" for i in range(24)}  # ids follow the sorted names
+    assert ring <= {tuple(sorted((names[a], names[b]))) for a, b in ids}
+    # loop detection in sequential matching works without a downloaded tree
+    mode, seq = select_pairs(orbit_db, FeatureConfig(**{**FAST, "matching": "sequential", "overlap": 1,
+                                                        "loop_detection": True}))
+    assert ("view_000.png", "view_001.png") in {tuple(sorted(p)) for p in seq}
+
+
+def test_vocab_size():
+    from recon3d.retrieval import vocab_size
+
+    assert vocab_size(100) == 64 and vocab_size(24000) == 512 and vocab_size(10**9) == 16384

@@ -98,6 +98,21 @@ def test_global_mapper_reuses_features(orbit_sfm, orbit_scene, tmp_path):
     _check_orbit(evaluate_workspace(ws2, gt=orbit_scene / "gt" / "sparse" / "0"))
 
 
+def test_retrieval_matching_reconstructs_the_orbit(orbit_sfm, orbit_scene, tmp_path):
+    """Retrieval pair selection (a vocabulary tree trained on these photos, 5 neighbours each) matches
+    a third of the pairs and reconstructs as well as exhaustive matching."""
+    ws, _, _, _ = orbit_sfm
+    ws2 = Workspace(tmp_path / "ws")
+    shutil.copytree(ws.images, ws2.images)
+    shutil.copy(ws.database, ws2.database)
+    shutil.copytree(ws.reports / "stages", ws2.reports / "stages")  # the matching options differ: matched again
+    result = run_sfm(ws2, None, SfmConfig(features=FeatureConfig(matching="retrieval", retrieval_num_images=5)))
+    assert result.report["features"]["extracted"] == 0
+    matching = result.report["matching"]
+    assert matching["mode"] == "retrieval" and matching["pairs"] <= 24 * 5 < 276
+    _check_orbit(evaluate_workspace(ws2, gt=orbit_scene / "gt" / "sparse" / "0"))
+
+
 # ------------------------------------------------------------------------------- bad input
 def _snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)

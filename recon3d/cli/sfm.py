@@ -5,6 +5,7 @@
   recon3d sfm photos/ -o ws --camera camera.json  # known intrinsics (from `recon3d calibrate`) as a prior
   recon3d sfm photos/ -o ws --camera camera.json --fixed-intrinsics
   recon3d sfm frames/ -o ws --matching sequential --overlap 15      # video-like folders
+  recon3d sfm many/ -o ws --matching retrieval --retrieval-images 30  # large unordered sets (auto over 150)
   recon3d sfm photos/ -o ws --peak-threshold 0.002 --max-features 32768   # low-texture objects
 
 Writes ws/images/ (the photos, names kept), ws/database.db (features and matches),
@@ -33,11 +34,16 @@ def add_sfm_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-features", type=int, default=8192, help="most SIFT features per photo (default 8192)")
     g.add_argument("--peak-threshold", type=float, default=0.02 / 3,
                    help="SIFT detection threshold (default 0.00667; 0.002 finds more on low-texture objects)")
-    g.add_argument("--matching", choices=["auto", "exhaustive", "sequential", "spatial"], default="auto",
-                   help="pair selection (default auto: exhaustive up to 150 photos, else spatial with GPS, else sequential)")
+    g.add_argument("--matching", choices=["auto", "exhaustive", "retrieval", "sequential", "spatial"], default="auto",
+                   help="pair selection (default auto: exhaustive up to 150 photos, else spatial with GPS, else "
+                        "retrieval); sequential for video frames")
     g.add_argument("--overlap", type=int, default=10, help="sequential matching: following photos matched to each (default 10)")
-    g.add_argument("--loop-detection", action="store_true", help="sequential matching: also match similar photos (needs --vocab-tree)")
-    g.add_argument("--vocab-tree", default="", help="COLMAP vocabulary tree file for loop detection")
+    g.add_argument("--retrieval-images", type=int, default=30,
+                   help="retrieval matching: most similar photos matched to each (default 30)")
+    g.add_argument("--loop-detection", action="store_true", help="sequential matching: also match similar photos")
+    g.add_argument("--vocab-tree", default="",
+                   help="COLMAP vocabulary tree file for retrieval and loop detection "
+                        "(default: trained on your photos' own features; nothing is downloaded)")
     g.add_argument("--min-inliers", type=int, default=15, help="geometric verification: fewest inliers per pair (default 15)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="SIFT on CPU or CUDA (default auto)")
     c = parser.add_argument_group("cameras")
@@ -73,6 +79,7 @@ def config_from_args(args: argparse.Namespace):
                        peak_threshold=args.peak_threshold, camera_model=args.camera_model,
                        camera_mode=args.camera_mode, matching=args.matching, overlap=args.overlap,
                        loop_detection=args.loop_detection, vocab_tree=args.vocab_tree,
+                       retrieval_num_images=args.retrieval_images,
                        min_num_inliers=args.min_inliers, seed=args.seed, num_threads=args.threads,
                        device=args.device)
     ratio = 0.05 if args.abs_pose_min_inliers < 30 else 0.25

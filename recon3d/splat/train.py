@@ -150,9 +150,9 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
             return ply
         raise UserError(f"{ws.splat}: holds a model trained with other settings; pass --overwrite to replace it")
     device, backend = resolve_device(config)
-    if config.device == "auto" and device.type == "cpu":
+    if config.device == "auto" and device.type == "cpu" and config.max_image_side > 400:
         M.warn("no CUDA GPU found: training on the CPU with the torch rasterizer, which is slow and meant for "
-               "small scenes (try --method splat-fast --set downscale=4)")
+               "small images (try --method splat-cpu: 160 px, 500 steps)")
     tile = config.tile_size
     scene = _load(ws, config)
     scale = scene.scene_scale()

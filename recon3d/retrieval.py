@@ -1,0 +1,154 @@
+"""Image retrieval for pair selection: a vocabulary tree trained on the photos' own SIFT features.
+
+COLMAP's retrieval matching needs a vocabulary-tree file, which COLMAP downloads from the
+internet. recon3d downloads nothing: :func:`build_vocab_tree` trains one (pycolmap's
+``VisualIndex``: k-means visual words plus a Hamming embedding) on a sample of the descriptors
+already in ``database.db``, and :func:`retrieval_pairs` asks pycolmap's vocabulary-tree pair
+generator for each image's most similar images. A tree given by the user (COLMAP's
+``vocab_tree_*.bin``) works the same way.
+
+Training is seeded (``pycolmap.set_random_seed``), so the same database gives the same tree and
+the same pairs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recon3d.errors import UserError
+
+MIN_POINTS_PER_WORD = 40
+"""k-means needs about this many training descriptors per visual word (faiss warns below 39)."""
+
+
+def vocab_size(num_descriptors: int, max_words: int = 16384) -> int:
+    """Visual words for ``num_descriptors`` training descriptors: the largest power of two with at
+    least :data:`MIN_POINTS_PER_WORD` descriptors each, between 64 and ``max_words``."""
+    words = 64
+    while words * 2 * MIN_POINTS_PER_WORD <= num_descriptors and words * 2 <= max_words:
+        words *= 2
+    return words
+
+
+def sample_descriptors(database: Path, max_descriptors: int = 200_000, seed: int = 0) -> np.ndarray:
+    """An even sample of the SIFT descriptors in ``database.db``.
+
+    Returns:
+        ``(M, 128)`` float32, at most ``max_descriptors`` rows, the same share from every image.
+    """
+    import pycolmap
+
+    db = pycolmap.Database.open(database)
+    try:
+        ids = sorted(im.image_id for im in db.read_all_images() if db.exists_descriptors(im.image_id))
+        if not ids:
+            raise UserError(f"{database} holds no features; extract them first (recon3d sfm does)")
+        per_image = max(32, max_descriptors // len(ids))
+        rng = np.random.default_rng(seed)
+        parts = []
+        for image_id in ids:
+            desc = db.read_descriptors(image_id).to_float().data
+            parts.append(desc[rng.permutation(len(desc))[:per_image]] if len(desc) > per_image else desc)
+    finally:
+        db.close()
+    return np.ascontiguousarray(np.concatenate(parts)[:max_descriptors], dtype=np.float32)
+
+
+def build_vocab_tree(database: Path, out: Path, max_descriptors: int = 200_000, seed: int = 0,
+                     num_threads: int = -1) -> dict:
+    """Train a vocabulary tree on the photos' own descriptors and write it (COLMAP's format) to ``out``.
+
+    Args:
+        database: ``database.db`` with extracted SIFT features.
+        out: the tree file to write.
+        max_descriptors: training sample size (memory: 512 bytes each).
+        seed: seed for the sample and for k-means.
+        num_threads: CPU threads (-1: all).
+    Returns:
+        ``{"words": int, "descriptors": int, "seconds": float}``.
+    """
+    import pycolmap
+
+    t0 = time.perf_counter()
+    desc = sample_descriptors(database, max_descriptors, seed)
+    if len(desc) < 64 * MIN_POINTS_PER_WORD // 4:
+        raise UserError(f"{database} holds only {len(desc)} features: too few to train a vocabulary tree; "
+                        "use --matching exhaustive")
+    words = vocab_size(len(desc))
+    options = pycolmap.VisualIndex.BuildOptions()
+    options.num_visual_words = words
+    options.num_iterations = 20
+    options.num_rounds = 1
+    options.num_threads = num_threads
+    pycolmap.set_random_seed(max(seed, 0))
+    index = pycolmap.VisualIndex.create(128, 64)
+    with _stderr_silenced():  # faiss's k-means prints sample-size advice we have already followed
+        index.build(options, pycolmap.FeatureDescriptorsFloat(pycolmap.FeatureExtractorType.SIFT, desc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index.write(out)
+    return {"words": words, "descriptors": int(len(desc)), "seconds": time.perf_counter() - t0}
+
+
+def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = "", seed: int = 0,
+                    num_threads: int = -1) -> tuple[list[tuple[int, int]], dict]:
+    """Each image paired with its ``num_images`` most similar images (by image id).
+
+    Args:
+        database: ``database.db`` with extracted SIFT features.
+        num_images: neighbours retrieved per image.
+        vocab_tree: a COLMAP vocabulary-tree file; '' trains one on this database (:func:`build_vocab_tree`).
+        seed: seed for training the tree.
+        num_threads: CPU threads (-1: all).
+    Returns:
+        ``(pairs, info)``: unordered pairs ``(a, b)`` with ``a < b``, sorted, and what was done
+        (``{"vocab_tree": "built"|path, "words": ..., "seconds": ...}``).
+    """
+    import pycolmap
+
+    with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
+        if vocab_tree:
+            tree = Path(vocab_tree)
+            if not tree.is_file():
+                raise UserError(f"vocabulary tree {tree} not found; give COLMAP's vocab_tree_*.bin, "
+                                "or leave --vocab-tree out and recon3d trains one on your photos")
+            info = {"vocab_tree": str(tree)}
+        else:
+            tree = Path(tmp) / "vocab_tree.bin"
+            info = {"vocab_tree": "built", **build_vocab_tree(database, tree, seed=seed, num_threads=num_threads)}
+        options = pycolmap.VocabTreePairingOptions()
+        options.vocab_tree_path = str(tree)
+        options.num_images = num_images + 1  # an image retrieves itself first
+        options.num_threads = num_threads
+        db = pycolmap.Database.open(database)
+        try:
+            raw = pycolmap.VocabTreePairGenerator(options, db).all_pairs()
+        except Exception as exc:  # a corrupt or foreign tree file
+            raise UserError(f"vocabulary tree {tree} could not be used ({exc}); "
+                            "leave --vocab-tree out and recon3d trains one on your photos") from None
+        finally:
+            db.close()
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in raw if a != b})
+    return pairs, info
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Silence the C-level stderr (file descriptor 2) for the duration."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
