@@ -4,7 +4,7 @@
   recon3d epipolar a.jpg b.jpg --camera camera.json # intrinsics from `recon3d calibrate`
   recon3d epipolar a.jpg b.jpg -o pair.png --method colmap --json
 
-Matches SIFT features (ratio test and mutual check), estimates the fundamental matrix F, the
+Matches SIFT features (pycolmap's, as `recon3d sfm`; ratio test and mutual check), estimates the fundamental matrix F, the
 essential matrix E (with the intrinsics) and a homography H robustly (OpenCV USAC/MAGSAC++ or
 pycolmap LO-RANSAC), recovers R and t (camera 2 from camera 1, X2 = R X1 + t, |t| = 1) with the
 cheirality check, and prints them with inlier counts and Sampson errors. Writes a picture with
@@ -51,30 +51,29 @@ def _load_gray(path: Path) -> np.ndarray:
 
 def sift_matches(img1: np.ndarray, img2: np.ndarray, max_features: int = 8192,
                  ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """SIFT matches (ratio test + mutual nearest neighbour) between two BGR images.
+    """SIFT matches between two BGR images: pycolmap's SIFT and matcher (ratio test + mutual check),
+    the same the `sfm` pipeline uses.
 
     Returns:
         ``(x1 (M, 2), x2 (M, 2))`` matched pixels in COLMAP pixel centres.
     """
     import cv2
+    import pycolmap
 
-    sift = cv2.SIFT_create(nfeatures=max_features)
-    g1, g2 = (cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) for i in (img1, img2))
-    k1, d1 = sift.detectAndCompute(g1, None)
-    k2, d2 = sift.detectAndCompute(g2, None)
-    if d1 is None or d2 is None or len(k1) < 8 or len(k2) < 8:
+    pycolmap.logging.minloglevel = 2  # no log lines from the extractor and matcher
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.max_num_features = max_features
+    extractor = pycolmap.FeatureExtractor.create(extraction, pycolmap.Device.cpu)
+    feats = [extractor.extract_from_uint8_array(np.ascontiguousarray(cv2.cvtColor(i, cv2.COLOR_BGR2GRAY)))
+             for i in (img1, img2)]
+    if min(len(k) for k, _ in feats) < 8:
         return np.zeros((0, 2)), np.zeros((0, 2))
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    fwd = matcher.knnMatch(d1, d2, k=2)
-    bwd = {m.queryIdx: m.trainIdx for m in matcher.match(d2, d1)}
-    pairs = [(m.queryIdx, m.trainIdx) for m, n in (p for p in fwd if len(p) == 2)
-             if m.distance < ratio * n.distance and bwd.get(m.trainIdx) == m.queryIdx]
-    if not pairs:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    i1, i2 = np.array(pairs).T
-    x1 = np.array([k1[i].pt for i in i1]) + 0.5  # OpenCV -> COLMAP pixel centres
-    x2 = np.array([k2[i].pt for i in i2]) + 0.5
-    return x1, x2
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.sift.max_ratio = ratio
+    matching.sift.cross_check = True
+    matches = pycolmap.FeatureMatcher.create(matching, pycolmap.Device.cpu).match(*feats[0], *feats[1])
+    xy = [np.array([(kp.x, kp.y) for kp in k], dtype=np.float64).reshape(-1, 2) for k, _ in feats]
+    return xy[0][matches[:, 0]], xy[1][matches[:, 1]]
 
 
 def _camera(path: Path | None, img: np.ndarray, label: str):
