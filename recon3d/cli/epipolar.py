@@ -4,8 +4,8 @@
   recon3d epipolar a.jpg b.jpg --camera camera.json # intrinsics from `recon3d calibrate`
   recon3d epipolar a.jpg b.jpg -o pair.png --method colmap --json
 
-Matches SIFT features (pycolmap's, as `recon3d sfm`; ratio test and mutual check), estimates the fundamental matrix F, the
-essential matrix E (with the intrinsics) and a homography H robustly (OpenCV USAC/MAGSAC++ or
+Matches SIFT features (pycolmap's, as `recon3d sfm`; ratio test and mutual check), estimates
+the fundamental matrix F, the essential matrix E (with the intrinsics) and a homography H robustly (OpenCV USAC/MAGSAC++ or
 pycolmap LO-RANSAC), recovers R and t (camera 2 from camera 1, X2 = R X1 + t, |t| = 1) with the
 cheirality check, and prints them with inlier counts and Sampson errors. Writes a picture with
 the inlier matches and epipolar lines (default: epipolar_<a>_<b>.png in the current folder).
