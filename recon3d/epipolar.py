@@ -15,6 +15,7 @@ OpenCV's USAC with MAGSAC++ scoring (``method="magsac"``) or pycolmap's LO-RANSA
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -239,6 +240,38 @@ def _check_method(method: str) -> None:
         raise UserError(f"unknown robust estimator {method!r}; use one of {', '.join(METHODS)}")
 
 
+def _robust_fit(method: str, threshold: float, confidence: float, seed: int, key: str,
+                colmap: Callable, opencv: Callable, failure: str) -> tuple[np.ndarray, np.ndarray]:
+    """One robust two-view fit: pycolmap's LO-RANSAC (``method='colmap'``) or OpenCV's USAC with MAGSAC++.
+
+    Args:
+        method: a checked entry of :data:`METHODS`.
+        threshold, confidence, seed: RANSAC settings (OpenCV's calls use threshold and confidence themselves).
+        key: name of the model in pycolmap's result ('F', 'E', 'H').
+        colmap: ``(pycolmap, options) -> dict | None``, the pycolmap estimator called with
+            :func:`_ransac_options`; the dict holds the model under ``key`` and ``inlier_mask``.
+        opencv: ``(cv2) -> (model | None, mask)``, the OpenCV estimator (run after seeding OpenCV's RNG
+            with ``seed``); the model is None when none was found.
+        failure: message of the :class:`UserError` raised when no model is found.
+    Returns:
+        ``(model (3, 3) as estimated, inliers (N,) bool)``.
+    """
+    if method == "colmap":
+        import pycolmap
+
+        res = colmap(pycolmap, _ransac_options(threshold, confidence, seed))
+        if res is None:
+            raise UserError(failure)
+        return np.asarray(res[key]), np.asarray(res["inlier_mask"], dtype=bool)
+    import cv2
+
+    cv2.setRNGSeed(seed)
+    model, mask = opencv(cv2)
+    if model is None:
+        raise UserError(failure)
+    return model, mask.ravel().astype(bool)
+
+
 def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, method: str = "magsac", threshold: float = 1.0,
                          confidence: float = 0.9999, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Robust fundamental matrix of one image pair.
@@ -254,21 +287,14 @@ def estimate_fundamental(x1: np.ndarray, x2: np.ndarray, method: str = "magsac",
     """
     _check_method(method)
     x1, x2 = _check_pair(x1, x2, 8)
-    if method == "colmap":
-        import pycolmap
 
-        res = pycolmap.estimate_fundamental_matrix(x1, x2, _ransac_options(threshold, confidence, seed))
-        if res is None:
-            raise UserError("no fundamental matrix found; the matches may be wrong or the views identical")
-        F, inl = np.asarray(res["F"]), np.asarray(res["inlier_mask"], dtype=bool)
-    else:
-        import cv2
-
-        cv2.setRNGSeed(seed)
+    def opencv(cv2):
         F, mask = cv2.findFundamentalMat(x1, x2, cv2.USAC_MAGSAC, threshold, confidence, 10000)
-        if F is None or F.shape != (3, 3):
-            raise UserError("no fundamental matrix found; the matches may be wrong or the views identical")
-        inl = mask.ravel().astype(bool)
+        return (F if F is not None and F.shape == (3, 3) else None), mask
+
+    F, inl = _robust_fit(method, threshold, confidence, seed, "F",
+                         lambda pycolmap, options: pycolmap.estimate_fundamental_matrix(x1, x2, options), opencv,
+                         "no fundamental matrix found; the matches may be wrong or the views identical")
     return F / np.linalg.norm(F), inl
 
 
@@ -285,24 +311,16 @@ def estimate_homography(x1: np.ndarray, x2: np.ndarray, method: str = "magsac", 
     """
     _check_method(method)
     x1, x2 = _check_pair(x1, x2, 4)
-    if method == "colmap":
-        import pycolmap
-
-        res = pycolmap.estimate_homography_matrix(x1, x2, _ransac_options(threshold, confidence, seed))
-        if res is None:
-            raise UserError("no homography found; the matches may be wrong")
-        H, inl = np.asarray(res["H"]), np.asarray(res["inlier_mask"], dtype=bool)
-    else:
+    H, inl = _robust_fit(
+        method, threshold, confidence, seed, "H",
+        lambda pycolmap, options: pycolmap.estimate_homography_matrix(x1, x2, options),
+        lambda cv2: cv2.findHomography(x1, x2, cv2.USAC_MAGSAC, threshold, maxIters=10000, confidence=confidence),
+        "no homography found; the matches may be wrong")
+    if method != "colmap" and inl.sum() >= 4:  # OpenCV: least squares + Levenberg-Marquardt over the inliers
         import cv2
 
-        cv2.setRNGSeed(seed)
-        H, mask = cv2.findHomography(x1, x2, cv2.USAC_MAGSAC, threshold, maxIters=10000, confidence=confidence)
-        if H is None:
-            raise UserError("no homography found; the matches may be wrong")
-        inl = mask.ravel().astype(bool)
-        if inl.sum() >= 4:  # least squares + Levenberg-Marquardt over the inliers
-            H_ls, _ = cv2.findHomography(x1[inl], x2[inl], 0)
-            H = H_ls if H_ls is not None else H
+        H_ls, _ = cv2.findHomography(x1[inl], x2[inl], 0)
+        H = H_ls if H_ls is not None else H
     return H / H[2, 2], inl
 
 
@@ -343,26 +361,18 @@ def _essential(x1, x2, K1, K2, method, threshold, confidence, seed):
     K1 = np.asarray(K1, dtype=np.float64)
     K2 = np.asarray(K2, dtype=np.float64)
     n1, n2 = normalized_from_pixels(K1, x1), normalized_from_pixels(K2, x2)
-    if method == "colmap":
-        import pycolmap
 
-        res = pycolmap.estimate_essential_matrix(x1, x2, _pinhole(K1), _pinhole(K2),
-                                                 _ransac_options(threshold, confidence, seed))
-        if res is None:
-            raise UserError("no essential matrix found; check the intrinsics and the matches")
-        E, inl = np.asarray(res["E"]), np.asarray(res["inlier_mask"], dtype=bool)
-    else:
-        import cv2
-
-        cv2.setRNGSeed(seed)
+    def opencv(cv2):
         f = 0.25 * (K1[0, 0] + K1[1, 1] + K2[0, 0] + K2[1, 1])
         E, mask = cv2.findEssentialMat(n1, n2, np.eye(3), cv2.USAC_MAGSAC, confidence, threshold / f)
-        if E is None or E.shape != (3, 3):
-            if E is not None and E.shape[0] > 3:  # several solutions: keep the first
-                E = E[:3]
-            else:
-                raise UserError("no essential matrix found; check the intrinsics and the matches")
-        inl = mask.ravel().astype(bool)
+        if E is not None and E.shape != (3, 3):
+            E = E[:3] if E.shape[0] > 3 else None  # several solutions: keep the first
+        return E, mask
+
+    E, inl = _robust_fit(
+        method, threshold, confidence, seed, "E",
+        lambda pycolmap, options: pycolmap.estimate_essential_matrix(x1, x2, _pinhole(K1), _pinhole(K2), options),
+        opencv, "no essential matrix found; check the intrinsics and the matches")
     return E / np.linalg.norm(E), inl, n1, n2
 
 

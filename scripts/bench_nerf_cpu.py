@@ -16,31 +16,11 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-
-def orbit_workspace(root: Path):
-    from recon3d.scenes import load_spec, render_scene, write_gt_as_sparse
-    from recon3d.workspace import Workspace
-
-    spec = load_spec("orbit")
-    cache = os.environ.get("RECON3D_TEST_CACHE")
-    src = Path(cache) / "orbit" if cache else None
-    if src is None or not Workspace(src).is_done("scene", spec):
-        src = root.parent / "orbit_render"
-        render_scene(spec, src)
-    shutil.copytree(src / "images", root / "images")
-    shutil.copytree(src / "gt", root / "gt")
-    ws = Workspace(root)
-    write_gt_as_sparse(ws)
-    return ws
+from _bench import RESULTS, cache_or, md_table, psnr_history, scene_dir, write_report
 
 
 def main() -> int:
@@ -49,7 +29,7 @@ def main() -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (config cpu_threads)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "nerf_cpu.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "nerf_cpu.md")
     args = parser.parse_args()
 
     import torch
@@ -57,9 +37,11 @@ def main() -> int:
     from recon3d.cli.train import apply_overrides
     from recon3d.nerf.config import preset_nerf_fast
     from recon3d.nerf.train import train
+    from recon3d.scenes import scene_workspace
 
     load_before = os.getloadavg()
-    ws = orbit_workspace(Path(tempfile.mkdtemp(prefix="bench_nerf_orbit_")) / "ws")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_nerf_orbit_"))
+    ws = scene_workspace(scene_dir("orbit", cache_or(tmp)), tmp / "ws")
     config = dataclasses.replace(preset_nerf_fast(), steps=args.steps, device="cpu", downscale=8.0,
                                  eval_every=args.eval_every, cpu_threads=args.threads)
     config = apply_overrides(config, args.set)
@@ -79,34 +61,25 @@ def main() -> int:
         f"{' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)}"
         " (other jobs shared the machine: wall times are inflated; the process CPU time is steadier).",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| held-out PSNR (final) | {m['psnr']:.2f} dB |",
-        f"| held-out SSIM (final) | {m['ssim']:.4f} |",
-        f"| training time | {m['train_seconds']:.0f} s wall |",
-        f"| process CPU time (all, incl. evaluation) | {cpu:.0f} s ({wall:.0f} s wall) |",
-        f"| steps/s | {m['steps_per_s']:.2f} |",
-        f"| rays/s | {m['rays_per_s']:.0f} |",
-        f"| first held-out PSNR >= 20 dB | "
-        + (f"step {first20['step']}, {first20['seconds']:.0f} s |" if first20 else "not reached |"),
+        *md_table(["metric", "value"], [
+            ("held-out PSNR (final)", f"{m['psnr']:.2f} dB"),
+            ("held-out SSIM (final)", f"{m['ssim']:.4f}"),
+            ("training time", f"{m['train_seconds']:.0f} s wall"),
+            ("process CPU time (all, incl. evaluation)", f"{cpu:.0f} s ({wall:.0f} s wall)"),
+            ("steps/s", f"{m['steps_per_s']:.2f}"),
+            ("rays/s", f"{m['rays_per_s']:.0f}"),
+            ("first held-out PSNR >= 20 dB",
+             f"step {first20['step']}, {first20['seconds']:.0f} s" if first20 else "not reached"),
+        ]),
         "",
-        "Held-out PSNR over training time (evaluation time excluded):",
-        "",
-        "| step | train s | held-out PSNR dB |",
-        "|---|---|---|",
-        *[f"| {h['step']} | {h['seconds']:.0f} | {h['test_psnr']:.2f} |" for h in evals],
+        *psnr_history(evals),
         "",
         f"Reproduce: `python scripts/bench_nerf_cpu.py --steps {args.steps} --eval-every {args.eval_every} "
         f"--threads {args.threads}`.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps({"config": dataclasses.asdict(config), "metrics": m,
-                                                         "wall_s": wall, "cpu_s": cpu,
-                                                         "load_before": load_before, "load_after": load_after},
-                                                        indent=2))
-    print("\n".join(lines))
+    write_report(args.out, lines, {"config": dataclasses.asdict(config), "metrics": m, "wall_s": wall, "cpu_s": cpu,
+                                   "load_before": load_before, "load_after": load_after})
     return 0
 
 

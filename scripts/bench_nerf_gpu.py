@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _bench import RESULTS, SHARED_DATA, fern_cameras, md_table, psnr_history, write_report
 
 TARGET_DB = 24.0
 TARGET_SECONDS = 600.0
@@ -39,29 +38,18 @@ def fern_workspace(data: Path, root: Path):
     """A workspace of the fern photos with the ground-truth cameras in sparse/0 (COLMAP binary)."""
     import shutil
 
-    import cv2
     import pycolmap
 
     from recon3d.colmap_io import Model, ModelImage, write_text_model
     from recon3d.workspace import Workspace
 
+    names, camera, poses = fern_cameras(data)
     pb = np.load(data / "gt" / "poses_bounds.npy")
-    names = sorted(p.name for p in (data / "images").iterdir() if p.suffix.lower() == ".png")
-    if len(names) != len(pb):
-        raise SystemExit(f"{data}: {len(names)} images but {len(pb)} poses")
-    h, w = cv2.imread(str(data / "images" / names[0])).shape[:2]
-    P = pb[:, :15].reshape(-1, 3, 5)
-    full_h, full_w, f_full = P[0, :, 4]
-    f = f_full * w / full_w
     ws = Workspace(root).create()
     shutil.copytree(data / "images", ws.images, dirs_exist_ok=True)
-    images = {}
-    for i, (name, p) in enumerate(zip(names, P), start=1):
-        R_c2w = np.stack([p[:, 1], p[:, 0], -p[:, 2]], axis=1)  # OpenCV camera-to-world rotation
-        c = p[:, 3]
-        R = R_c2w.T
-        images[i] = ModelImage(name, 1, np.concatenate([R, (-R @ c)[:, None]], axis=1))
-    cams = {1: ("PINHOLE", int(w), int(h), [float(f), float(f), w / 2.0, h / 2.0])}
+    images = {i: ModelImage(name, 1, pose) for i, (name, pose) in enumerate(zip(names, poses), start=1)}
+    model_name, params = camera.colmap_model()
+    cams = {1: (model_name, camera.width, camera.height, params)}
     write_text_model(Model(cams, images), root / "gt_txt")
     ws.model.mkdir(parents=True, exist_ok=True)
     pycolmap.Reconstruction(str(root / "gt_txt")).write_binary(str(ws.model))
@@ -72,7 +60,7 @@ def fern_workspace(data: Path, root: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "fern")
+    parser.add_argument("--data", type=Path, default=SHARED_DATA / "fern")
     parser.add_argument("--steps", type=int, default=20000, help="steps of the learning-rate schedule")
     parser.add_argument("--minutes", type=float, default=12.0,
                         help="stop training after this much wall time (then evaluate what was trained)")
@@ -82,7 +70,7 @@ def main() -> int:
     parser.add_argument("--preset", default="nerf")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--workspace", type=Path, help="where to build the workspace (default: a temp folder)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "nerf_gpu.md")
+    parser.add_argument("--out", type=Path, default=RESULTS / "nerf_gpu.md")
     args = parser.parse_args()
 
     import torch
@@ -137,30 +125,23 @@ def main() -> int:
         f"**Target: held-out PSNR >= {TARGET_DB} dB within {TARGET_SECONDS / 60:.0f} minutes: "
         f"{'met' if ok else 'NOT met'}** ({verdict}).",
         "",
-        "| metric | value |",
-        "|---|---|",
-        f"| held-out PSNR (final) | {m['psnr']:.2f} dB |",
-        f"| held-out SSIM (final) | {m['ssim']:.4f} |",
-        f"| training time | {m['train_seconds']:.0f} s (wall with evaluation and loading: {wall:.0f} s) |",
-        f"| steps/s | {m['steps_per_s']:.2f} |",
-        f"| rays/s | {m['rays_per_s']:.0f} |",
-        f"| peak GPU memory | {(m['peak_memory_bytes'] or 0) / 2**30:.2f} GiB |",
+        *md_table(["metric", "value"], [
+            ("held-out PSNR (final)", f"{m['psnr']:.2f} dB"),
+            ("held-out SSIM (final)", f"{m['ssim']:.4f}"),
+            ("training time", f"{m['train_seconds']:.0f} s (wall with evaluation and loading: {wall:.0f} s)"),
+            ("steps/s", f"{m['steps_per_s']:.2f}"),
+            ("rays/s", f"{m['rays_per_s']:.0f}"),
+            ("peak GPU memory", f"{(m['peak_memory_bytes'] or 0) / 2**30:.2f} GiB"),
+        ]),
         "",
-        "Held-out PSNR over training time (evaluation time excluded):",
-        "",
-        "| step | train s | held-out PSNR dB |",
-        "|---|---|---|",
-        *[f"| {h['step']} | {h['seconds']:.0f} | {h['test_psnr']:.2f} |" for h in evals],
+        *psnr_history(evals),
         "",
         f"Reproduce: `python scripts/bench_nerf_gpu.py --steps {args.steps} --minutes {args.minutes:g} "
         f"--eval-every {args.eval_every}`.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps({"config": dataclasses.asdict(config), "metrics": m,
-                                                         "target_met": ok, "wall_s": wall}, indent=2))
-    print("\n".join(lines))
+    write_report(args.out, lines, {"config": dataclasses.asdict(config), "metrics": m, "target_met": ok,
+                                   "wall_s": wall})
     return 0
 
 

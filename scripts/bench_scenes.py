@@ -6,17 +6,15 @@ Target: the 24-view orbit scene at 640x480 renders in under 30 s on 2 cores.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _bench import RESULTS, md_table, write_report  # first: this checkout on sys.path
 from recon3d.scenes import list_scenes, load_spec, render_scene
-
-OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def main(names: list[str]) -> None:
@@ -31,19 +29,18 @@ def main(names: list[str]) -> None:
                          "size": "x".join(map(str, info["image_size"]))})
         print(rows[-1], flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    OUT.mkdir(parents=True, exist_ok=True)
     meta = {"cores": os.cpu_count(), "peak_rss_mb": round(peak), "date": time.strftime("%Y-%m-%d")}
-    (OUT / "scenes.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["# Synthetic scene rendering", "",
-             f"`python scripts/bench_scenes.py` on {meta['cores']} cores, {meta['date']}; peak RSS {meta['peak_rss_mb']} MB.",
-             "Target: orbit (24 views, 640x480) under 30 s.", "",
-             "| scene | kind | size | wall s | CPU s | details |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        details = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("scene", "kind", "wall_s", "cpu_s", "size"))
-        lines.append(f"| {r['scene']} | {r['kind']} | {r['size']} | {r['wall_s']} | {r['cpu_s']} | {details} |")
-    (OUT / "scenes.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    columns = ("scene", "kind", "size", "wall_s", "cpu_s")
+    table = [[r[k] for k in columns] + [", ".join(f"{k} {v}" for k, v in r.items() if k not in columns)] for r in rows]
+    write_report(RESULTS / "scenes.md", [
+        "# Synthetic scene rendering", "",
+        f"`python scripts/bench_scenes.py` on {meta['cores']} cores, {meta['date']}; "
+        f"peak RSS {meta['peak_rss_mb']} MB.",
+        "Target: orbit (24 views, 640x480) under 30 s.", "",
+        *md_table(["scene", "kind", "size", "wall s", "CPU s", "details"], table)], {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenes", nargs="*", metavar="SCENE", help="shipped scenes to render (default: all)")
+    main(ap.parse_args().scenes)

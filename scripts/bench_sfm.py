@@ -23,7 +23,6 @@ measure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -34,10 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _bench import REPO, RESULTS, SHARED_DATA, cache_or, md_table, scene_dir, write_report
 
-SHARED = REPO.parent / "shared" / "data"
 COLMAP = "/usr/bin/colmap"
 MAX_IMAGE_SIZE = 1600
 MAX_FEATURES = 8192
@@ -122,17 +119,13 @@ def datasets(names: list[str], work: Path) -> list[tuple[str, Path, Path]]:
     out = []
     for name in names:
         if name == "orbit":
-            cache = os.environ.get("RECON3D_TEST_CACHE")
-            root = Path(cache) / "orbit" if cache and (Path(cache) / "orbit" / "images").is_dir() else work / "orbit_scene"
-            if not (root / "images").is_dir():
-                from recon3d.scenes import load_spec, render_scene
-
-                render_scene(load_spec("orbit"), root)
+            root = scene_dir("orbit", cache_or(work / "scenes"))  # not work / "orbit", the set's work folder
             out.append((name, root / "images", root / "gt" / "sparse" / "0"))
         elif name == "temple_ring":
-            out.append((name, SHARED / "temple_ring" / "images", SHARED / "temple_ring" / "gt" / "templeR_par.txt"))
+            root = SHARED_DATA / "temple_ring"
+            out.append((name, root / "images", root / "gt" / "templeR_par.txt"))
         elif name == "herzjesu_p8":
-            out.append((name, SHARED / "herzjesu_p8" / "images", SHARED / "herzjesu_p8" / "gt"))
+            out.append((name, SHARED_DATA / "herzjesu_p8" / "images", SHARED_DATA / "herzjesu_p8" / "gt"))
         else:
             raise SystemExit(f"unknown set {name!r}")
     return out
@@ -145,8 +138,17 @@ def _fmt(v, spec: str) -> str:
 
 
 def write_tables(results: list[dict], meta: dict, out_dir: Path) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "sfm.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    rows = []
+    for r in results:
+        for tool in ("recon3d", "colmap"):
+            t, q = r[tool]["time"], r[tool]["quality"]
+            ratio = t["wall_s"] / r["colmap"]["time"]["wall_s"]
+            rows.append((
+                f"{r['set']} ({r['images']})", tool, f"{t['wall_s']:.1f}", f"{t['cpu_s']:.1f}", f"{ratio:.2f}",
+                f"{t['peak_mb']:.0f}", q.get("registered", 0), _fmt(q.get("reproj_mean_px"), ".3f"),
+                f"{_fmt(q.get('rot_median_deg'), '.3f')} ({_fmt(q.get('rot_fit_median_deg'), '.3f')})",
+                _fmt(100 * q["pos_median_rel"] if q.get("pos_median_rel") is not None else None, ".3f"),
+                _fmt(q.get("auc1"), ".3f")))
     lines = ["# SfM benchmark: recon3d vs COLMAP 3.8 CLI", "",
              f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs). Load average before "
              f"{meta['load_before']}, after {meta['load_after']} (other jobs shared the machine: wall times are "
@@ -154,31 +156,19 @@ def write_tables(results: list[dict], meta: dict, out_dir: Path) -> str:
              f"max image size {MAX_IMAGE_SIZE} with {MAX_FEATURES} features, exhaustive matching, incremental mapping.",
              "Rotation error: median after Sim(3) alignment to the ground truth (in brackets: after the rotation "
              "fitted to the orientations). Position error: median, % of the extent of the ground-truth cameras.", "",
-             "| set | tool | wall s | CPU s | wall ratio | peak MB | registered | reproj. px | rot. err. deg | pos. err. % | AUC@1 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for tool in ("recon3d", "colmap"):
-            t, q = r[tool]["time"], r[tool]["quality"]
-            ratio = t["wall_s"] / r["colmap"]["time"]["wall_s"]
-            lines.append(
-                f"| {r['set']} ({r['images']}) | {tool} | {t['wall_s']:.1f} | {t['cpu_s']:.1f} | "
-                f"{ratio:.2f} | {t['peak_mb']:.0f} | {q.get('registered', 0)} | {_fmt(q.get('reproj_mean_px'), '.3f')} | "
-                f"{_fmt(q.get('rot_median_deg'), '.3f')} ({_fmt(q.get('rot_fit_median_deg'), '.3f')}) | "
-                f"{_fmt(100 * q['pos_median_rel'] if q.get('pos_median_rel') is not None else None, '.3f')} | "
-                f"{_fmt(q.get('auc1'), '.3f')} |")
+             *md_table(["set", "tool", "wall s", "CPU s", "wall ratio", "peak MB", "registered", "reproj. px",
+                        "rot. err. deg", "pos. err. %", "AUC@1"], rows)]
     lines += ["", "Cameras found:", ""]
     for r in results:
         for tool in ("recon3d", "colmap"):
             lines.append(f"- {r['set']}, {tool}: {r[tool]['quality'].get('camera', '-')}")
-    text = "\n".join(lines) + "\n"
-    (out_dir / "sfm.md").write_text(text)
-    return text
+    return write_report(out_dir / "sfm.md", lines, {"meta": meta, "results": results})
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=["orbit", "temple_ring", "herzjesu_p8"])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, help="keep the workspaces here (default: a temporary folder)")
     args = parser.parse_args()
     if not Path(COLMAP).is_file():
@@ -204,7 +194,7 @@ def main() -> int:
                   f"{row[tool]['quality']}", flush=True)
         results.append(row)
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(write_tables(results, meta, args.out))
+    write_tables(results, meta, args.out)
     if args.keep is None:
         shutil.rmtree(work_root, ignore_errors=True)
     return 0

@@ -15,32 +15,13 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _bench import REPO, RESULTS, cache_or, md_table, scene_dir, write_report
 
 STEPS = 500
-
-
-def orbit_workspace(root: Path):
-    """A workspace with the orbit scene's photos and its true model in sparse/0."""
-    from recon3d.scenes import load_spec, render_scene, write_gt_as_sparse
-    from recon3d.workspace import Workspace
-
-    cache = os.environ.get("RECON3D_TEST_CACHE")
-    src = Path(cache) / "orbit" if cache and (Path(cache) / "orbit" / "images").is_dir() else None
-    if src is None:
-        src = root / "render"
-        render_scene(load_spec("orbit"), src)
-    ws = Workspace(root / "ws")
-    shutil.copytree(src / "images", ws.images)
-    shutil.copytree(src / "gt", ws.gt)
-    write_gt_as_sparse(ws)
-    return ws
 
 
 def time_fn(fn, repeats: int) -> float:
@@ -96,17 +77,18 @@ def rasterizer_timings(ws) -> list[tuple[str, str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "splat_cpu.md")
+    parser.add_argument("--results", type=Path, default=RESULTS / "splat_cpu.md")
     parser.add_argument("--steps", type=int, default=STEPS)
     args = parser.parse_args()
 
     import torch
 
     from recon3d.cli import main as cli
+    from recon3d.scenes import scene_workspace
 
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        ws = orbit_workspace(Path(tmp))
+        ws = scene_workspace(scene_dir("orbit", cache_or(Path(tmp))), Path(tmp) / "ws")
         argv = ["train", str(ws.root), "--method", "splat-cpu", "--device", "cpu", "--steps", str(args.steps)]
         t = time.perf_counter()
         cpu = time.process_time()
@@ -130,13 +112,11 @@ def main() -> int:
         ("held-out SSIM", f"{metrics['ssim']:.4f}"),
         *timings,
     ]
-    text = ["# Gaussian splatting on CPU (torch rasterizer): orbit at 1/4 resolution", "",
-            f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_cpu.py` on a machine shared with "
-            f"other jobs (load average {load:.1f} at the start), so times may be inflated.", "",
-            "| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(text) + "\n")
-    print("\n".join(text))
+    write_report(args.results, [
+        "# Gaussian splatting on CPU (torch rasterizer): orbit at 1/4 resolution", "",
+        f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_cpu.py` on a machine shared with "
+        f"other jobs (load average {load:.1f} at the start), so times may be inflated.", "",
+        *md_table(["quantity", "value"], rows)])
     return 0
 
 

@@ -18,43 +18,14 @@ import argparse
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from recon3d.camera import Camera  # noqa: E402
-from recon3d.colmap_io import Model, ModelImage, write_text_model  # noqa: E402
-from recon3d.workspace import Workspace, atomic_dir, list_images  # noqa: E402
-
-
-def fern_cameras(fern: Path) -> tuple[list[str], Camera, list[np.ndarray]]:
-    """Image names, the shared pinhole camera and (3, 4) cam_from_world poses of the fern set.
-
-    ``poses_bounds.npy`` rows are a 3 x 5 matrix [c2w rotation with columns (down, right, backwards)
-    | centre | (H, W, f) at 4032 x 3024] plus near/far bounds; the photos are 1/8 of that size.
-    """
-    import cv2
-
-    names = [p.name for p in list_images(fern / "images")]
-    pb = np.load(fern / "gt" / "poses_bounds.npy")
-    if len(pb) != len(names):
-        raise SystemExit(f"{fern}: {len(pb)} poses for {len(names)} images")
-    h, w = cv2.imread(str(fern / "images" / names[0])).shape[:2]
-    mats = pb[:, :15].reshape(-1, 3, 5)
-    H, W, f = mats[0, :, 4]
-    f = f * w / W
-    camera = Camera(w, h, np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]))
-    poses = []
-    for m in mats:
-        R_c2w = np.stack([m[:, 1], m[:, 0], -m[:, 2]], 1)  # OpenCV axes (right, down, forward)
-        C = m[:, 3]
-        poses.append(np.hstack([R_c2w.T, (-R_c2w.T @ C)[:, None]]))
-    return names, camera, poses
+from _bench import RESULTS, SHARED_DATA, fern_cameras, md_table, write_report  # first: this checkout on sys.path
+from recon3d.colmap_io import Model, ModelImage, write_text_model
+from recon3d.workspace import Workspace, atomic_dir
 
 
 def prepare_fern(fern: Path, out: Path) -> Workspace:
@@ -131,12 +102,12 @@ def time_gsplat_alone(ply: Path, ws: Workspace, repeats: int = 50) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fern", type=Path, default=REPO.parent / "shared" / "data" / "fern")
+    parser.add_argument("--fern", type=Path, default=SHARED_DATA / "fern")
     parser.add_argument("--out", type=Path, default=Path("/tmp/recon3d_bench_fern"), help="workspace folder")
     parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument("--method", default="splat")
     parser.add_argument("--prepare-only", action="store_true")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "splat_gpu.md")
+    parser.add_argument("--results", type=Path, default=RESULTS / "splat_gpu.md")
     args = parser.parse_args()
 
     ws = prepare_fern(args.fern, args.out)
@@ -169,12 +140,9 @@ def main() -> int:
         ("held-out SSIM", f"{metrics['ssim']:.4f}"),
         ("one gsplat forward+backward alone (final model)", f"{alone * 1e3:.2f} ms ({1 / alone:.0f} /s)"),
     ]
-    text = ["# Gaussian splatting on GPU (gsplat): fern", "",
-            f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_gpu.py --steps {args.steps}`.", "",
-            "| quantity | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(text) + "\n")
-    print("\n".join(text))
+    write_report(args.results, ["# Gaussian splatting on GPU (gsplat): fern", "",
+                                f"Measured {time.strftime('%Y-%m-%d')} with `python scripts/bench_splat_gpu.py "
+                                f"--steps {args.steps}`.", "", *md_table(["quantity", "value"], rows)])
     return 0
 
 

@@ -27,25 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _bench import RESULTS, md_table, scene_dir, write_report  # first: this checkout on sys.path
 from recon3d.stereo.disparity import SGBMConfig, auto_max_disparity, compute_disparity, opencv_default_disparity
 from recon3d.stereo.evaluate import disparity_metrics, nonoccluded_mask, textured_mask
-
-OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-
-
-def scene_dir(name: str, cache: Path) -> Path:
-    """A rendered scene (rendered into ``cache`` when missing)."""
-    from recon3d.scenes import load_spec, render_scene
-    from recon3d.workspace import Workspace
-
-    spec = load_spec(name)
-    root = cache / name
-    ws = Workspace(root)
-    if not ws.is_done("scene", spec):
-        ws.create()
-        render_scene(spec, root)
-        ws.mark_done("scene", spec)
-    return root
 
 
 def stereo_sets(root: Path) -> dict[str, list[tuple]]:
@@ -140,6 +124,14 @@ def run_set(pairs: list[tuple], repeats: int) -> list[dict]:
     return rows
 
 
+def table_row(r: dict) -> tuple:
+    """Cells of one method's row of the Markdown table (a row of :func:`run_set`)."""
+    t, n, a = r["textured"], r["nonocc"], r["all"]
+    return (r["method"], r["disparities"], f"{100 * t['bad_2']:.2f} %", f"{t['epe']:.3f}", f"{100 * n['bad_2']:.2f} %",
+            f"{n['epe']:.3f}", f"{100 * n['density']:.1f} %", f"{100 * a['bad_2']:.2f} %", f"{r['time_ms']:.0f}",
+            f"{r['time_ratio']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per pair and method (median counts)")
@@ -158,8 +150,6 @@ def main() -> None:
     meta = {"cpu_cores": os.cpu_count(), "opencv_threads": cv2.getNumThreads(), "opencv": cv2.__version__,
             "python": platform.python_version(), "load_avg_start": round(load0, 2),
             "load_avg_end": round(os.getloadavg()[0], 2), "repeats": args.repeats, "date": time.strftime("%Y-%m-%d")}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "stereo.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2) + "\n")
     lines = ["# Stereo matching: recon3d vs OpenCV SGBM defaults", "",
              f"`python scripts/bench_stereo.py --repeats {args.repeats}`, {meta['date']}, OpenCV {meta['opencv']} "
              f"({meta['opencv_threads']} threads), {meta['cpu_cores']} cores shared with other jobs "
@@ -171,16 +161,10 @@ def main() -> None:
              "Goal: lower error than OpenCV's defaults at no more than 1.5x their time.", ""]
     for name, res in results.items():
         lines += [f"## {name} ({res['pairs']} pairs, {res['size'][0]}x{res['size'][1]})", "",
-                  "| method | disp. | textured bad-2 | textured EPE | non-occ. bad-2 | non-occ. EPE | non-occ. density "
-                  "| all bad-2 | time ms | time ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["rows"]:
-            t, n, a = r["textured"], r["nonocc"], r["all"]
-            lines.append(f"| {r['method']} | {r['disparities']} | {100 * t['bad_2']:.2f} % | {t['epe']:.3f} | "
-                         f"{100 * n['bad_2']:.2f} % | {n['epe']:.3f} | {100 * n['density']:.1f} % | "
-                         f"{100 * a['bad_2']:.2f} % | {r['time_ms']:.0f} | {r['time_ratio']:.2f}x |")
-        lines.append("")
-    (OUT / "stereo.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+                  *md_table(["method", "disp.", "textured bad-2", "textured EPE", "non-occ. bad-2", "non-occ. EPE",
+                             "non-occ. density", "all bad-2", "time ms", "time ratio"], map(table_row, res["rows"])),
+                  ""]
+    write_report(RESULTS / "stereo.md", lines, {"meta": meta, "datasets": results})
     if tmp is not None:
         tmp.cleanup()
 

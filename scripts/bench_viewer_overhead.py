@@ -13,11 +13,9 @@ connected (renders of its view happen); chromium connected with "Update splats" 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,11 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from recon3d.monitor import TrainEvent  # noqa: E402
+from _bench import RESULTS, md_table, write_report  # first: this checkout on sys.path
+from recon3d.monitor import TrainEvent
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -159,19 +154,18 @@ def paired_chunks(trainer: SyntheticTrainer, monitor, pairs: int, chunk: int) ->
     }
 
 
-def main(chunk: int = 20, pairs: int = 10, gaussians: int = 50_000,
-         out: Path = REPO / "benchmarks" / "results") -> dict:
+def main(chunk: int = 20, pairs: int = 10, gaussians: int = 50_000, out: Path = RESULTS) -> dict:
     from playwright.sync_api import sync_playwright
 
+    from recon3d.scenes import scene_workspace
     from recon3d.viewer.live import LiveConfig, LiveViewer
-    from viewer_fixtures import copy_orbit_ws
 
     torch.set_num_threads(1)
     cache = Path(os.environ.get("RECON3D_TEST_CACHE", "/tmp/r3dcache")) / "orbit"
     if not (cache / "images").is_dir():
         raise SystemExit(f"{cache}: render the orbit scene first (`recon3d scene render orbit -o {cache}`)")
     tmp = Path(tempfile.mkdtemp(prefix="bench_viewer_"))
-    ws = copy_orbit_ws(cache, tmp / "ws")
+    ws = scene_workspace(cache, tmp / "ws")
     trainer = SyntheticTrainer(gaussians)
     run_loop(trainer, 10)  # warm up
     sessions = {}
@@ -199,8 +193,6 @@ def main(chunk: int = 20, pairs: int = 10, gaussians: int = 50_000,
 
     report = {"gaussians": gaussians, "chunk_steps": chunk, "pairs": pairs, "torch_threads": 1,
               "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "sessions": sessions}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "viewer_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Live viewer overhead (`recon3d train --view`), synthetic training loop",
         "",
@@ -212,14 +204,13 @@ def main(chunk: int = 20, pairs: int = 10, gaussians: int = 50_000,
         f"Machine: {os.cpu_count()} cores shared with other jobs (load average {os.getloadavg()[0]:.1f}); "
         "browser: headless chromium with software WebGL (SwiftShader) on the same cores.",
         "",
-        "| session | steps/s without | steps/s with | slowdown (median) | viewer threads CPU | browser CPU without / with | renders | splat uploads |",
-        "|---|---|---|---|---|---|---|---|",
-    ] + [
-        f"| {k} | {v['steps_per_s_without']:.1f} | {v['steps_per_s_with']:.1f} | {100 * v['slowdown_median']:.1f} % "
-        f"| {100 * v['viewer_cpu_per_training_cpu']:.1f} % | {100 * v['browser_cpu_per_training_cpu_without']:.0f} % / "
-        f"{100 * v['browser_cpu_per_training_cpu_with']:.0f} % | {v['renders']} | {v['splat_uploads']} |"
-        for k, v in sessions.items()
-    ] + [
+        *md_table(["session", "steps/s without", "steps/s with", "slowdown (median)", "viewer threads CPU",
+                   "browser CPU without / with", "renders", "splat uploads"], [
+            (k, f"{v['steps_per_s_without']:.1f}", f"{v['steps_per_s_with']:.1f}",
+             f"{100 * v['slowdown_median']:.1f} %", f"{100 * v['viewer_cpu_per_training_cpu']:.1f} %",
+             f"{100 * v['browser_cpu_per_training_cpu_without']:.0f} % / "
+             f"{100 * v['browser_cpu_per_training_cpu_with']:.0f} %", v["renders"], v["splat_uploads"])
+            for k, v in sessions.items()]),
         "",
         "Per-pair slowdowns (%): " + "; ".join(
             f"{k}: " + ", ".join(f"{100 * x:.0f}" for x in v["slowdown_pairs"]) for k, v in sessions.items()),
@@ -229,8 +220,7 @@ def main(chunk: int = 20, pairs: int = 10, gaussians: int = 50_000,
         "Gaussians, which in software WebGL costs the shared cores far more than the monitor itself, so "
         "that box is off by default (the final Gaussians are always sent).",
     ]
-    (out / "viewer_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(out / "viewer_overhead.md", lines, report)
     return report
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
-import pytest
 
 from recon3d import geometry
 from recon3d.camera import Camera
@@ -87,17 +84,6 @@ def charuco_views(board, camera: Camera, count: int, seed: int, px_per_square: i
     rays = camera_rays(camera)
     images = [render_planar(tex, mpp, camera, P, origin=(-board.square, -board.square), rays=rays) for P in poses]
     return images, poses
-
-
-@pytest.fixture(scope="session")
-def checkerboard_camera_json(checkerboard_scene, tmp_path_factory) -> Path:
-    """camera.json written by ``recon3d calibrate`` on the checkerboard scene (once per session)."""
-    from recon3d.cli import main
-
-    out = tmp_path_factory.mktemp("calib") / "cal" / "camera.json"
-    rc = main(["calibrate", str(checkerboard_scene / "images"), "--board", "9x6", "--square", "0.025", "-o", str(out)])
-    assert rc == 0
-    return out
 
 
 def checkerboard_texture(cols: int, rows: int, px_per_square: int = 40, margin_squares: int = 1) -> np.ndarray:

@@ -7,12 +7,11 @@ renders between runs (they are deterministic; a changed spec renders again).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from recon3d.scenes import load_spec, render_scene, write_gt_as_sparse
+from recon3d.scenes import load_spec, render_scene_cached, scene_workspace
 from recon3d.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,14 +36,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _rendered(tmp_path_factory, name: str) -> Path:
-    spec = load_spec(name)
     cache = os.environ.get("RECON3D_TEST_CACHE")
     root = Path(cache) / name if cache else tmp_path_factory.mktemp(name)
-    ws = Workspace(root)
-    if not ws.is_done("scene", spec):
-        ws.create()
-        render_scene(spec, root)
-        ws.mark_done("scene", spec)
+    render_scene_cached(load_spec(name), root)
     return root
 
 
@@ -71,13 +65,20 @@ def stereo_scene(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def orbit_ws(orbit_scene, tmp_path) -> Workspace:
-    """A private copy of the orbit scene as a workspace with the true model in ``sparse/0``."""
-    root = tmp_path / "orbit_ws"
-    shutil.copytree(orbit_scene / "images", root / "images")
-    shutil.copytree(orbit_scene / "gt", root / "gt")
-    ws = Workspace(root)
-    write_gt_as_sparse(ws)
-    return ws
+    """A private copy of the orbit scene as a workspace with the true model in ``sparse/0``
+    (module-scoped fixtures make theirs with :func:`recon3d.scenes.scene_workspace`)."""
+    return scene_workspace(orbit_scene, tmp_path / "orbit_ws")
+
+
+@pytest.fixture(scope="session")
+def checkerboard_camera_json(checkerboard_scene, tmp_path_factory) -> Path:
+    """camera.json written by ``recon3d calibrate`` on the checkerboard scene (once per session)."""
+    from recon3d.cli import main
+
+    out = tmp_path_factory.mktemp("calib") / "cal" / "camera.json"
+    rc = main(["calibrate", str(checkerboard_scene / "images"), "--board", "9x6", "--square", "0.025", "-o", str(out)])
+    assert rc == 0
+    return out
 
 
 @pytest.fixture(scope="session")

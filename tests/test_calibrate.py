@@ -18,10 +18,8 @@ from recon3d.camera import Camera
 from recon3d.cli import main
 from recon3d.errors import UserError
 from recon3d.rig import StereoRig
-pytest.register_assert_rewrite("calibrate_fixtures")
-from calibrate_fixtures import charuco_views, look_at_poses  # noqa: E402
 
-pytest_plugins = ["calibrate_fixtures"]  # the session fixture checkerboard_camera_json
+from calibrate_fixtures import charuco_views, look_at_poses
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 
 import cv2
@@ -20,18 +19,9 @@ from recon3d.cli import main
 from recon3d.errors import UserError
 from recon3d.nerf.config import preset_nerf_fast
 from recon3d.nerf.train import train
-from recon3d.scenes import write_gt_as_sparse
-from recon3d.workspace import Workspace
+from recon3d.scenes import scene_workspace
 
 STEPS = 350
-
-
-def _orbit_copy(orbit_scene, root) -> Workspace:
-    shutil.copytree(orbit_scene / "images", root / "images")
-    shutil.copytree(orbit_scene / "gt", root / "gt")
-    ws = Workspace(root)
-    write_gt_as_sparse(ws)
-    return ws
 
 
 def _config(**kw):
@@ -41,7 +31,7 @@ def _config(**kw):
 
 @pytest.fixture(scope="module")
 def trained(orbit_scene, tmp_path_factory):
-    ws = _orbit_copy(orbit_scene, tmp_path_factory.mktemp("nerf") / "ws")
+    ws = scene_workspace(orbit_scene, tmp_path_factory.mktemp("nerf") / "ws")
     events = []
     config = _config(steps=STEPS, monitor_every=25)
     t0 = time.perf_counter()

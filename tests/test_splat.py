@@ -21,7 +21,7 @@ import torch
 from recon3d.cli import main
 from recon3d.config import from_dict, load_yaml
 from recon3d.gaussians_ply import SH_C0, Splats, read_splat_ply
-from recon3d.scenes import write_gt_as_sparse
+from recon3d.scenes import scene_workspace
 from recon3d.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +45,6 @@ def _cli(args: list[str], **kw) -> subprocess.CompletedProcess | subprocess.Pope
     return subprocess.run(cmd, env=env, capture_output=True, text=True, **kw)
 
 
-def _orbit_copy(orbit_scene: Path, root: Path) -> Workspace:
-    shutil.copytree(orbit_scene / "images", root / "images")
-    shutil.copytree(orbit_scene / "gt", root / "gt")
-    ws = Workspace(root)
-    write_gt_as_sparse(ws)
-    return ws
-
-
 def _config(ws: Workspace):
     from recon3d.splat.config import SplatConfig
 
@@ -63,7 +55,7 @@ def _config(ws: Workspace):
 @pytest.fixture(scope="module")
 def trained(orbit_scene, tmp_path_factory) -> Workspace:
     """orbit (160 x 120) trained on CPU by `python -m recon3d train` (the acceptance run)."""
-    ws = _orbit_copy(orbit_scene, tmp_path_factory.mktemp("splat") / "orbit")
+    ws = scene_workspace(orbit_scene, tmp_path_factory.mktemp("splat") / "orbit")
     proc = _cli(_args(ws.root, ORBIT), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "splat: done" in proc.stdout and "test PSNR" in proc.stdout
@@ -166,12 +158,12 @@ def test_splat_records_layout():
 @pytest.mark.slow
 def test_kill_and_resume_matches_uninterrupted_run(orbit_scene, tmp_path):
     """kill -9 a real `recon3d train` after a checkpoint, rerun, compare with a run never interrupted."""
-    ref = _orbit_copy(orbit_scene, tmp_path / "ref")
+    ref = scene_workspace(orbit_scene, tmp_path / "ref")
     proc = _cli(_args(ref.root, SMALL), timeout=600)  # a process like the others
     assert proc.returncode == 0, proc.stderr[-2000:]
     ref_metrics = json.loads((ref.splat / "metrics.json").read_text())
 
-    ws = _orbit_copy(orbit_scene, tmp_path / "killed")
+    ws = scene_workspace(orbit_scene, tmp_path / "killed")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "recon3d", *_args(ws.root, SMALL)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -14,10 +14,8 @@ from recon3d.calibrate_board import Board, detect_board
 from recon3d.camera import Camera
 from recon3d.cli import main
 from recon3d.undistort import undistort_image, undistort_maps, undistort_points, undistorted_camera
-pytest.register_assert_rewrite("calibrate_fixtures")
-from calibrate_fixtures import checkerboard_view  # noqa: E402
 
-pytest_plugins = ["calibrate_fixtures"]  # the session fixture checkerboard_camera_json
+from calibrate_fixtures import checkerboard_view
 
 
 def _line_residuals(grid: np.ndarray) -> np.ndarray:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 
@@ -34,15 +32,4 @@ def add_splats_and_reports(ws: Workspace) -> Workspace:
     ws.reports.mkdir(parents=True, exist_ok=True)
     (ws.reports / "sfm.json").write_text(json.dumps({"registered_images": 24, "points": 3000,
                                                      "mean_reprojection_error_px": 0.0, "timing": {"total_s": 1.5}}))
-    return ws
-
-
-def copy_orbit_ws(orbit_scene: Path, root: Path) -> Workspace:
-    """A workspace at ``root`` with the orbit scene's images, GT and the true model in sparse/0."""
-    from recon3d.scenes import write_gt_as_sparse
-
-    shutil.copytree(orbit_scene / "images", root / "images")
-    shutil.copytree(orbit_scene / "gt", root / "gt")
-    ws = Workspace(root)
-    write_gt_as_sparse(ws)
     return ws

@@ -53,16 +53,12 @@ def _cuda() -> bool:
 def render_default_scene(ws, overwrite: bool) -> None:
     """Render the default scene into ``ws`` unless it is already there."""
     from recon3d.progress import progress
-    from recon3d.scenes import load_spec, render_scene
+    from recon3d.scenes import load_spec, render_scene_cached
 
     spec = load_spec(DEFAULT_SCENE)
-    if not overwrite and ws.is_done("scene", spec) and ws.images.is_dir():
+    if render_scene_cached(spec, ws.root, progress=progress, overwrite=overwrite or not ws.images.is_dir()) is None:
         print(f"scene: `{spec.name}` already rendered in {ws.root}")
         return
-    ws.create()
-    ws.clear_done("scene")
-    render_scene(spec, ws.root, progress=progress)
-    ws.mark_done("scene", spec, {"scene": ws.root / "scene.yaml"})
     print(f"scene: rendered `{spec.name}` ({spec.description}) into {ws.root}")
 
 

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.scenes import list_scenes, load_spec, render_scene, write_gt_as_sparse
+    from recon3d.scenes import list_scenes, load_spec, render_scene_cached, write_gt_as_sparse
     from recon3d.progress import progress, summary
     from recon3d.workspace import Workspace
 
@@ -39,14 +39,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     spec = load_spec(args.scene)
     ws = Workspace(args.output)
-    if not args.overwrite and ws.is_done("scene", spec):
+    t0 = time.perf_counter()
+    info = render_scene_cached(spec, args.output, progress=progress, overwrite=args.overwrite)
+    if info is None:
         print(f"{args.output}: scene {spec.name!r} already rendered (use --overwrite to render again)")
     else:
-        t0 = time.perf_counter()
-        ws.create()
-        ws.clear_done("scene")
-        info = render_scene(spec, args.output, progress=progress)
-        ws.mark_done("scene", spec, {"scene": args.output / "scene.yaml"})
         rows = [(k, v) for k, v in info.items()] + [("time", f"{time.perf_counter() - t0:.1f} s")]
         print(summary(f"rendered scene {spec.name!r} ({spec.kind}) into {args.output}", rows))
     if args.with_sparse:

@@ -2,12 +2,15 @@
 
 Specs live in the top-level ``scenes/*.yaml`` (see :mod:`recon3d.scenes.spec`); shipped names:
 ``orbit``, ``facade``, ``stereo``, ``checkerboard``. :func:`render_scene` writes a scene into a
-folder; each kind's layout is described in its module (:mod:`~recon3d.scenes.multiview`,
+folder (:func:`render_scene_cached` only when it does not hold that spec yet), and
+:func:`scene_workspace` copies a rendered multi-view scene into a workspace that can train without
+SfM; each kind's layout is described in its module (:mod:`~recon3d.scenes.multiview`,
 :mod:`~recon3d.scenes.stereo`, :mod:`~recon3d.scenes.board`).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +18,8 @@ from recon3d.config import dump_yaml
 from recon3d.scenes.spec import SceneSpec, list_scenes, load_spec
 from recon3d.workspace import Workspace, atomic_write_text
 
-__all__ = ["SceneSpec", "list_scenes", "load_spec", "render_scene", "write_gt_as_sparse"]
+__all__ = ["SceneSpec", "list_scenes", "load_spec", "render_scene", "render_scene_cached", "scene_workspace",
+           "write_gt_as_sparse"]
 
 
 def render_scene(spec: SceneSpec, out: Path | str, progress: Callable | None = None) -> dict:
@@ -38,6 +42,40 @@ def render_scene(spec: SceneSpec, out: Path | str, progress: Callable | None = N
     summary = render(spec, out, progress)
     atomic_write_text(out / "scene.yaml", dump_yaml(spec))
     return summary
+
+
+def render_scene_cached(spec: SceneSpec, out: Path | str, progress: Callable | None = None,
+                        overwrite: bool = False) -> dict | None:
+    """Render ``spec`` into folder ``out`` unless ``out`` already holds it.
+
+    Renders are deterministic, so a folder keeps one: the workspace's ``scene`` stage marker records
+    the spec's hash, and only a missing marker or another spec renders again. The marker is removed
+    before rendering and written last, so an interrupted render is never taken for a finished one.
+
+    Args:
+        spec, out, progress: as :func:`render_scene`.
+        overwrite: render even if ``out`` holds the scene.
+    Returns:
+        :func:`render_scene`'s summary, or None when ``out`` already held the scene (nothing rendered).
+    """
+    ws = Workspace(Path(out))
+    if not overwrite and ws.is_done("scene", spec):
+        return None
+    ws.create()
+    ws.clear_done("scene")
+    summary = render_scene(spec, ws.root, progress)
+    ws.mark_done("scene", spec, {"scene": ws.root / "scene.yaml"})
+    return summary
+
+
+def scene_workspace(scene: Path | str, root: Path | str) -> Workspace:
+    """A new workspace at ``root`` holding a copy of a rendered multi-view scene's ``images/`` and ``gt/``,
+    with the true model in ``sparse/0``: ready to train without SfM (the scene folder is only read)."""
+    scene, ws = Path(scene), Workspace(Path(root))
+    shutil.copytree(scene / "images", ws.images)
+    shutil.copytree(scene / "gt", ws.gt)
+    write_gt_as_sparse(ws)
+    return ws
 
 
 def write_gt_as_sparse(ws: Workspace) -> Path:

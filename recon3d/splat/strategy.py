@@ -83,6 +83,16 @@ def _compute_relocation(opacities: Tensor, scales: Tensor, ratios: Tensor, binom
     return new_opa, (opacities / denom)[:, None] * scales
 
 
+def _relocated(params: dict, opacities: Tensor, sampled: Tensor, binoms: Tensor, min_opacity: float) -> dict:
+    """New raw ``opacities`` (logits) and ``scales`` (logs) of the ``sampled`` Gaussians, which share
+    their opacity with the copies made of them (Eq. 9 of 3DGS-MCMC, opacity clamped to
+    ``[min_opacity, 1 - eps]``); ``opacities`` are the activated ones of all Gaussians."""
+    new_opa, new_scales = _compute_relocation(opacities[sampled], torch.exp(params["scales"])[sampled],
+                                              torch.bincount(sampled)[sampled] + 1, binoms)
+    new_opa = new_opa.clamp(min=min_opacity, max=1.0 - torch.finfo(torch.float32).eps)
+    return {"opacities": torch.logit(new_opa), "scales": torch.log(new_scales)}
+
+
 @torch.no_grad()
 def _relocate(params: dict, optimizers: dict, mask: Tensor, binoms: Tensor, min_opacity: float) -> None:
     """Move dead Gaussians (``mask``) onto live ones sampled by opacity (as ``gsplat.strategy.ops.relocate``)."""
@@ -92,15 +102,11 @@ def _relocate(params: dict, optimizers: dict, mask: Tensor, binoms: Tensor, min_
     dead = mask.nonzero(as_tuple=True)[0]
     alive = (~mask).nonzero(as_tuple=True)[0]
     sampled = alive[_multinomial_sample(opacities[alive].flatten(), len(dead), replacement=True)]
-    new_opa, new_scales = _compute_relocation(opacities[sampled], torch.exp(params["scales"])[sampled],
-                                              torch.bincount(sampled)[sampled] + 1, binoms)
-    new_opa = new_opa.clamp(min=min_opacity, max=1.0 - torch.finfo(torch.float32).eps)
+    new = _relocated(params, opacities, sampled, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        if name == "opacities":
-            p[sampled] = torch.logit(new_opa)
-        elif name == "scales":
-            p[sampled] = torch.log(new_scales)
+        if name in new:
+            p[sampled] = new[name]
         p[dead] = p[sampled]
         return torch.nn.Parameter(p, requires_grad=p.requires_grad)
 
@@ -118,15 +124,11 @@ def _sample_add(params: dict, optimizers: dict, n: int, binoms: Tensor, min_opac
 
     opacities = torch.sigmoid(params["opacities"])
     sampled = _multinomial_sample(opacities.flatten(), n, replacement=True)
-    new_opa, new_scales = _compute_relocation(opacities[sampled], torch.exp(params["scales"])[sampled],
-                                              torch.bincount(sampled)[sampled] + 1, binoms)
-    new_opa = new_opa.clamp(min=min_opacity, max=1.0 - torch.finfo(torch.float32).eps)
+    new = _relocated(params, opacities, sampled, binoms, min_opacity)
 
     def param_fn(name: str, p: Tensor) -> Tensor:
-        if name == "opacities":
-            p[sampled] = torch.logit(new_opa)
-        elif name == "scales":
-            p[sampled] = torch.log(new_scales)
+        if name in new:
+            p[sampled] = new[name]
         return torch.nn.Parameter(torch.cat([p, p[sampled]]), requires_grad=p.requires_grad)
 
     def optimizer_fn(key: str, v: Tensor) -> Tensor:
