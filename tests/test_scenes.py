@@ -75,14 +75,45 @@ def test_checkerboard_corners_follow_the_distortion_model(checkerboard_scene):
         rvec, _ = cv2.Rodrigues(pose[:, :3])
         uv, _ = cv2.projectPoints(obj, rvec, pose[:, 3], cam.K_opencv, cam.dist)
         np.testing.assert_allclose(uv[:, 0] + 0.5, corners[v], atol=1e-6)
-        if v < 5:  # and the rendered images show the corners there
-            gray = cv2.imread(str(checkerboard_scene / "images" / f"view_{v:02d}.png"), cv2.IMREAD_GRAYSCALE)
-            found, det = cv2.findChessboardCornersSB(gray, (board["cols"], board["rows"]), flags=cv2.CALIB_CB_ACCURACY)
-            assert found
-            det = det.reshape(-1, 2) + 0.5  # OpenCV 5 returns (N, 2), OpenCV 4 (N, 1, 2)
-            d = np.linalg.norm(det[:, None] - corners[v][None], axis=2).min(axis=1)
-            errors.append(np.median(d))
+        # and every rendered image shows every corner there, boards in the image corners included
+        gray = cv2.imread(str(checkerboard_scene / "images" / f"view_{v:02d}.png"), cv2.IMREAD_GRAYSCALE)
+        found, det = cv2.findChessboardCornersSB(gray, (board["cols"], board["rows"]), flags=cv2.CALIB_CB_ACCURACY)
+        assert found, v
+        det = det.reshape(-1, 2) + 0.5  # OpenCV 5 returns (N, 2), OpenCV 4 (N, 1, 2)
+        d = np.linalg.norm(det[:, None] - corners[v][None], axis=2).min(axis=1)
+        assert d.max() < 0.5, v
+        errors.append(np.median(d))
     assert np.median(errors) < 0.1
+
+
+def test_checkerboard_views_cover_the_sensor(checkerboard_scene):
+    """Like good calibration photos: the corners reach every part of the image, its corners included,
+    on boards tilted 30-45 deg, each board whole in view."""
+    from recon3d.calibrate import coverage
+
+    cam = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    board = json.loads((checkerboard_scene / "gt" / "board.json").read_text())
+    corners = np.load(checkerboard_scene / "gt" / "corners.npy")
+    W, H = cam.width, cam.height
+    assert coverage(corners.reshape(-1, 2), (W, H)) >= 0.85
+    assert np.all((corners > 4) & (corners < np.array([W, H]) - 4))
+    tilts = [np.degrees(np.arccos(np.asarray(P)[2, 2])) for P in board["cam_from_board"]]
+    assert min(tilts) >= 30 - 1e-6 and max(tilts) <= 45 + 1e-6
+    # every image corner's 80 x 80 px cell holds corners of a tilted board
+    for cx, cy in ((0, 0), (W, 0), (0, H), (W, H)):
+        near = np.all(np.abs(corners - [cx, cy]) < 80, axis=2).any(axis=1)
+        assert near.any() and min(t for t, n in zip(tilts, near) if n) >= 30
+
+
+def test_checkerboard_poses_are_deterministic(tmp_path):
+    spec = load_spec("checkerboard")
+    spec.camera.width, spec.camera.height, spec.camera.fx, spec.camera.fy = 160, 120, 150.0, 149.5
+    spec.camera.cx, spec.camera.cy = 80.9, 59.2
+    spec.views.count, spec.supersample = 4, 1
+    for out in ("a", "b"):
+        render_scene(spec, tmp_path / out)
+    for rel in ["images/view_00.png", "images/view_03.png", "gt/corners.npy", "gt/board.json"]:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
 def test_stereo_gt_disparity_is_photo_consistent(stereo_scene):

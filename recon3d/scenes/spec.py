@@ -77,7 +77,7 @@ class ViewsSpec:
     """Where the cameras are."""
 
     type: Literal["ring", "grid", "board"] = "ring"
-    """'ring': on a circle around target; 'grid': rows facing a wall; 'board': random poses facing a board."""
+    """'ring': on a circle around target; 'grid': rows facing a wall; 'board': poses facing a board (see layout)."""
     count: int = 24
     """Number of views (for 'grid': rows x columns must equal it)."""
     radius: float = 6.0
@@ -94,6 +94,12 @@ class ViewsSpec:
     """Random rotation jitter of each view (degrees)."""
     jitter_m: float = 0.05
     """Random position jitter of each view (m)."""
+    layout: Literal["cover", "random"] = "cover"
+    """'board' views: 'cover' pushes the board, view after view, into the image's corners, edges and
+    centre, tilted by tilt_deg (what calibration guides ask of real photos; the corners reach the
+    whole sensor); 'random': random directions with the board near the image centre (edges stay empty)."""
+    tilt_deg: list[float] = field(default_factory=lambda: [30.0, 45.0])
+    """'board' views with layout 'cover': [min, max] angle between the board and the image plane, degrees."""
 
 
 @dataclass
