@@ -21,7 +21,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_viewer_browser import ARTIFACTS, REPO, VIEWPORT, _lines, _wait_line, browser  # noqa: E402,F401
-from viewer_fixtures import copy_orbit_ws  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -77,8 +76,8 @@ def _rendered_images(page) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("method", list(RUNS))
-def test_train_view_shows_the_run_live_in_a_browser(browser, orbit_scene, tmp_path, method):
-    ws = copy_orbit_ws(orbit_scene, tmp_path / "ws")
+def test_train_view_shows_the_run_live_in_a_browser(browser, orbit_ws, method):
+    ws = orbit_ws
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "recon3d", "train", str(ws.root), "--method", method, "--device", "cpu",
            *RUNS[method], "--view", "--port", "0"]
