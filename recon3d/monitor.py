@@ -25,7 +25,8 @@ class TrainEvent:
     total_steps: int
     """Steps the run will take."""
     metrics: dict[str, float] = field(default_factory=dict)
-    """Scalars of this step: loss, psnr, num_gaussians, steps_per_s, ..."""
+    """Scalars of this step: loss, psnr, num_gaussians, steps_per_s, ... The last (``done``) event may carry
+    the held-out scores instead or as well: psnr_test, ssim_test."""
     render: Optional[Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]] = None
     """render(cam_from_world (3, 4), K (3, 3), width, height) -> (H, W, 3) uint8 of the current model."""
     splats: Optional[Callable[[], dict[str, Any]]] = None

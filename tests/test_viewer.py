@@ -3,6 +3,7 @@ viser server, the live monitor, the CLI's errors and what the HTTP server answer
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -308,3 +309,53 @@ def test_unreadable_optional_layers_are_skipped_with_a_note(orbit_ws):
     assert rows["splats"].startswith("skipped:") and "binary_little_endian" in rows["splats"]
     assert rows["stereo empty.ply"].startswith("skipped:")
     assert rows["cameras"] == "24"
+
+
+@pytest.mark.parametrize("method", ["splat-cpu", "nerf-fast"])
+def test_live_viewer_follows_a_real_training_run(orbit_ws, method):
+    """The real backends' events reach the live viewer (no browser: the panel, curves and final splats)."""
+    import dataclasses
+
+    from recon3d import presets
+    from recon3d.viewer.live import LiveViewer
+
+    config = presets.make_config(method)
+    if method == "splat-cpu":
+        config = dataclasses.replace(config, device="cpu", steps=30, max_image_side=80, log_every=5, report_views=0)
+    else:
+        config = dataclasses.replace(config, device="cpu", steps=20, downscale=8.0, batch_rays=256, monitor_every=5,
+                                     cpu_threads=1, report_views=0)
+    events = []
+    lv = LiveViewer(orbit_ws, port=0, quiet=True)
+    try:
+        presets.stage_function(method)(config, orbit_ws, monitor=lambda e: (events.append(e), lv(e)))
+    finally:
+        lv.close()
+    backend = method.split("-")[0]
+    metrics = json.loads((orbit_ws.root / backend / "metrics.json").read_text())
+    assert [e.step for e in events] == list(range(5, config.steps + 1, 5)) + [config.steps]
+    assert events[-1].done and all(e.backend == backend for e in events)
+    status = lv.status.content
+    assert f"**{backend}** finished: step {config.steps} / {config.steps}" in status
+    assert f"| held-out PSNR | {metrics['psnr']:.2f} dB |" in status and "PSNR (train)" in status
+    assert "**Training finished.**" in status and lv.progress.value == 100.0
+    assert lv.loss_plot is not None and lv.psnr_plot is not None
+    assert lv.errors == []
+    if backend == "splat":
+        assert f"| Gaussians | {metrics['num_gaussians']:,} |" in status
+        assert lv.splat_uploads == 1 and lv.app.layers["splats"].shown == metrics["num_gaussians"]
+    else:
+        assert lv.splat_uploads == 0 and "splats" not in lv.app.layers and not lv.live_splats.visible
+
+
+def test_live_viewer_says_when_a_run_stops_early(orbit_ws):
+    from recon3d.viewer.live import LiveViewer
+
+    lv = LiveViewer(orbit_ws, port=0, quiet=True)
+    try:
+        lv(TrainEvent("nerf", 40, 100, {"loss": 0.1, "psnr": 15.0, "steps_per_s": 0.0}))
+    finally:
+        lv.close()  # as on Ctrl-C: no done event
+    assert "**nerf** stopped: step 40 / 100" in lv.status.content and "**Training stopped.**" in lv.status.content
+    assert "resume" in lv.status.content and "recon3d view" not in lv.status.content
+    assert "steps/s" not in lv.status.content and "time left" not in lv.status.content

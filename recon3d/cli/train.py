@@ -34,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field (repeatable), e.g. --set sh_degree=2")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier checkpoints and outputs")
-    parser.add_argument("--view", action="store_true", help="serve the live browser viewer while training")
+    parser.add_argument("--view", action="store_true",
+                        help="serve the live browser viewer while training (its URL is printed; it stops, "
+                             "and the command exits, when training ends)")
     parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="viewer port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080, help="viewer port (default 8080; 0: any free port)")
 
 
 def apply_overrides(config, pairs: list[str]):

@@ -99,7 +99,7 @@ class NerfConfig:
     monitor_every: int = 10
     """Report progress to a monitor (the live viewer) every this many steps."""
     report_views: int = 4
-    """Held-out views shown in reports/nerf_test_views.png."""
+    """Held-out views shown in reports/nerf_test_views.png (0: write no report pictures)."""
 
 
 def preset_nerf() -> NerfConfig:

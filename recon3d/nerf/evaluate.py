@@ -105,9 +105,9 @@ def write_report_pictures(reports: Path, views: list[TrainView], rows: list[dict
     """``nerf_test_views.png`` (photo | render | depth per held-out view) and ``nerf_depth.png``.
 
     Returns:
-        the paths written.
+        the paths written (none when ``max_views`` is 0).
     """
-    if not views:
+    if not views or max_views <= 0:
         return []
     lines = []
     for v, row, r in list(zip(views, rows, renders))[:max_views]:

@@ -209,7 +209,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     completed = start
     bar = progress(range(start, config.steps), desc="nerf", unit="step", total=config.steps, initial=start)
     last_report = (time.perf_counter(), start)
-    speed = {"steps_per_s": 0.0, "rays_per_s": 0.0}
+    speed: dict[str, float] = {}  # steps/s and rays/s, once measured (every 25 steps)
     try:
         for step in bar:
             frac = step / max(config.steps, 1)
@@ -241,7 +241,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
                 history.append({"step": done, "seconds": round(elapsed0 + now - t0, 3), "train_psnr": round(psnr, 3)})
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr:.2f}",
-                                    rays_s=f"{speed['rays_per_s']:.3g}", refresh=False)
+                                    rays_s=f"{speed.get('rays_per_s', 0.0):.3g}", refresh=False)
             if config.eval_every and done % config.eval_every == 0 and scene.test:
                 from recon3d.nerf.evaluate import evaluate_views
 

@@ -243,7 +243,8 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     ws.mark_done("splat", config, outputs={"ply": ply, "metrics": ws.splat / "metrics.json", "config": cfg_path})
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     if monitor is not None:
-        monitor(_event(config.steps, config, params, metrics, sh, bg, backend, tile, done=True))
+        final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
+        monitor(_event(config.steps, config, params, final, sh, bg, backend, tile, done=True))
     print(summary("splat: done", [
         ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
         ("gaussians", len(params["means"])),

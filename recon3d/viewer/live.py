@@ -10,7 +10,14 @@ Training must not slow down: ``__call__`` only stores the event and appends a fe
 microseconds); a background thread does the rest, throttled. Renders and splat uploads happen only
 while a browser is connected, at most every ``render_interval`` / ``splats_interval`` seconds, and
 never more than ``max_duty`` of the wall time (after a piece of work that took ``t`` seconds the
-next waits at least ``t / max_duty``). ``scripts/bench_viewer_overhead.py`` measures the overhead.
+next waits at least ``t / max_duty``); each render is sized to take about ``render_budget`` seconds
+(a NeRF on a CPU renders a few thousand rays per second: its views come out small rather than late).
+``scripts/bench_viewer_overhead.py`` measures the overhead.
+
+When the run ends (the ``done`` event, then :meth:`LiveViewer.close`), the panel says so (with the
+held-out scores the last event carries), the final render and Gaussians are sent, and ``close``
+waits (at most ``drain_timeout`` s) until they have left for the connected browsers before it stops
+the server: the page keeps showing that last state after the server is gone.
 
 For backends: ``event.render`` and ``event.splats`` are called from the viewer's thread while
 training goes on (possibly after later steps, and once more after the last event). They should only
@@ -22,6 +29,7 @@ raw ones (log scales, logits); :func:`recon3d.viewer.data.splat_arrays` tells th
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -34,7 +42,7 @@ from recon3d.monitor import TrainEvent
 from recon3d.viewer import data as D
 from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
 from recon3d.viewer.panels import check_render
-from recon3d.viewer.server import (client_cam_from_world, client_K, has_camera, render_size, server_url,
+from recon3d.viewer.server import (client_cam_from_world, client_K, drain, has_camera, render_size, server_url,
                                    start_server, stop_server)
 from recon3d.workspace import Workspace
 
@@ -48,7 +56,13 @@ class LiveConfig:
     render_interval: float = 1.0
     """Least seconds between renders of the browser's view through ``event.render``."""
     render_size: int = 480
-    """Longest side, in pixels, of those renders."""
+    """Longest side, in pixels, of those renders (at most)."""
+    render_budget: float = 0.5
+    """Seconds one render should take. Each render is sized from the speed of the previous one, so a model
+    that renders slowly (a NeRF on a CPU: a few thousand rays/s) is drawn smaller, down to
+    ``min_render_size``, instead of holding training up for seconds (a NeRF render pauses its training)."""
+    min_render_size: int = 64
+    """Smallest longest side of a render; the first render is twice this (until its speed is known)."""
     live_splats: bool = False
     """Initial state of the "Update splats" box: send the current Gaussians to the scene while training
     (every ``splats_interval`` s). Off by default: the browser re-sorts and re-uploads all of them each
@@ -62,6 +76,9 @@ class LiveConfig:
     """Largest share of wall time renders and uploads may take (each waits ``duration / max_duty``)."""
     max_history: int = 2000
     """Points kept per curve; beyond it older points are thinned (every other one dropped)."""
+    drain_timeout: float = 3.0
+    """At the end, most seconds to wait for the last panel, render and splats to be sent to connected
+    browsers before the server stops (no wait when none is connected)."""
 
 
 class _History:
@@ -85,6 +102,22 @@ class _History:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         a = np.array(self.rows, np.float64).reshape(-1, 3)
         return a[:, 0], a[:, 1], a[:, 2]
+
+
+_ROWS = (("loss", "loss", "{:.4g}"), ("psnr", "PSNR (train)", "{:.2f} dB"), ("num_gaussians", "Gaussians", "{:,.0f}"),
+         ("steps_per_s", "steps/s", "{:.1f}"), ("psnr_test", "held-out PSNR", "{:.2f} dB"),
+         ("ssim_test", "held-out SSIM", "{:.4f}"))
+"""Metrics shown first in the panel: key, label, format (other scalars follow under their own names)."""
+
+
+def _for_panel(img: np.ndarray, width: int = 320) -> np.ndarray:
+    """A small render enlarged to ``width`` px (the panel shows images at their own size, up to its width)."""
+    h, w = img.shape[:2]
+    if w >= width:
+        return img
+    import cv2
+
+    return cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
 
 
 def _scalar(metrics: dict, key: str) -> float:
@@ -124,6 +157,9 @@ class LiveViewer:
             raise
         self._lock = threading.Lock()
         self._latest: Optional[TrainEvent] = None
+        self._train_metrics: dict = {}
+        self._render_rate: Optional[float] = None  # pixels per second of the last render
+        self._first_event = True
         self._history = _History(self.config.max_history)
         self._wake = threading.Event()
         self._closing = False
@@ -149,19 +185,24 @@ class LiveViewer:
         psnr = _scalar(m, "psnr")
         with self._lock:
             self._latest = event
-            self._history.add(event.step, loss, psnr)
+            if not event.done:
+                self._train_metrics = m
+                self._history.add(event.step, loss, psnr)
         self._wake.set()
 
     def close(self) -> None:
-        """Show the last event, stop the thread and the server."""
+        """Show the last event (with a note that the viewer stops), send it out, stop the thread and the server."""
         if self._closing:
             return
         self._closing = True
         self._wake.set()
         self._thread.join(timeout=30.0)
+        drain(self.server, self.config.drain_timeout)
         stop_server(self.server)
         if not self._quiet:
-            print(f"recon3d train: live viewer stopped; `recon3d view {self.ws.root}` shows the result",
+            finished = self._latest is not None and self._latest.done
+            print("recon3d train: live viewer stopped"
+                  + (f"; `recon3d view {self.ws.root}` shows the result" if finished else ""),
                   file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------------------------ GUI
@@ -220,6 +261,10 @@ class LiveViewer:
 
     def _refresh(self, event: TrainEvent, final: bool) -> None:
         now = time.monotonic()
+        if self._first_event:
+            self._first_event = False
+            if event.splats is None:  # a NeRF run: nothing to send as splats
+                self.live_splats.visible = False
         if final or now >= self._next_gui:
             self._update_panel(event)
             self._next_gui = now + self.config.gui_interval
@@ -236,23 +281,32 @@ class LiveViewer:
                 self._final_splats_done = final
 
     def _update_panel(self, event: TrainEvent) -> None:
-        m = event.metrics
+        with self._lock:
+            # The last event may carry only the held-out scores: keep the last training numbers beside them.
+            m = {**self._train_metrics, **event.metrics} if event.done else dict(event.metrics)
         frac = min(1.0, event.step / event.total_steps) if event.total_steps else 0.0
-        state = "finished" if event.done else "training"
+        state = "finished" if event.done else "stopped" if self._closing else "training"
         rows = []
-        for key, fmt in (("loss", "{:.4g}"), ("psnr", "{:.2f} dB"), ("num_gaussians", "{:,.0f}"),
-                         ("steps_per_s", "{:.1f}")):
+        for key, label, fmt in _ROWS:
             v = _scalar(m, key)
-            if np.isfinite(v):
-                rows.append((key.replace("_", " "), fmt.format(v)))
+            if np.isfinite(v) and not (key == "steps_per_s" and v <= 0):
+                rows.append((label, fmt.format(v)))
         sps = _scalar(m, "steps_per_s")
-        if np.isfinite(sps) and sps > 0 and not event.done:
+        if np.isfinite(sps) and sps > 0 and not event.done and not self._closing:
             rows.append(("time left", f"{(event.total_steps - event.step) / sps / 60:.1f} min"))
-        others = [(k, f"{v:.4g}") for k, v in m.items()
-                  if k not in ("loss", "psnr", "num_gaussians", "steps_per_s") and isinstance(v, (int, float))]
+        known = {key for key, _, _ in _ROWS}
+        others = [(k.replace("_", " "), f"{v:.4g}") for k, v in m.items()
+                  if k not in known and isinstance(v, (int, float))]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows + others[:6])
+        note = ""
+        if event.done:
+            note = ("\n\n**Training finished.** The viewer stops now; this page keeps showing the last state. "
+                    f"`recon3d view {self.ws.root}` serves the result again.")
+        elif self._closing:
+            note = ("\n\n**Training stopped.** The viewer stops now; this page keeps showing the last state. "
+                    "Rerun the same command to resume.")
         self.status.content = (f"**{event.backend}** {state}: step {event.step:,} / {event.total_steps:,}"
-                               + (f"\n\n| | |\n|---|---|\n{table}" if table else ""))
+                               + (f"\n\n| | |\n|---|---|\n{table}" if table else "") + note)
         self.progress.value = 100.0 * frac
         with self._lock:
             steps, loss, psnr = self._history.arrays()
@@ -277,16 +331,27 @@ class LiveViewer:
             else:
                 plot.data = data
 
+    def _render_side(self, camera) -> int:
+        """Longest side of the next render: what ``render_budget`` seconds buy at the last render's speed."""
+        cfg = self.config
+        if self._render_rate is None:
+            side = 2 * cfg.min_render_size
+        else:
+            w, h = render_size(camera, cfg.render_size)
+            side = math.sqrt(cfg.render_budget * self._render_rate * max(w, h) / max(min(w, h), 1))
+        return int(min(max(side, cfg.min_render_size), cfg.render_size))
+
     def _render(self, event: TrainEvent, client) -> float:
         t0 = time.perf_counter()
         try:
             cam = client.camera
-            w, h = render_size(cam, self.config.render_size)
+            w, h = render_size(cam, self._render_side(cam))
             img = check_render(event.render(client_cam_from_world(cam), client_K(cam, w, h), w, h), w, h)
         except Exception as exc:  # noqa: BLE001 - e.g. the model changed size mid-render; try again later
             self._note_error("render", exc)
             return time.perf_counter() - t0
-        self.render_image.image = img
+        self._render_rate = w * h / max(time.perf_counter() - t0, 1e-4)
+        self.render_image.image = _for_panel(img)
         self.render_image.visible = True
         if self.render_background.value:
             client.scene.set_background_image(img, format="jpeg")

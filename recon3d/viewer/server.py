@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import time
 
 import numpy as np
 
@@ -68,6 +69,40 @@ def stop_server(server) -> None:
     """Stop a viser server quietly (viser prints "Server stopped" on stdout otherwise)."""
     with contextlib.redirect_stdout(io.StringIO()):
         server.stop()
+
+
+def drain(server, timeout: float) -> bool:
+    """Wait until what was queued for the connected browsers has been handed to their connections.
+
+    viser sends in windows from a background loop, and :meth:`viser.ViserServer.stop` drops what is
+    still queued: the last GUI update or splats of a run would never arrive. Returns at once when no
+    browser is connected; otherwise waits (at most ``timeout`` s) until every connection's cursor in
+    the broadcast buffer has reached the newest message, then a moment for that last window to be
+    written. Returns whether everything was handed over in time (False on a viser without these
+    internals, after a fixed short wait).
+    """
+    if not server.get_clients():
+        return True
+    end = time.monotonic() + timeout
+    server.flush()
+    for client in server.get_clients().values():
+        client.flush()
+    try:
+        buffer = server._websock_server.get_message_buffer()
+        counter, cursors = (lambda: buffer.message_counter), (lambda: list(buffer.generator_cursors.values()))
+        counter(), cursors()
+    except AttributeError:  # viser's internals changed: a fixed wait instead
+        time.sleep(min(0.5, timeout))
+        return False
+    done = False
+    while time.monotonic() < end:
+        newest = counter() - 1
+        if all(c >= newest for c in cursors()):
+            done = True
+            break
+        time.sleep(0.02)
+    time.sleep(max(0.0, min(0.25, end - time.monotonic())))  # the last window is being serialised and sent
+    return done
 
 
 # ------------------------------------------------------------------------ client camera <-> recon3d
