@@ -182,8 +182,8 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
 
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
-    n_px = sum(v[0].shape[0] * v[0].shape[1] for v in train_views) // len(train_views)
-    print(f"splat: {len(train_views)} training views (~{n_px / 1e6:.2f} MP each), {len(params['means'])} Gaussians, "
+    h, w = train_views[0][0].shape[:2]
+    print(f"splat: {len(train_views)} training views ({w}x{h} px), {len(params['means'])} Gaussians, "
           f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}", flush=True)
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
     pyramid: dict[tuple[int, int], tuple] = {}
