@@ -31,7 +31,7 @@ from typing import Callable, Literal
 from recon3d.config import to_dict
 from recon3d.errors import UserError
 from recon3d.features import FeatureConfig, ImageScan, InputImage, PairStats
-from recon3d.workspace import Workspace, atomic_dir, atomic_write_json, config_hash
+from recon3d.workspace import Workspace, atomic_dir, atomic_write_json, config_hash, replace_dir
 
 STAGING = ".sfm-staging"
 """Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
@@ -121,17 +121,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move folder ``src`` onto ``dst`` (the old ``dst`` is removed only after the rename)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old.{os.getpid()}.{time.monotonic_ns()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_inputs(scan: ImageScan, folder: Path) -> None:
@@ -433,9 +422,9 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
 
 def _promote(work: Workspace, ws: Workspace) -> None:
     """Move a staged reconstruction (images, database, models, markers) into the workspace."""
-    _replace_dir(work.images, ws.images)
+    replace_dir(work.images, ws.images)
     os.replace(work.database, ws.database)
-    _replace_dir(work.sparse, ws.sparse)
+    replace_dir(work.sparse, ws.sparse)
     (ws.reports / "stages").mkdir(parents=True, exist_ok=True)
     for name in ("sfm-features.json", "sfm-matches.json"):
         src = work.reports / "stages" / name

@@ -107,6 +107,17 @@ def atomic_write_json(path: Path | str, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_dict(data), indent=2) + "\n")
 
 
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move folder ``src`` onto ``dst``; an old ``dst`` is moved aside first and removed only after the rename."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old.{os.getpid()}.{time.monotonic_ns()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces ``path`` (old contents removed).
@@ -119,13 +130,7 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}.{time.monotonic_ns()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
