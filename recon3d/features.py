@@ -364,9 +364,9 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
     if mode == "spatial" and not has_gps:
         raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
                         "use --matching exhaustive, retrieval or sequential")
-    if mode == "retrieval":
-        from recon3d.retrieval import retrieval_pairs
+    from recon3d.retrieval import retrieval_pairs, vocab_tree_file
 
+    if mode == "retrieval":
         ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
                                  seed=config.seed, num_threads=config.num_threads)
         return mode, [(names[a], names[b]) for a, b in ids]
@@ -378,7 +378,8 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
             options.overlap = config.overlap
             if config.loop_detection:
                 options.loop_detection = True
-                options.vocab_tree_path = _vocab_tree(database, config, Path(tmp))
+                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), config.seed, config.num_threads)
+                options.vocab_tree_path = str(tree)
         else:
             options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator
             options.max_num_neighbors = config.spatial_max_neighbors
@@ -390,19 +391,6 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
         finally:
             db.close()
     return mode, pairs
-
-
-def _vocab_tree(database: Path, config: FeatureConfig, tmp: Path) -> str:
-    """The user's vocabulary tree, or one trained on this database's features (written under ``tmp``)."""
-    from recon3d.retrieval import build_vocab_tree
-
-    if config.vocab_tree:
-        if not Path(config.vocab_tree).is_file():
-            raise UserError(f"vocabulary tree {config.vocab_tree} not found; give COLMAP's vocab_tree_*.bin, "
-                            "or leave --vocab-tree out and recon3d trains one on your photos")
-        return str(config.vocab_tree)
-    build_vocab_tree(database, tmp / "vocab_tree.bin", seed=config.seed, num_threads=config.num_threads)
-    return str(tmp / "vocab_tree.bin")
 
 
 def matching_options(config: FeatureConfig):

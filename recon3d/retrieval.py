@@ -97,6 +97,23 @@ def build_vocab_tree(database: Path, out: Path, max_descriptors: int = 200_000, 
     return {"words": words, "descriptors": int(len(desc)), "seconds": time.perf_counter() - t0}
 
 
+def vocab_tree_file(database: Path, vocab_tree: Path | str, tmp: Path, seed: int = 0,
+                    num_threads: int = -1) -> tuple[Path, dict]:
+    """The user's vocabulary tree, or one trained on ``database``'s features and written under ``tmp``.
+
+    Returns:
+        ``(tree file, info)`` with info ``{"vocab_tree": path}`` or ``{"vocab_tree": "built", "words": ...}``.
+    """
+    if vocab_tree:
+        tree = Path(vocab_tree)
+        if not tree.is_file():
+            raise UserError(f"vocabulary tree {tree} not found; give COLMAP's vocab_tree_*.bin, "
+                            "or leave --vocab-tree out and recon3d trains one on your photos")
+        return tree, {"vocab_tree": str(tree)}
+    tree = Path(tmp) / "vocab_tree.bin"
+    return tree, {"vocab_tree": "built", **build_vocab_tree(database, tree, seed=seed, num_threads=num_threads)}
+
+
 def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = "", seed: int = 0,
                     num_threads: int = -1) -> tuple[list[tuple[int, int]], dict]:
     """Each image paired with its ``num_images`` most similar images (by image id).
@@ -114,15 +131,7 @@ def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = ""
     import pycolmap
 
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
-        if vocab_tree:
-            tree = Path(vocab_tree)
-            if not tree.is_file():
-                raise UserError(f"vocabulary tree {tree} not found; give COLMAP's vocab_tree_*.bin, "
-                                "or leave --vocab-tree out and recon3d trains one on your photos")
-            info = {"vocab_tree": str(tree)}
-        else:
-            tree = Path(tmp) / "vocab_tree.bin"
-            info = {"vocab_tree": "built", **build_vocab_tree(database, tree, seed=seed, num_threads=num_threads)}
+        tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
         options = pycolmap.VocabTreePairingOptions()
         options.vocab_tree_path = str(tree)
         options.num_images = num_images + 1  # an image retrieves itself first
