@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import shutil
@@ -25,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench import REPO, RESULTS, cache_or, md_table, write_report  # noqa: E402
-from bench_sfm import COLMAP, MAX_FEATURES, MAX_IMAGE_SIZE, _timed, evaluate, run_colmap  # noqa: E402
+from _bench import RESULTS, cache_or, md_table, write_report  # noqa: E402
+from bench_sfm import COLMAP, MAX_FEATURES, MAX_IMAGE_SIZE, evaluate, run_colmap, run_recon3d  # noqa: E402
 
 
 def render_ring(views: int, folder: Path) -> Path:
@@ -38,18 +39,6 @@ def render_ring(views: int, folder: Path) -> Path:
     root = folder / f"orbit{views}"
     render_scene_cached(spec, root)
     return root
-
-
-def run_recon3d(images: Path, work: Path, matching: list[str]) -> tuple[dict, Path, dict]:
-    import json
-
-    ws = work / ("recon3d_" + matching[1])
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = _timed([sys.executable, "-m", "recon3d", "sfm", str(images), "-o", str(ws), *matching,
-                  "--max-image-size", str(MAX_IMAGE_SIZE), "--max-features", str(MAX_FEATURES), "--device", "cpu"],
-                 work / "recon3d.log", env)
-    report = json.loads((ws / "reports" / "sfm.json").read_text()) if (ws / "reports" / "sfm.json").is_file() else {}
-    return res, ws / "sparse", report.get("matching", {})
 
 
 def main() -> int:
@@ -74,8 +63,10 @@ def main() -> int:
                             (f"recon3d retrieval ({args.neighbours})",
                              ["--matching", "retrieval", "--retrieval-images", str(args.neighbours)])):
         print(f"{label} ...", flush=True)
-        timing, sparse, info = run_recon3d(images, work, matching)
-        runs.append({"run": label, "time": timing, "pairs": info.get("pairs"), "quality": evaluate(sparse, gt, names)})
+        timing, sparse = run_recon3d(images, work, tuple(matching), name="recon3d_" + matching[1])
+        report = sparse.parent / "reports" / "sfm.json"
+        pairs = json.loads(report.read_text())["matching"]["pairs"] if report.is_file() else None
+        runs.append({"run": label, "time": timing, "pairs": pairs, "quality": evaluate(sparse, gt, names)})
         print(f"  {runs[-1]}", flush=True)
     if not args.no_colmap and Path(COLMAP).is_file():
         print("colmap exhaustive ...", flush=True)

@@ -63,10 +63,11 @@ def _combine(steps: list[dict]) -> dict:
             "peak_mb": max(s["peak_mb"] for s in steps), "rc": max(s["rc"] for s in steps)}
 
 
-def run_recon3d(images: Path, work: Path) -> tuple[dict, Path]:
-    ws = work / "recon3d"
+def run_recon3d(images: Path, work: Path, options: tuple[str, ...] = (), name: str = "recon3d") -> tuple[dict, Path]:
+    """``recon3d sfm`` (plus ``options``) into ``work/name``; its timing and its ``sparse`` folder."""
+    ws = work / name
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = _timed([sys.executable, "-m", "recon3d", "sfm", str(images), "-o", str(ws),
+    res = _timed([sys.executable, "-m", "recon3d", "sfm", str(images), "-o", str(ws), *options,
                   "--max-image-size", str(MAX_IMAGE_SIZE), "--max-features", str(MAX_FEATURES), "--device", "cpu"],
                  work / "recon3d.log", env)
     return res, ws / "sparse"
