@@ -49,8 +49,8 @@ def fern_cameras(fern: Path):
     import cv2
     import numpy as np
 
-    from recon3d.camera import Camera
-    from recon3d.workspace import list_images
+    from recon3d.geometry.camera import Camera
+    from recon3d.io.images import list_images
 
     names = [p.name for p in list_images(fern / "images")]
     pb = np.load(fern / "gt" / "poses_bounds.npy")

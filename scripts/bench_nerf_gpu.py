@@ -27,8 +27,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from _bench import RESULTS, SHARED_DATA, fern_cameras, md_table, psnr_history, write_report
+from _bench import (
+    RESULTS,
+    SHARED_DATA,
+    fern_cameras,
+    md_table,
+    psnr_history,
+    write_report,
+)
 
 TARGET_DB = 24.0
 TARGET_SECONDS = 600.0
@@ -40,8 +46,8 @@ def fern_workspace(data: Path, root: Path):
 
     import pycolmap
 
-    from recon3d.colmap_io import Model, ModelImage, write_text_model
-    from recon3d.workspace import Workspace
+    from recon3d.core.workspace import Workspace
+    from recon3d.io.colmap import Model, ModelImage, write_text_model
 
     names, camera, poses = fern_cameras(data)
     pb = np.load(data / "gt" / "poses_bounds.npy")
@@ -75,8 +81,8 @@ def main() -> int:
 
     import torch
 
-    from recon3d import presets
     from recon3d.cli.train import apply_overrides
+    from recon3d.core import registry as presets
     from recon3d.nerf.train import train
 
     if args.device == "cuda" and not torch.cuda.is_available():

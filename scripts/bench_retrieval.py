@@ -27,7 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import RESULTS, cache_or, md_table, write_report  # noqa: E402
-from bench_sfm import COLMAP, MAX_FEATURES, MAX_IMAGE_SIZE, evaluate, run_colmap, run_recon3d  # noqa: E402
+from bench_sfm import (  # noqa: E402
+    COLMAP,
+    MAX_FEATURES,
+    MAX_IMAGE_SIZE,
+    evaluate,
+    run_colmap,
+    run_recon3d,
+)
 
 
 def render_ring(views: int, folder: Path) -> Path:
@@ -48,7 +55,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-colmap", action="store_true", help="skip the COLMAP run")
     args = parser.parse_args()
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.io.gt_formats import load_gt_cameras
 
     work = Path(tempfile.mkdtemp(prefix="bench_retrieval."))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node() or platform.machine(),

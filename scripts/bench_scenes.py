@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from _bench import RESULTS, md_table, write_report  # first: this checkout on sys.path
+
 from recon3d.scenes import list_scenes, load_spec, render_scene
 
 

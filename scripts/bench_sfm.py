@@ -33,7 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench import REPO, RESULTS, SHARED_DATA, cache_or, md_table, scene_dir, write_report
+from _bench import (
+    REPO,
+    RESULTS,
+    SHARED_DATA,
+    cache_or,
+    md_table,
+    scene_dir,
+    write_report,
+)
 
 COLMAP = "/usr/bin/colmap"
 MAX_IMAGE_SIZE = 1600
@@ -94,8 +102,9 @@ def evaluate(sparse: Path, gt, names: set[str]) -> dict:
     """Registered photos, mean reprojection error and GT pose errors of the largest model in ``sparse``."""
     import numpy as np
 
-    from recon3d.colmap_io import read_model
-    from recon3d.evaluate import evaluate_poses, reprojection_errors, reprojection_summary
+    from recon3d.evaluate.poses import evaluate_poses
+    from recon3d.geometry.reprojection import reprojection_errors, reprojection_summary
+    from recon3d.io.colmap import read_model
 
     models = [d for d in sorted(sparse.iterdir()) if d.is_dir() and (d / "cameras.bin").is_file()] \
         if sparse.is_dir() else []
@@ -174,7 +183,7 @@ def main() -> int:
     args = parser.parse_args()
     if not Path(COLMAP).is_file():
         raise SystemExit(f"{COLMAP} not found: install Debian's colmap package")
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.io.gt_formats import load_gt_cameras
 
     work_root = args.keep or Path(tempfile.mkdtemp(prefix="bench_sfm."))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node() or platform.machine(),

@@ -36,8 +36,8 @@ def rasterizer_timings(ws) -> list[tuple[str, str]]:
     """Forward + backward times of our torch rasterizer and of the naive reference."""
     import torch
 
-    from recon3d.dataset import load_scene
-    from recon3d.gaussians_ply import read_splat_ply
+    from recon3d.io.dataset import load_scene
+    from recon3d.io.gaussians_ply import read_splat_ply
     from recon3d.splat.model import params_from_splats, viewmat
     from recon3d.splat.rasterize import _rasterize_dense_reference, _rasterize_torch
 

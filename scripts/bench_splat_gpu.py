@@ -22,10 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import (  # first: this checkout on sys.path
+    RESULTS,
+    SHARED_DATA,
+    fern_cameras,
+    md_table,
+    write_report,
+)
 
-from _bench import RESULTS, SHARED_DATA, fern_cameras, md_table, write_report  # first: this checkout on sys.path
-from recon3d.colmap_io import Model, ModelImage, write_text_model
-from recon3d.workspace import Workspace, atomic_dir
+from recon3d.core.atomic import atomic_dir
+from recon3d.core.workspace import Workspace
+from recon3d.io.colmap import Model, ModelImage, write_text_model
 
 
 def prepare_fern(fern: Path, out: Path) -> Workspace:
@@ -71,9 +78,9 @@ def time_gsplat_alone(ply: Path, ws: Workspace, repeats: int = 50) -> float:
     """Seconds of one gsplat forward + backward (+ SSIM loss) of the trained model at training resolution."""
     import torch
 
-    from recon3d.dataset import load_scene
-    from recon3d.gaussians_ply import read_splat_ply
-    from recon3d.image_metrics import ssim
+    from recon3d.evaluate.images import ssim
+    from recon3d.io.dataset import load_scene
+    from recon3d.io.gaussians_ply import read_splat_ply
     from recon3d.splat.model import params_from_splats, render, viewmat
 
     params = params_from_splats(read_splat_ply(ply), "cuda")
@@ -115,7 +122,7 @@ def main() -> int:
         return 0
     import torch
 
-    from recon3d import presets
+    from recon3d.core import registry as presets
     from recon3d.splat.train import train
 
     if not torch.cuda.is_available():

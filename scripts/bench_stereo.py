@@ -26,9 +26,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _bench import (  # first: this checkout on sys.path
+    RESULTS,
+    md_table,
+    scene_dir,
+    write_report,
+)
 
-from _bench import RESULTS, md_table, scene_dir, write_report  # first: this checkout on sys.path
-from recon3d.stereo.disparity import SGBMConfig, auto_max_disparity, compute_disparity, opencv_default_disparity
+from recon3d.stereo.disparity import (
+    SGBMConfig,
+    auto_max_disparity,
+    compute_disparity,
+    opencv_default_disparity,
+)
 from recon3d.stereo.evaluate import disparity_metrics, nonoccluded_mask, textured_mask
 
 
@@ -49,7 +59,7 @@ def stereo_sets(root: Path) -> dict[str, list[tuple]]:
 
 def orbit_set(root: Path, count: int = 6, scale: float = 0.5) -> list[tuple]:
     """Neighbouring orbit views rectified from their true poses, with ray-cast GT disparity."""
-    from recon3d.colmap_io import read_model
+    from recon3d.io.colmap import read_model
     from recon3d.scenes import load_spec
     from recon3d.scenes.raycast import RayScene
     from recon3d.scenes.render import camera_rays, cast_from_camera

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _bench import RESULTS, md_table, write_report  # first: this checkout on sys.path
-from recon3d.monitor import TrainEvent
+
+from recon3d.core.monitor import TrainEvent
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
+from recon3d.geometry.camera import Camera
 
 
 def look_at_poses(count: int, target: np.ndarray, distance: float, seed: int, max_tilt_deg: float = 40.0,

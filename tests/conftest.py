@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from recon3d.core.workspace import Workspace
 from recon3d.scenes import load_spec, render_scene_cached, scene_workspace
-from recon3d.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

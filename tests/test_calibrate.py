@@ -9,17 +9,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from calibrate_fixtures import charuco_views, look_at_poses
 
 from recon3d import geometry
-from recon3d.calibrate import CalibrationConfig, calibrate_views, distortion_folds, fit_camera
-from recon3d.calibrate_board import Board, Detection, detect_board, parse_board_size
-from recon3d.calibrate_stereo import calibrate_rig
-from recon3d.camera import Camera
+from recon3d.calibrate.board import Board, Detection, detect_board, parse_board_size
+from recon3d.calibrate.common import CalibrationConfig
+from recon3d.calibrate.mono import calibrate_views, distortion_folds, fit_camera
+from recon3d.calibrate.stereo import calibrate_rig
 from recon3d.cli import main
-from recon3d.errors import UserError
-from recon3d.rig import StereoRig
-
-from calibrate_fixtures import charuco_views, look_at_poses
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import StereoRig
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_mono_distortion_matches_truth_over_the_image(mono, checkerboard_scene):
     extrapolates, and OpenCV's corner noise (~0.045 px per corner) limits it to a few tenths
     of a pixel (simulated with that noise, 20 such views give a median of ~0.45 px there).
     """
-    from recon3d.undistort import undistort_points
+    from recon3d.calibrate.undistort import undistort_points
 
     cam = Camera.load(mono)
     true = Camera.load(checkerboard_scene / "gt" / "camera.json")
@@ -223,7 +223,7 @@ def test_stereo_matches_truth(stereo, stereo_scene):
     assert abs(rig.baseline / true.baseline - 1) < 0.01
     assert float(geometry.rotation_angle_deg(rig.R, true.R)) < 0.1
     # true correspondences land on the same row after rectification
-    from recon3d.calibrate_stereo import rectified_points
+    from recon3d.calibrate.stereo import rectified_points
 
     rect = StereoRig.rectification_from_json(json.loads(stereo.read_text()))
     cl = np.load(stereo_scene / "gt" / "corners_left.npy").reshape(-1, 2)

@@ -33,7 +33,7 @@ def test_help_lists_every_subcommand():
 
 @pytest.fixture
 def tiny_spec(tmp_path):
-    from recon3d.config import to_dict
+    from recon3d.core.config import to_dict
     from recon3d.scenes import load_spec
 
     spec = to_dict(load_spec("orbit"))

@@ -5,8 +5,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from recon3d.config import dump_yaml, field_docs, from_dict, load_yaml, to_dict
-from recon3d.errors import UserError
+from recon3d.core.config import dump_yaml, field_docs, from_dict, load_yaml, to_dict
+from recon3d.core.errors import UserError
 
 
 @dataclass

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from recon3d import epipolar as ep
 from recon3d import geometry as g
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.geometry import epipolar as ep
 
 
 def _rot(axis_angle_deg) -> np.ndarray:
@@ -168,7 +168,7 @@ def test_cli_on_rendered_views(orbit_scene, tmp_path, capsys):
     """`recon3d epipolar` with the true camera recovers the true relative pose of orbit neighbours
     (three pairs: two-view poses scatter by a tenth of a degree from pair to pair)."""
     from recon3d.cli import main
-    from recon3d.colmap_io import read_model
+    from recon3d.io.colmap import read_model
 
     gt = read_model(orbit_scene / "gt" / "sparse" / "0").by_name()
     rot = []

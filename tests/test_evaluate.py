@@ -9,7 +9,8 @@ import pytest
 
 from recon3d import evaluate as ev
 from recon3d import geometry as g
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.geometry import align, reprojection
 
 
 def _rot(v_deg) -> np.ndarray:
@@ -40,7 +41,7 @@ class TestAlignment:
         rng = np.random.default_rng(0)
         src = rng.normal(size=(20, 3))
         R, s, t = _rot([10, -20, 30]), 2.5, np.array([1.0, -2, 3])
-        s2, R2, t2 = ev.umeyama(src, s * src @ R.T + t)
+        s2, R2, t2 = align.umeyama(src, s * src @ R.T + t)
         assert abs(s2 - s) < 1e-12 and g.rotation_angle_deg(R2, R) < 1e-9
         np.testing.assert_allclose(t2, t, atol=1e-12)
 
@@ -50,13 +51,13 @@ class TestAlignment:
         R, s, t = _rot([0, 40, 5]), 0.7, np.array([3.0, 0, 1])
         dst = s * src @ R.T + t
         dst[4] += [5.0, -3.0, 2.0]
-        s2, R2, t2, inl = ev.robust_sim3(src, dst, threshold=0.05)
+        s2, R2, t2, inl = align.robust_sim3(src, dst, threshold=0.05)
         assert not inl[4] and inl.sum() == 14
         assert g.rotation_angle_deg(R2, R) < 1e-9 and abs(s2 - s) < 1e-12
 
     def test_rotation_mean(self):
         Rs = np.stack([_rot([0, 0, a]) for a in (-2.0, 0.0, 2.0)])
-        assert g.rotation_angle_deg(ev.rotation_mean(Rs), np.eye(3)) < 1e-9
+        assert g.rotation_angle_deg(align.rotation_mean(Rs), np.eye(3)) < 1e-9
 
 
 class TestPoseErrors:
@@ -108,9 +109,9 @@ class TestPoseErrors:
 
 # ------------------------------------------------------------------------------ workspace
 def test_reprojection_of_the_true_model_is_zero(orbit_ws):
-    from recon3d.colmap_io import read_model
+    from recon3d.io.colmap import read_model
 
-    errs = ev.reprojection_errors(read_model(orbit_ws.model))
+    errs = reprojection.reprojection_errors(read_model(orbit_ws.model))
     allerr = np.concatenate(list(errs.values()))
     assert len(allerr) > 1000 and allerr.max() < 1e-6
 
@@ -143,7 +144,7 @@ def test_eval_cli(orbit_ws, capsys, tmp_path):
 # ------------------------------------------------------------------------ ground-truth files
 @pytest.mark.realdata
 def test_middlebury_loader(shared_data):
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.io.gt_formats import load_gt_cameras
 
     cams = load_gt_cameras(shared_data / "temple_ring" / "gt" / "templeR_par.txt")
     assert len(cams) == 47 and "templeR0013.png" in cams
@@ -157,7 +158,7 @@ def test_middlebury_loader(shared_data):
 
 @pytest.mark.realdata
 def test_strecha_loader(shared_data):
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.io.gt_formats import load_gt_cameras
 
     cams = load_gt_cameras(shared_data / "herzjesu_p8" / "gt")
     assert sorted(cams) == [f"{i:04d}.jpg" for i in range(8)]
@@ -170,7 +171,7 @@ def test_strecha_loader(shared_data):
 
 
 def test_colmap_loader_and_errors(orbit_scene, tmp_path):
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.io.gt_formats import load_gt_cameras
 
     cams = load_gt_cameras(orbit_scene)  # a rendered scene folder: gt/sparse/0 inside
     assert len(cams) == 24 and cams["view_000.png"].K[0, 0] == 520.0

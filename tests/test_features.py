@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon3d.errors import UserError
-from recon3d.features import (FeatureConfig, camera_for_size, extract, ingest_images, match, pair_stats,
-                              scan_images, select_pairs)
+from recon3d.core.errors import UserError
+from recon3d.sfm.extract import FeatureConfig, camera_for_size, extract
+from recon3d.sfm.images import ingest_images, scan_images
+from recon3d.sfm.match import match, pair_stats
+from recon3d.sfm.pairs import select_pairs
 
 FAST = dict(max_image_size=640, max_num_features=2048)
 
@@ -68,7 +70,7 @@ def test_ingest_links_and_rotates(messy_folder, tmp_path):
 
 
 def test_camera_for_size():
-    from recon3d.camera import Camera
+    from recon3d.geometry.camera import Camera
 
     cam = Camera(640, 480, [[500, 0, 320], [0, 500, 240], [0, 0, 1]])
     half = camera_for_size(cam, 320, 240)
@@ -143,7 +145,7 @@ def test_pair_selection(small_db):
 def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
     import pycolmap
 
-    from recon3d.camera import Camera
+    from recon3d.geometry.camera import Camera
 
     images = tmp_path / "images"
     images.mkdir()
@@ -171,7 +173,7 @@ def orbit_db(orbit_scene, tmp_path_factory):
 
 def test_retrieval_finds_the_ring_neighbours(orbit_db):
     """A vocabulary tree trained on the photos' own features retrieves each view's ring neighbours."""
-    from recon3d.retrieval import build_vocab_tree, retrieval_pairs
+    from recon3d.sfm.retrieval import build_vocab_tree, retrieval_pairs
 
     cfg = FeatureConfig(**{**FAST, "matching": "retrieval", "retrieval_num_images": 4})
     mode, pairs = select_pairs(orbit_db, cfg)
@@ -197,6 +199,6 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
 
 
 def test_vocab_size():
-    from recon3d.retrieval import vocab_size
+    from recon3d.sfm.retrieval import vocab_size
 
     assert vocab_size(100) == 64 and vocab_size(24000) == 512 and vocab_size(10**9) == 16384

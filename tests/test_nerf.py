@@ -295,8 +295,8 @@ def test_weights_peak_at_known_surface():
 
 # ----------------------------------------------------------------------------------- config
 def test_config_fields_documented_and_presets():
-    from recon3d.config import field_docs
-    from recon3d.presets import make_config
+    from recon3d.core.config import field_docs
+    from recon3d.core.registry import make_config
 
     docs = field_docs(NerfConfig)
     import dataclasses

@@ -19,10 +19,10 @@ import pytest
 
 from recon3d import geometry
 from recon3d.cli import main
-from recon3d.colmap_io import Model, ModelImage, read_model, write_text_model
-from recon3d.errors import UserError
-from recon3d.nerf.nerfstudio import export_nerfstudio, import_nerfstudio
-from recon3d.workspace import Workspace
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.io.colmap import Model, ModelImage, read_model, write_text_model
+from recon3d.io.nerfstudio import export_nerfstudio, import_nerfstudio
 
 DOCUMENTED_MODELS = {"OPENCV", "OPENCV_FISHEYE", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL",
                      "EQUIRECTANGULAR"}

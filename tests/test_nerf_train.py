@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recon3d.cli import main
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 from recon3d.nerf.config import preset_nerf_fast
 from recon3d.nerf.train import train
 from recon3d.scenes import scene_workspace
@@ -78,7 +78,7 @@ def test_depth_matches_ground_truth(trained):
     whose 8x8 footprint spans a depth edge or sky are skipped. The peak of the final weights must lie
     within one first-level sample interval of the truth, and the median depth within 5 %.
     """
-    from recon3d.dataset import load_scene
+    from recon3d.io.dataset import load_scene
     from recon3d.nerf import sampling
     from recon3d.nerf.rays import image_rays
     from recon3d.nerf.train import load_trained

@@ -54,7 +54,7 @@ def test_rerun_skips_finished_stages(rendered_ws, first_run, capsys):
 
 
 def test_missing_training_backend_is_skipped_with_one_line(rendered_ws, first_run, capsys, monkeypatch):
-    from recon3d import presets
+    from recon3d.core import registry as presets
 
     ghost = presets.Preset("ghost", "splat", "a backend that is not installed",
                            "recon3d.no_such_backend:config", "recon3d.no_such_backend:train")

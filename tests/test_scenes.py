@@ -8,9 +8,9 @@ import pycolmap
 import pytest
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.colmap_io import read_model
-from recon3d.rig import StereoRig
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import StereoRig
+from recon3d.io.colmap import read_model
 from recon3d.scenes import load_spec, render_scene
 from recon3d.scenes.spec import list_scenes
 
@@ -89,7 +89,7 @@ def test_checkerboard_corners_follow_the_distortion_model(checkerboard_scene):
 def test_checkerboard_views_cover_the_sensor(checkerboard_scene):
     """Like good calibration photos: the corners reach every part of the image, its corners included,
     on boards tilted 30-45 deg, each board whole in view."""
-    from recon3d.calibrate import coverage
+    from recon3d.calibrate.common import coverage
 
     cam = Camera.load(checkerboard_scene / "gt" / "camera.json")
     board = json.loads((checkerboard_scene / "gt" / "board.json").read_text())

@@ -20,10 +20,10 @@ import pytest
 from PIL import Image
 
 from recon3d.cli import main
-from recon3d.evaluate import evaluate_workspace
-from recon3d.features import FeatureConfig
-from recon3d.sfm import SfmConfig, run_sfm
-from recon3d.workspace import Workspace
+from recon3d.core.workspace import Workspace
+from recon3d.evaluate.report import evaluate_workspace
+from recon3d.sfm.extract import FeatureConfig
+from recon3d.sfm.pipeline import SfmConfig, run_sfm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,8 +197,8 @@ def test_cli_process_exit_status(tmp_path):
 
 # ------------------------------------------------------------------------------- real data
 def _temple_camera(shared_data: Path, path: Path) -> Path:
-    from recon3d.camera import Camera
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.geometry.camera import Camera
+    from recon3d.io.gt_formats import load_gt_cameras
 
     K = load_gt_cameras(shared_data / "temple_ring" / "gt" / "templeR_par.txt")["templeR0013.png"].K
     Camera(640, 480, K).save(path)
@@ -242,8 +242,8 @@ def test_temple_ring_strict_error_is_the_principal_point(temple, shared_data):
     import pycolmap
     from scipy.spatial.transform import Rotation
 
-    from recon3d.evaluate import robust_sim3
-    from recon3d.gt_formats import load_gt_cameras
+    from recon3d.geometry.align import robust_sim3
+    from recon3d.io.gt_formats import load_gt_cameras
 
     ws = temple[0]
     gt = load_gt_cameras(shared_data / "temple_ring" / "gt" / "templeR_par.txt")
@@ -321,7 +321,7 @@ def test_new_photo_set_replaces_the_old_one_only_on_success(shared_data, tmp_pat
 @pytest.mark.realdata
 def test_interrupted_extraction_resumes(shared_data, tmp_path):
     """Ctrl-C during feature extraction: the rerun extracts only the photos still missing."""
-    from recon3d.progress import progress
+    from recon3d.core.progress import progress
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -352,8 +352,8 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
     ws = Workspace(tmp_path / "ws")
     shutil.copytree(orbit_scene / "images", ws.images)
     ws.database.write_bytes(b"somebody else's database")
-    from recon3d.features import scan_images
-    from recon3d.sfm import _features_stage
+    from recon3d.sfm.images import scan_images
+    from recon3d.sfm.pipeline import _features_stage
 
     images = scan_images(ws.images).images[:2]
     cfg = SfmConfig(features=FeatureConfig(max_image_size=320, max_num_features=512))
@@ -364,7 +364,7 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
 
 
 def test_camera_file_for_another_camera_is_refused_up_front(orbit_scene, tmp_path, capsys):
-    from recon3d.camera import Camera
+    from recon3d.geometry.camera import Camera
 
     Camera(1000, 1000, [[800, 0, 500], [0, 800, 500], [0, 0, 1]]).save(tmp_path / "square.json")
     rc = main(["sfm", str(orbit_scene / "images"), "-o", str(tmp_path / "ws"), "--camera", str(tmp_path / "square.json")])

@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from recon3d.cli import main
-from recon3d.config import from_dict, load_yaml
-from recon3d.gaussians_ply import SH_C0, Splats, read_splat_ply
+from recon3d.core.config import from_dict, load_yaml
+from recon3d.core.workspace import Workspace
+from recon3d.io.gaussians_ply import SH_C0, Splats, read_splat_ply
 from recon3d.scenes import scene_workspace
-from recon3d.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,8 +81,8 @@ def test_orbit_cpu_reaches_25db_on_held_out_views(trained):
 
 @pytest.mark.slow
 def test_exported_ply_reloads_and_renders_the_same_image(trained):
-    from recon3d.dataset import load_scene
-    from recon3d.image_metrics import psnr
+    from recon3d.evaluate.images import psnr
+    from recon3d.io.dataset import load_scene
     from recon3d.splat.evaluate import render_view
     from recon3d.splat.model import params_from_splats
 
@@ -212,8 +212,8 @@ def test_cuda_asked_for_but_absent(orbit_ws, capsys):
 def test_model_without_points_falls_back_to_random_init(orbit_ws, capsys):
     """A model with no 3D points: a warning, random initialisation, and a trained model anyway;
     also checks the monitor events a live viewer receives."""
-    from recon3d.colmap_io import read_model, write_text_model
-    from recon3d.presets import make_config
+    from recon3d.core.registry import make_config
+    from recon3d.io.colmap import read_model, write_text_model
     from recon3d.splat.train import train
 
     model = read_model(orbit_ws.model)
@@ -242,11 +242,11 @@ def test_model_without_points_falls_back_to_random_init(orbit_ws, capsys):
 
 
 def test_config_fields_are_documented():
-    from recon3d.config import field_docs
-    from recon3d.presets import make_config
-    from recon3d.splat.config import SplatConfig
-
     import dataclasses
+
+    from recon3d.core.config import field_docs
+    from recon3d.core.registry import make_config
+    from recon3d.splat.config import SplatConfig
 
     docs = field_docs(SplatConfig)
     assert {f.name for f in dataclasses.fields(SplatConfig)} <= set(docs)

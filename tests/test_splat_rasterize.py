@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon3d.gaussians_ply import SH_C0
+from recon3d.io.gaussians_ply import SH_C0
 from recon3d.splat.rasterize import (
     _project,
     _rasterize_dense_reference,
@@ -145,7 +145,10 @@ def test_torch_twin_matches_naive_reference(chunk):
 
 def test_projection_matches_gsplat_torch_impl():
     """Our per-element EWA projection against gsplat's own torch reference (values and gradients)."""
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+    from gsplat.cuda._torch_impl import (
+        _fully_fused_projection,
+        _quat_scale_to_covar_preci,
+    )
 
     (means, quats, scales, opacities, _), view, Kc = _random_scene(n=500, seed=3)
     leaves = [x.clone().requires_grad_(True) for x in (means, quats, scales)]

@@ -23,12 +23,26 @@ import numpy as np
 import pytest
 
 from recon3d.cli import main
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 from recon3d.stereo.depth import depth_from_disparity, points_from_depth
-from recon3d.stereo.disparity import SGBMConfig, compute_disparity, opencv_default_disparity
-from recon3d.stereo.evaluate import depth_metrics, disparity_metrics, nonoccluded_mask, textured_mask
+from recon3d.stereo.disparity import (
+    SGBMConfig,
+    compute_disparity,
+    opencv_default_disparity,
+)
+from recon3d.stereo.evaluate import (
+    depth_metrics,
+    disparity_metrics,
+    nonoccluded_mask,
+    textured_mask,
+)
 from recon3d.stereo.pfm import read_pfm, write_pfm
-from recon3d.stereo.rectify import load_calibration, load_image, rectify_pair, rig_from_poses
+from recon3d.stereo.rectify import (
+    load_calibration,
+    load_image,
+    rectify_pair,
+    rig_from_poses,
+)
 
 
 def _pair(scene: Path, p: int, rectified: bool = True):
@@ -96,8 +110,8 @@ def test_depth_and_points_from_disparity_round_trip():
 
 
 def test_rig_from_poses_maps_left_to_right():
-    from recon3d.camera import Camera
     from recon3d.geometry import cam_from_world_look_at, transform_points
+    from recon3d.geometry.camera import Camera
 
     cam = Camera(64, 48, [[50, 0, 32], [0, 50, 24], [0, 0, 1]])
     pl = cam_from_world_look_at(np.array([0.0, -5, 1]), np.zeros(3))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recon3d.cli import main
-from recon3d.colmap_io import read_model
+from recon3d.io.colmap import read_model
 from recon3d.stereo.evaluate import GTViews, completeness, surface_distances
 from recon3d.stereo.sfm_pairs import select_pairs
 

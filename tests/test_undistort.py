@@ -8,14 +8,18 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from calibrate_fixtures import checkerboard_view
 
 from recon3d import geometry
-from recon3d.calibrate_board import Board, detect_board
-from recon3d.camera import Camera
+from recon3d.calibrate.board import Board, detect_board
+from recon3d.calibrate.undistort import (
+    undistort_image,
+    undistort_maps,
+    undistort_points,
+    undistorted_camera,
+)
 from recon3d.cli import main
-from recon3d.undistort import undistort_image, undistort_maps, undistort_points, undistorted_camera
-
-from calibrate_fixtures import checkerboard_view
+from recon3d.geometry.camera import Camera
 
 
 def _line_residuals(grid: np.ndarray) -> np.ndarray:

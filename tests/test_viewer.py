@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.colmap_io import read_model
-from recon3d.errors import UserError
-from recon3d.monitor import TrainEvent
+from recon3d.core.errors import UserError
+from recon3d.core.monitor import TrainEvent
+from recon3d.geometry.camera import Camera
+from recon3d.io.colmap import read_model
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
 
@@ -316,7 +316,7 @@ def test_live_viewer_follows_a_real_training_run(orbit_ws, method):
     """The real backends' events reach the live viewer (no browser: the panel, curves and final splats)."""
     import dataclasses
 
-    from recon3d import presets
+    from recon3d.core import registry as presets
     from recon3d.viewer.live import LiveViewer
 
     config = presets.make_config(method)

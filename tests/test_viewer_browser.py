@@ -204,7 +204,7 @@ def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
 
 
 def test_live_viewer_renders_the_browser_view(browser, orbit_ws):
-    from recon3d.monitor import TrainEvent
+    from recon3d.core.monitor import TrainEvent
     from recon3d.viewer.live import LiveConfig, LiveViewer
     from recon3d.viewer.server import client_cam_from_world, has_camera
 

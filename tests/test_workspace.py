@@ -4,8 +4,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from recon3d.errors import UserError
-from recon3d.workspace import Workspace, atomic_dir, atomic_write_text, list_images
+from recon3d.core.atomic import atomic_dir, atomic_write_text
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.io.images import list_images
 
 
 @dataclass

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 
-from recon3d.colmap_io import read_model
-from recon3d.gaussians_ply import SH_C0, Splats, write_splat_ply
-from recon3d.workspace import Workspace
+from recon3d.core.workspace import Workspace
+from recon3d.io.colmap import read_model
+from recon3d.io.gaussians_ply import SH_C0, Splats, write_splat_ply
 
 
 def gt_splats(ws: Workspace, sigma: float = 0.06) -> Splats:

@@ -21,113 +21,34 @@ half lives in :mod:`recon3d.calibrate_stereo`.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from recon3d import geometry
-from recon3d.calibrate_board import Board, Detection, detect_board
-from recon3d.camera import CAMERA_MODELS, Camera
-from recon3d.errors import UserError
-from recon3d.workspace import IMAGE_EXTENSIONS, atomic_path, list_images
-
-
-@dataclass
-class CalibrationConfig:
-    """How to calibrate."""
-
-    board: Board = field(default_factory=Board)
-    """The calibration target."""
-    model: str = "pinhole"
-    """Lens model: 'pinhole' (k1, k2, p1, p2, k3), 'rational' (+ k4, k5, k6) or 'fisheye' (k1..k4)."""
-    min_views: int = 5
-    """Fewest usable views (pairs, for a rig) to calibrate from."""
-    outlier_factor: float = 3.0
-    """A view is dropped when its RMS error exceeds this many times the median ..."""
-    outlier_min_px: float = 0.1
-    """... and also exceeds the median by this many pixels."""
-    min_corners: int = 8
-    """ChArUco views with fewer detected corners are skipped."""
-    max_detect_size: int = 1600
-    """Checkerboards are searched in a copy downscaled to this longer side, then refined at full size."""
-    refine_rig: bool = True
-    """Stereo: after fixing each camera's intrinsics, refine intrinsics and rig jointly."""
-
-    def __post_init__(self) -> None:
-        if self.model not in CAMERA_MODELS:
-            raise UserError(f"--model {self.model!r}: unknown lens model; use one of {', '.join(CAMERA_MODELS)}")
-        if self.min_views < 3:
-            raise UserError("at least 3 views are needed to calibrate a camera")
-
-
-# ------------------------------------------------------------------------------------ inputs
-def collect_images(inputs: list[Path | str], what: str = "IMAGES") -> list[Path]:
-    """Image files from a list of files and folders (folders: their images, sorted by name)."""
-    paths: list[Path] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            paths.extend(list_images(item))
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise UserError(f"{item}: no such file or folder; give {what} as photo files or folders of photos")
-    if not paths:
-        raise UserError(f"no images given for {what}; give photo files or folders")
-    return paths
-
-
-def read_gray(path: Path) -> np.ndarray:
-    """``(H, W)`` uint8 grey image; an unreadable file is a :class:`UserError`."""
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        hint = "" if path.suffix.lower() in IMAGE_EXTENSIONS else f" (its extension {path.suffix!r} is not an image type)"
-        raise UserError(f"{path}: cannot read this image{hint}; remove it from the inputs or replace it")
-    return img
-
-
-def detect_all(paths: list[Path], config: CalibrationConfig, desc: str = "detect board") -> list[Detection]:
-    """Detect the board in every image (threads; OpenCV releases the GIL), in input order."""
-    from recon3d.progress import progress
-
-    def one(path: Path) -> Detection:
-        return detect_board(read_gray(path), config.board, str(path), config.max_detect_size, config.min_corners)
-
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        detections = list(progress(pool.map(one, paths), desc=desc, unit="image", total=len(paths)))
-    sizes = {d.size for d in detections}
-    if len(sizes) > 1:
-        first = detections[0]
-        other = next(d for d in detections if d.size != first.size)
-        raise UserError(f"{other.image}: image size {other.size[0]}x{other.size[1]} differs from "
-                        f"{first.image} ({first.size[0]}x{first.size[1]}); calibrate one camera (one image size) at a time")
-    return detections
-
-
-# ----------------------------------------------------------------------------- single camera
-def _flag(name: str) -> int:
-    """An OpenCV fisheye flag (``cv2.fisheye.X`` in OpenCV 4, ``cv2.X`` in OpenCV 5)."""
-    for value in (getattr(cv2.fisheye, name, None), getattr(cv2, f"fisheye_{name}", None), getattr(cv2, name, None)):
-        if value is not None:
-            return int(value)
-    raise AttributeError(f"OpenCV has no fisheye flag {name}")
-
-
-def project_board(camera: Camera, cam_from_board: np.ndarray, object_points: np.ndarray) -> np.ndarray:
-    """Pixels (COLMAP centres) of board points, ``(3, 4), (N, 3) -> (N, 2)``, any lens model."""
-    rvec = cv2.Rodrigues(cam_from_board[:, :3])[0]
-    tvec = np.ascontiguousarray(cam_from_board[:, 3], dtype=np.float64).reshape(3, 1)
-    if camera.model == "fisheye":
-        pts, _ = cv2.fisheye.projectPoints(object_points.reshape(-1, 1, 3).astype(np.float64), rvec, tvec,
-                                           camera.K_opencv, camera.dist)
-    else:
-        pts, _ = cv2.projectPoints(object_points.astype(np.float64), rvec, tvec, camera.K_opencv, camera.dist)
-    return pts.reshape(-1, 2) + 0.5
+from recon3d.calibrate.board import Detection
+from recon3d.calibrate.common import (
+    MAX_DROPS,
+    YAML_NOTE,
+    CalibrationConfig,
+    MonoResult,
+    camera_yaml_entries,
+    check_output,
+    collect_images,
+    coverage,
+    detect_all,
+    opencv_flag,
+    outlier_views,
+    project_board,
+    sidecars,
+    solve_board_pose,
+    too_few,
+    write_opencv_yaml,
+)
+from recon3d.core.atomic import atomic_path
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
 
 
 def fit_camera(object_points: list[np.ndarray], image_points: list[np.ndarray], size: tuple[int, int],
@@ -148,9 +69,9 @@ def fit_camera(object_points: list[np.ndarray], image_points: list[np.ndarray], 
     img = [(np.asarray(p, np.float64) - 0.5).reshape(-1, 1, 2) for p in image_points]
     try:
         if model == "fisheye":
-            flags = _flag("CALIB_RECOMPUTE_EXTRINSIC") | _flag("CALIB_FIX_SKEW")
+            flags = opencv_flag("CALIB_RECOMPUTE_EXTRINSIC") | opencv_flag("CALIB_FIX_SKEW")
             for name in fixed:
-                flags |= _flag(f"CALIB_FIX_{name.upper()}")
+                flags |= opencv_flag(f"CALIB_FIX_{name.upper()}")
             K0 = np.array([[0.5 * max(W, H), 0, W / 2 - 0.5], [0, 0.5 * max(W, H), H / 2 - 0.5], [0, 0, 1]])
             # cv2.fisheye wants (1, N, c) arrays here: (N, 1, c) fails inside OpenCV 5
             _, K, dist, rvecs, tvecs = cv2.fisheye.calibrate(
@@ -179,6 +100,8 @@ FIX_LEVELS: dict[str, list[tuple[str, ...]]] = {
     "rational": [(), ("k3", "k6"), ("k3", "k4", "k5", "k6")],
     "fisheye": [(), ("k4",), ("k3", "k4")],
 }
+
+
 """Per lens model, the radial coefficients to hold at 0, tried in turn while the fit folds back."""
 
 
@@ -209,56 +132,6 @@ def distortion_folds(camera: Camera) -> bool:
     return not reach > 1.01 * rd_max
 
 
-MAX_DROPS = 10
-"""At most this many views (pairs) are dropped, one per round, each followed by a new fit."""
-
-
-def _outliers(errors: np.ndarray, config: CalibrationConfig, keep_at_least: int) -> np.ndarray:
-    """The index (into ``errors``) of the worst view if it is far above the rest, as a 0- or 1-element array.
-
-    One at a time: a bad view drags the fit and inflates the errors of good ones, so the
-    caller refits after each drop. Never leaves fewer than ``keep_at_least`` views.
-    """
-    med = float(np.median(errors))
-    worst = int(np.argmax(errors))
-    if len(errors) <= keep_at_least or not (errors[worst] > config.outlier_factor * med
-                                            and errors[worst] > med + config.outlier_min_px):
-        return np.zeros(0, dtype=int)
-    return np.array([worst])
-
-
-@dataclass
-class MonoResult:
-    """A calibrated camera and what each view contributed."""
-
-    camera: Camera
-    detections: list[Detection]
-    used: np.ndarray
-    """``(V,)`` bool: the view took part in the final calibration."""
-    view_rms: np.ndarray
-    """``(V,)`` RMS reprojection error (px) with the final camera; NaN where the board was not found."""
-    poses: dict[int, np.ndarray]
-    """view index -> ``(3, 4)`` cam_from_board, for views with the board."""
-    rms: float
-    """RMS reprojection error over all corners of the used views (px)."""
-    notes: dict[int, str] = field(default_factory=dict)
-    """view index -> why it was skipped or dropped."""
-    fixed: list[str] = field(default_factory=list)
-    """Distortion coefficients held at 0 because the free fit folded back inside the image."""
-    model_note: str = ""
-    """Why coefficients were held (empty when none were)."""
-
-
-def _too_few(n: int, total: int, config: CalibrationConfig, what: str = "images") -> UserError:
-    board = config.board
-    if n == 0:
-        return UserError(f"the {board.describe()} was found in none of the {total} {what}; check --board "
-                         f"(COLSxROWS of {'squares' if board.charuco else 'inner corners: a board of 10x7 squares is 9x6'})"
-                         f"{' and --charuco' if board.charuco else ''}, and that the whole board is visible")
-    return UserError(f"only {n} of the {total} {what} show the board{' to both cameras' if what == 'pairs' else ''} "
-                     f"(need at least {config.min_views}); add photos with the whole board in view")
-
-
 def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> MonoResult:
     """Calibrate from detections; drop views whose error is far above the rest and calibrate again.
 
@@ -271,7 +144,7 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
     found = [i for i, d in enumerate(detections) if d.found]
     notes = {i: d.method for i, d in enumerate(detections) if not d.found}
     if len(found) < config.min_views:
-        raise _too_few(len(found), len(detections), config)
+        raise too_few(len(found), len(detections), config)
     size = detections[found[0]].size
     fold_note = ""
     for fixed in FIX_LEVELS[config.model]:
@@ -280,7 +153,7 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
         for rounds in range(MAX_DROPS + 1):  # fit, drop the worst view if far above the rest, fit again
             camera, poses, rms = fit_camera([detections[i].object_points(board) for i in used],
                                             [detections[i].corners for i in used], size, config.model, fixed)
-            bad = _outliers(rms, config, config.min_views) if rounds < MAX_DROPS else []
+            bad = outlier_views(rms, config, config.min_views) if rounds < MAX_DROPS else []
             if len(bad) == 0:
                 break
             med = float(np.median(rms))
@@ -306,7 +179,7 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
             continue
         d = detections[i]
         obj = d.object_points(board)
-        pose = _solve_pose(camera, obj, d.corners)
+        pose = solve_board_pose(camera, obj, d.corners)
         all_poses[i] = pose
         view_rms[i] = np.sqrt(np.mean(np.sum((project_board(camera, pose, obj) - d.corners) ** 2, -1)))
     used_mask = np.zeros(len(detections), bool)
@@ -316,26 +189,6 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
     total = float(np.sqrt(err2.mean()))
     camera.extras = {"rms_px": total}
     return MonoResult(camera, detections, used_mask, view_rms, all_poses, total, notes, list(fixed), fold_note)
-
-
-def _solve_pose(camera: Camera, obj: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """``(3, 4)`` cam_from_board of one view with a known camera."""
-    if camera.model == "fisheye":
-        ok, rvec, tvec = cv2.fisheye.solvePnP(obj.reshape(-1, 1, 3), (pixels - 0.5).reshape(-1, 1, 2),
-                                             camera.K_opencv, camera.dist)
-    else:
-        ok, rvec, tvec = cv2.solvePnP(obj, pixels - 0.5, camera.K_opencv, camera.dist)
-    return np.concatenate([cv2.Rodrigues(rvec)[0], tvec.reshape(3, 1)], 1)
-
-
-def coverage(points: np.ndarray, size: tuple[int, int], cells: tuple[int, int] = (8, 6)) -> float:
-    """Fraction of a ``cells`` grid over the sensor that holds at least one of ``(N, 2)`` points."""
-    W, H = size
-    if len(points) == 0:
-        return 0.0
-    cx = np.clip((points[:, 0] / W * cells[0]).astype(int), 0, cells[0] - 1)
-    cy = np.clip((points[:, 1] / H * cells[1]).astype(int), 0, cells[1] - 1)
-    return len(set(zip(cx.tolist(), cy.tolist()))) / (cells[0] * cells[1])
 
 
 def mono_json(result: MonoResult, config: CalibrationConfig) -> Camera:
@@ -365,53 +218,6 @@ def mono_json(result: MonoResult, config: CalibrationConfig) -> Camera:
     return cam
 
 
-# ---------------------------------------------------------------------------------- outputs
-def write_opencv_yaml(path: Path, entries: dict[str, object], comment: str) -> Path:
-    """Write ``entries`` (numbers, strings, arrays) as an OpenCV FileStorage YAML, atomically."""
-    with atomic_path(path) as tmp:
-        fs = cv2.FileStorage(str(tmp), cv2.FILE_STORAGE_WRITE)
-        for line in comment.splitlines():
-            fs.writeComment(line)
-        for key, value in entries.items():
-            if isinstance(value, np.ndarray):
-                fs.write(key, value.astype(np.float64))
-            elif isinstance(value, (bool, np.bool_)):
-                fs.write(key, int(value))
-            elif isinstance(value, (int, np.integer)):
-                fs.write(key, int(value))
-            elif isinstance(value, (float, np.floating)):
-                fs.write(key, float(value))
-            else:
-                fs.write(key, str(value))
-        fs.release()
-    return path
-
-
-_YAML_NOTE = ("recon3d calibration in OpenCV's convention: pixel centres on integers (K[0,2] = cx - 0.5 "
-              "of the JSON file,\nwhich uses COLMAP pixel centres). Load with cv2.FileStorage(path, cv2.FILE_STORAGE_READ).")
-
-
-def camera_yaml_entries(camera: Camera, prefix: str = "") -> dict[str, object]:
-    """FileStorage keys of one camera (OpenCV pixel convention)."""
-    return {f"{prefix}image_width": camera.width, f"{prefix}image_height": camera.height,
-            f"{prefix}model": camera.model, f"{prefix}camera_matrix": camera.K_opencv,
-            f"{prefix}distortion_coefficients": camera.dist.reshape(1, -1)}
-
-
-def sidecars(output: Path) -> tuple[Path, Path]:
-    """The YAML and PNG written beside ``output`` (same stem)."""
-    return output.with_suffix(".yaml"), output.with_suffix(".png")
-
-
-def _check_output(output: Path) -> Path:
-    output = Path(output)
-    if output.suffix.lower() != ".json":
-        raise UserError(f"-o {output}: the output must be a .json file (a .yaml and a .png are written beside it)")
-    if output.is_dir():
-        raise UserError(f"-o {output}: is a folder; give a file name such as {output / 'camera.json'}")
-    return output
-
-
 def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: Path) -> tuple[Path, MonoResult]:
     """Calibrate one camera from photos; write ``output`` (camera.json), its .yaml and its .png.
 
@@ -421,9 +227,9 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
     Returns:
         ``output`` and the :class:`MonoResult`.
     """
-    from recon3d.calibrate_plots import plot_mono
+    from recon3d.calibrate.plots import plot_mono
 
-    output = _check_output(output)
+    output = check_output(output)
     paths = collect_images(inputs)
     detections = detect_all(paths, config)
     result = calibrate_views(detections, config)
@@ -433,6 +239,6 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
         plot_mono(result, config, tmp)
     entries = {"pixel_convention": "opencv", **camera_yaml_entries(camera),
                "avg_reprojection_error": result.rms, "views_used": int(result.used.sum())}
-    write_opencv_yaml(yaml_path, entries, _YAML_NOTE)
+    write_opencv_yaml(yaml_path, entries, YAML_NOTE)
     camera.save(output)
     return output, result

@@ -14,11 +14,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from recon3d import geometry
-from recon3d.camera import Camera
+from recon3d.calibrate.common import coverage, project_board
+from recon3d.geometry.camera import Camera
 
 if TYPE_CHECKING:
-    from recon3d.calibrate import CalibrationConfig, MonoResult
-    from recon3d.calibrate_stereo import StereoResult
+    from recon3d.calibrate.common import CalibrationConfig, MonoResult, StereoResult
 
 CELLS = (8, 6)
 """The sensor grid the coverage fraction counts."""
@@ -29,7 +29,6 @@ def _short(name: str) -> str:
 
 
 def _show_view(ax, result: "MonoResult", config: "CalibrationConfig", index: int) -> None:
-    from recon3d.calibrate import project_board
 
     d = result.detections[index]
     img = cv2.imread(d.image, cv2.IMREAD_GRAYSCALE)
@@ -81,7 +80,6 @@ def _error_bars(ax, names: list[str], errors: np.ndarray, used: np.ndarray, foun
 
 
 def _coverage(ax, points: list[np.ndarray], size: tuple[int, int], title: str) -> None:
-    from recon3d.calibrate import coverage
 
     W, H = size
     allp = np.concatenate(points) if points else np.zeros((0, 2))

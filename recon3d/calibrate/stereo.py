@@ -11,21 +11,33 @@ pixel centres) and ``stereo.png``. See :mod:`recon3d.calibrate` for the single-c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from recon3d import geometry
-from recon3d.calibrate import (_YAML_NOTE, MAX_DROPS, CalibrationConfig, MonoResult, _check_output, _outliers,
-                               _too_few, calibrate_views, camera_yaml_entries, collect_images, coverage, detect_all,
-                               distortion_folds, sidecars, write_opencv_yaml)
-from recon3d.calibrate_board import Detection
-from recon3d.camera import Camera
-from recon3d.errors import UserError
-from recon3d.rig import Rectification, StereoRig
-from recon3d.workspace import atomic_path
+from recon3d.calibrate.board import Detection
+from recon3d.calibrate.common import (
+    MAX_DROPS,
+    YAML_NOTE,
+    CalibrationConfig,
+    StereoResult,
+    camera_yaml_entries,
+    check_output,
+    collect_images,
+    coverage,
+    detect_all,
+    outlier_views,
+    sidecars,
+    too_few,
+    write_opencv_yaml,
+)
+from recon3d.calibrate.mono import calibrate_views, distortion_folds
+from recon3d.core.atomic import atomic_path
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import StereoRig
 
 
 def _opencv_P(P: np.ndarray) -> np.ndarray:
@@ -46,20 +58,6 @@ def _opencv_Q(Q: np.ndarray) -> np.ndarray:
     return Q
 
 
-@dataclass
-class StereoResult:
-    """A calibrated rig and what each pair contributed."""
-
-    rig: StereoRig
-    rect: Rectification
-    left: MonoResult
-    right: MonoResult
-    pairs: list[dict]
-    """Per pair: left, right, found, used, rms_px, epipolar_px, note."""
-    rms: float
-    """RMS reprojection error of the stereo calibration over the used pairs (px)."""
-    epipolar_rms: float
-    """RMS vertical disparity of the detected corners after rectification, used pairs (px)."""
 
 
 def _common(dl: Detection, dr: Detection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,12 +160,12 @@ def calibrate_rig(left: list[Detection], right: list[Detection], config: Calibra
         pairs.append(p)
     used = sorted(data)
     if len(used) < config.min_views:
-        raise _too_few(len(used), len(pairs), config, "pairs")
+        raise too_few(len(used), len(pairs), config, "pairs")
     for rounds in range(MAX_DROPS + 1):  # fit, drop the worst pair if far above the rest, fit again
         lc, rc, R, T, rms, pair_rms = _stereo_fit([data[k][0] for k in used], [data[k][1] for k in used],
                                                   [data[k][2] for k in used], lres.camera, rres.camera, size,
                                                   config.refine_rig, set(lres.fixed) | set(rres.fixed))
-        bad = _outliers(pair_rms, config, config.min_views) if rounds < MAX_DROPS else []
+        bad = outlier_views(pair_rms, config, config.min_views) if rounds < MAX_DROPS else []
         if len(bad) == 0:
             break
         med = float(np.median(pair_rms))
@@ -209,9 +207,9 @@ def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | st
     Returns:
         ``output`` and the :class:`StereoResult`.
     """
-    from recon3d.calibrate_plots import plot_stereo
+    from recon3d.calibrate.plots import plot_stereo
 
-    output = _check_output(output)
+    output = check_output(output)
     lpaths = collect_images(left_inputs, "--left")
     rpaths = collect_images(right_inputs, "--right")
     if len(lpaths) != len(rpaths):
@@ -233,7 +231,7 @@ def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | st
                "baseline": rig.baseline, "E": rig.E, "F": _F_opencv(rig), "R1": rect.R1, "R2": rect.R2,
                "P1": _opencv_P(rect.P1), "P2": _opencv_P(rect.P2), "Q": _opencv_Q(rect.Q),
                "avg_reprojection_error": result.rms, "epipolar_rms_px": result.epipolar_rms}
-    write_opencv_yaml(yaml_path, entries, _YAML_NOTE + "\nR, T map left-camera points to the right camera: "
+    write_opencv_yaml(yaml_path, entries, YAML_NOTE + "\nR, T map left-camera points to the right camera: "
                       "X_r = R X_l + T (metres).")
     rig.save(output, rect)
     return output, result

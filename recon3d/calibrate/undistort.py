@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
 
 
 @dataclass
@@ -136,8 +136,8 @@ def camera_for_size(camera: Camera, width: int, height: int, where: str) -> Came
 
 
 def _collect(inputs: list[Path]) -> list[Path]:
-    from recon3d.calibrate import collect_images
-    from recon3d.workspace import Workspace
+    from recon3d.calibrate.common import collect_images
+    from recon3d.core.workspace import Workspace
 
     if len(inputs) == 1 and inputs[0].is_dir() and Workspace(inputs[0]).images.is_dir():
         inputs = [Workspace(inputs[0]).images]
@@ -161,8 +161,9 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
         the output folder, the new camera (at the calibration's size) and the number of images written
         (0 when skipped).
     """
-    from recon3d.progress import progress
-    from recon3d.workspace import Workspace, atomic_dir
+    from recon3d.core.atomic import atomic_dir
+    from recon3d.core.progress import progress
+    from recon3d.core.workspace import Workspace
 
     camera = Camera.load(camera_path)
     paths = _collect([Path(p) for p in inputs])

@@ -14,7 +14,7 @@ import os
 import sys
 
 from recon3d import __version__
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 COMMANDS: list[tuple[str, str, str]] = [
     ("run", "run", "the main job: photos (or the default scene) -> SfM -> evaluation -> training"),

@@ -54,12 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from recon3d.calibrate import CalibrationConfig, calibrate_mono, sidecars
-    from recon3d.calibrate_stereo import calibrate_stereo
-    from recon3d.calibrate_board import Board, parse_board_size
-    from recon3d.errors import UserError
+    from recon3d.calibrate.board import Board, parse_board_size
+    from recon3d.calibrate.common import CalibrationConfig, sidecars
+    from recon3d.calibrate.mono import calibrate_mono
+    from recon3d.calibrate.stereo import calibrate_stereo
+    from recon3d.core.errors import UserError
+    from recon3d.core.progress import summary
     from recon3d.geometry import rotation_angle_deg
-    from recon3d.progress import summary
 
     stereo = bool(args.left or args.right)
     if stereo and args.images:

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_gray(path: Path) -> np.ndarray:
     import cv2
 
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
 
     if not path.is_file():
         raise UserError(f"{path}: no such photo")
@@ -77,8 +77,8 @@ def sift_matches(img1: np.ndarray, img2: np.ndarray, max_features: int = 8192,
 
 
 def _camera(path: Path | None, img: np.ndarray, label: str):
-    from recon3d.camera import Camera
-    from recon3d.features import camera_for_size
+    from recon3d.geometry.camera import Camera
+    from recon3d.sfm.extract import camera_for_size
 
     h, w = img.shape[:2]
     if path is None:
@@ -101,8 +101,8 @@ def draw(img1: np.ndarray, img2: np.ndarray, x1: np.ndarray, x2: np.ndarray, F: 
     """Side-by-side picture: inlier matches (thin) and epipolar lines of a few of them (thick)."""
     import cv2
 
-    from recon3d.epipolar import epipolar_lines
-    from recon3d.workspace import atomic_path
+    from recon3d.core.atomic import atomic_path
+    from recon3d.geometry.epipolar import epipolar_lines
 
     h = max(img1.shape[0], img2.shape[0])
     canvas = np.zeros((h, img1.shape[1] + img2.shape[1], 3), dtype=np.uint8)
@@ -135,15 +135,15 @@ def draw(img1: np.ndarray, img2: np.ndarray, x1: np.ndarray, x2: np.ndarray, F: 
                 cv2.line(canvas, q1, q2, color, thick + 1, cv2.LINE_AA)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), canvas):
-            from recon3d.errors import UserError
+            from recon3d.core.errors import UserError
 
             raise UserError(f"{path}: could not write the picture")
     return path
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d import epipolar as ep
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
+    from recon3d.geometry import epipolar as ep
 
     img1, img2 = _load_gray(args.image1), _load_gray(args.image2)
     cam1, guessed = _camera(args.camera, img1, "1")

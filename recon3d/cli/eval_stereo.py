@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_map(path: Path, what: str):
     import numpy as np
 
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
     from recon3d.stereo.pfm import read_pfm
 
     if not path.is_file():
@@ -62,8 +62,13 @@ def evaluate_disparity(args: argparse.Namespace) -> dict:
     """Disparity (and depth) metrics of a pair's result; returns the JSON-able report."""
     import cv2
 
-    from recon3d.errors import UserError
-    from recon3d.stereo.evaluate import depth_metrics, disparity_metrics, nonoccluded_mask, textured_mask
+    from recon3d.core.errors import UserError
+    from recon3d.stereo.evaluate import (
+        depth_metrics,
+        disparity_metrics,
+        nonoccluded_mask,
+        textured_mask,
+    )
 
     disp_path = args.result / "disparity.pfm" if args.result.is_dir() else args.result
     if args.gt is None:
@@ -97,7 +102,7 @@ def evaluate_disparity(args: argparse.Namespace) -> dict:
 
 def evaluate_mesh(args: argparse.Namespace) -> dict:
     """Accuracy and completeness of a mesh against a gt/ folder; returns the report."""
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
     from recon3d.stereo.evaluate import GTViews, mesh_metrics
     from recon3d.stereo.fusion import read_mesh
 
@@ -153,7 +158,7 @@ def _table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
 
     r = args.result
     if not r.exists():

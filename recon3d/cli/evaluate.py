@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.evaluate import evaluate_workspace, format_report
-    from recon3d.workspace import Workspace
+    from recon3d.core.workspace import Workspace
+    from recon3d.evaluate.report import evaluate_workspace, format_report
 
     ws = Workspace(args.workspace)
     report = evaluate_workspace(ws, gt=args.gt)

@@ -16,7 +16,7 @@ from pathlib import Path
 FORMATS: dict[str, tuple[str, str]] = {
     "splat-ply": ("recon3d.splat.export:export_ply", "Gaussian splats as a standard 3DGS point_cloud.ply"),
     "splat": ("recon3d.splat.export:export_splat", "Gaussian splats as a compact .splat file (web viewers)"),
-    "nerfstudio": ("recon3d.nerf.nerfstudio:export_nerfstudio", "nerfstudio dataset: transforms.json + images"),
+    "nerfstudio": ("recon3d.io.nerfstudio:export_nerfstudio", "nerfstudio dataset: transforms.json + images"),
 }
 """format -> ('module:function(workspace, output or None) -> Path', description)."""
 
@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.presets import _load
-    from recon3d.workspace import Workspace
+    from recon3d.core.registry import load_ref
+    from recon3d.core.workspace import Workspace
 
-    path = _load(FORMATS[args.format][0])(Workspace(args.workspace), args.output)
+    path = load_ref(FORMATS[args.format][0])(Workspace(args.workspace), args.output)
     print(f"wrote {path}")
     return 0

@@ -24,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.colmap_io import read_model
-    from recon3d.nerf.nerfstudio import import_nerfstudio
-    from recon3d.progress import summary
+    from recon3d.core.progress import summary
+    from recon3d.io.colmap import read_model
+    from recon3d.io.nerfstudio import import_nerfstudio
 
     ws = import_nerfstudio(args.source, args.output, overwrite=args.overwrite)
     model = read_model(ws.model)

@@ -35,10 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
+    from recon3d.core.registry import load_ref
+    from recon3d.core.workspace import Workspace
     from recon3d.nerf.render_path import render_frames, save_frames, workspace_path
-    from recon3d.presets import _load
-    from recon3d.workspace import Workspace
 
     if args.downscale <= 0:
         raise UserError("--downscale must be > 0")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         K[0] *= w / width
         K[1] *= h / height
         width, height = w, h
-    render = _load(RENDERERS[args.method])(ws, args.device)
+    render = load_ref(RENDERERS[args.method])(ws, args.device)
     output = args.output or ws.reports / f"{args.method}_{args.path}.mp4"
     frames = render_frames(render, poses, K, width, height)
     path = save_frames(frames, output, args.fps)

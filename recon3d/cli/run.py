@@ -27,7 +27,7 @@ DEFAULT_SCENE = "orbit"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recon3d.cli.sfm import add_sfm_options
-    from recon3d.presets import PRESETS
+    from recon3d.core.registry import PRESETS
 
     parser.add_argument("images", type=Path, nargs="?",
                         help=f"folder of photos (default: render the `{DEFAULT_SCENE}` scene into the workspace)")
@@ -52,7 +52,7 @@ def _cuda() -> bool:
 
 def render_default_scene(ws, overwrite: bool) -> None:
     """Render the default scene into ``ws`` unless it is already there."""
-    from recon3d.progress import progress
+    from recon3d.core.progress import progress
     from recon3d.scenes import load_spec, render_scene_cached
 
     spec = load_spec(DEFAULT_SCENE)
@@ -64,8 +64,8 @@ def render_default_scene(ws, overwrite: bool) -> None:
 
 def train_stage(ws, method: str, steps: int | None, device: str, overwrite: bool) -> str:
     """Run the training preset ``method`` ('auto' resolved by the caller); returns a one-line status."""
-    from recon3d import presets
-    from recon3d.errors import UserError
+    from recon3d.core import registry as presets
+    from recon3d.core.errors import UserError
 
     try:
         config = presets.make_config(method)
@@ -88,10 +88,10 @@ def train_stage(ws, method: str, steps: int | None, device: str, overwrite: bool
 
 def run(args: argparse.Namespace) -> int:
     from recon3d.cli.sfm import config_from_args
-    from recon3d.evaluate import evaluate_workspace, format_report
-    from recon3d.progress import progress
-    from recon3d.sfm import run_sfm
-    from recon3d.workspace import Workspace
+    from recon3d.core.progress import progress
+    from recon3d.core.workspace import Workspace
+    from recon3d.evaluate.report import evaluate_workspace, format_report
+    from recon3d.sfm.pipeline import run_sfm
 
     config = config_from_args(args)  # check options before any work
     ws = Workspace(args.output)

@@ -29,9 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.scenes import list_scenes, load_spec, render_scene_cached, write_gt_as_sparse
-    from recon3d.progress import progress, summary
-    from recon3d.workspace import Workspace
+    from recon3d.core.progress import progress, summary
+    from recon3d.core.workspace import Workspace
+    from recon3d.scenes import (
+        list_scenes,
+        load_spec,
+        render_scene_cached,
+        write_gt_as_sparse,
+    )
 
     if args.action == "list":
         for name, path in list_scenes().items():
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(summary(f"rendered scene {spec.name!r} ({spec.kind}) into {args.output}", rows))
     if args.with_sparse:
         if spec.kind != "multiview":
-            from recon3d.errors import UserError
+            from recon3d.core.errors import UserError
 
             raise UserError(f"--with-sparse needs a multi-view scene; {spec.name!r} is a {spec.kind} scene")
         print(f"true model written to {write_gt_as_sparse(ws)}")

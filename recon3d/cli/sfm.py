@@ -26,7 +26,7 @@ from pathlib import Path
 
 def add_sfm_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `recon3d sfm` and `recon3d run`."""
-    from recon3d.features import COLMAP_CAMERA_MODELS
+    from recon3d.sfm.extract import COLMAP_CAMERA_MODELS
 
     g = parser.add_argument_group("features and matching")
     g.add_argument("--max-image-size", type=int, default=1600,
@@ -69,9 +69,9 @@ def add_sfm_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """An :class:`recon3d.sfm.SfmConfig` from parsed options."""
-    from recon3d.errors import UserError
-    from recon3d.features import FeatureConfig
-    from recon3d.sfm import SfmConfig
+    from recon3d.core.errors import UserError
+    from recon3d.sfm.extract import FeatureConfig
+    from recon3d.sfm.pipeline import SfmConfig
 
     if args.fixed_intrinsics and not args.camera:
         raise UserError("--fixed-intrinsics needs --camera camera.json (the intrinsics to keep)")
@@ -98,9 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.progress import progress
-    from recon3d.sfm import run_sfm
-    from recon3d.workspace import Workspace
+    from recon3d.core.progress import progress
+    from recon3d.core.workspace import Workspace
+    from recon3d.sfm.pipeline import run_sfm
 
     config = config_from_args(args)
     ws = Workspace(args.output)

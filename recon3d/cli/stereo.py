@@ -59,8 +59,8 @@ def _sgbm(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.errors import UserError
-    from recon3d.progress import progress, summary
+    from recon3d.core.errors import UserError
+    from recon3d.core.progress import progress, summary
 
     if len(args.inputs) > 2:
         raise UserError(f"got {len(args.inputs)} inputs; give LEFT RIGHT (photos or folders) or one workspace")
@@ -89,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workspace(args: argparse.Namespace) -> int:
-    from recon3d.errors import UserError
-    from recon3d.progress import progress, summary
+    from recon3d.core.errors import UserError
+    from recon3d.core.progress import progress, summary
+    from recon3d.core.workspace import Workspace
     from recon3d.stereo.mvs import FusionConfig, stereo_workspace
-    from recon3d.workspace import Workspace
 
     root = args.inputs[0]
     if root.is_file():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from recon3d.presets import PRESETS
+from recon3d.core.registry import PRESETS
 
 __doc__ = __doc__.format(presets="\n".join(f"  {p.name:12s} {p.description}" for p in PRESETS.values()))
 
@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_overrides(config, pairs: list[str]):
     """Config with ``KEY=VALUE`` overrides (values parsed as YAML) applied; unknown keys are errors."""
-    from recon3d.config import from_dict, to_dict
-    from recon3d.errors import UserError
+    from recon3d.core.config import from_dict, to_dict
+    from recon3d.core.errors import UserError
 
     data = to_dict(config)
     for pair in pairs:
@@ -64,8 +64,8 @@ def apply_overrides(config, pairs: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d import presets
-    from recon3d.workspace import Workspace
+    from recon3d.core import registry as presets
+    from recon3d.core.workspace import Workspace
 
     ws = Workspace(args.workspace)
     ws.require_model()

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from recon3d.progress import summary
-    from recon3d.undistort import UndistortConfig, undistort_images
+    from recon3d.calibrate.undistort import UndistortConfig, undistort_images
+    from recon3d.core.progress import summary
 
     t0 = time.perf_counter()
     config = UndistortConfig(alpha=args.alpha, interpolation=args.interpolation)

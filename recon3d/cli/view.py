@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.errors import UserError
-    from recon3d.progress import progress, summary
+    from recon3d.core.errors import UserError
+    from recon3d.core.progress import progress, summary
+    from recon3d.core.workspace import Workspace
     from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
     from recon3d.viewer.server import server_url, start_server, stop_server
-    from recon3d.workspace import Workspace
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: not a port number; use 1024-65535 (or 0 for any free port)")

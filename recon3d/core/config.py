@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 T = TypeVar("T")
 
@@ -158,7 +158,7 @@ def dump_yaml(cfg: Any) -> str:
 
 def save_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML at ``path`` atomically; returns the path."""
-    from recon3d.workspace import atomic_write_text
+    from recon3d.core.atomic import atomic_write_text
 
     return atomic_write_text(Path(path), dump_yaml(cfg))
 

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def register(preset: Preset) -> Preset:
     return preset
 
 
-def _load(ref: str) -> Callable[..., Any]:
+def load_ref(ref: str) -> Callable[..., Any]:
     module, attr = ref.split(":")
     try:
         return getattr(importlib.import_module(module), attr)
@@ -52,12 +52,12 @@ def get(name: str) -> Preset:
 
 def make_config(name: str) -> Any:
     """A fresh config dataclass for preset ``name``."""
-    return _load(get(name).config)()
+    return load_ref(get(name).config)()
 
 
 def stage_function(name: str) -> Callable[..., Any]:
     """The training stage function of preset ``name``."""
-    return _load(get(name).stage)
+    return load_ref(get(name).stage)
 
 
 # Gaussian splatting (recon3d.splat)

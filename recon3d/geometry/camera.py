@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from recon3d import geometry
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 CAMERA_MODELS = ("pinhole", "rational", "fisheye")
 
@@ -158,7 +158,7 @@ class Camera:
 
     def save(self, path: Path | str) -> Path:
         """Write ``camera.json`` atomically."""
-        from recon3d.workspace import atomic_write_json
+        from recon3d.core.atomic import atomic_write_json
 
         return atomic_write_json(path, self.to_json())
 

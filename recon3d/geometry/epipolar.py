@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.errors import UserError
-from recon3d.geometry import _check_last
+from recon3d.core.errors import UserError
+from recon3d.geometry.transforms import check_last
 
 METHODS = ("magsac", "colmap")
 """Robust estimators: OpenCV USAC/MAGSAC++ or pycolmap LO-RANSAC."""
@@ -29,7 +29,7 @@ METHODS = ("magsac", "colmap")
 # --------------------------------------------------------------------------- pure geometry
 def skew(v: np.ndarray) -> np.ndarray:
     """Cross-product matrices ``[v]x`` with ``[v]x @ w = v x w``, ``(*, 3) -> (*, 3, 3)``."""
-    v = _check_last(v, (3,), "v")
+    v = check_last(v, (3,), "v")
     z = np.zeros(v.shape[:-1])
     x, y, w = v[..., 0], v[..., 1], v[..., 2]
     return np.stack([z, -w, y, w, z, -x, -y, x, z], axis=-1).reshape(v.shape[:-1] + (3, 3))
@@ -44,19 +44,19 @@ def essential_from_pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, 3, 3)`` essential matrices (scale of ``t`` kept).
     """
-    R = _check_last(R, (3, 3), "R")
+    R = check_last(R, (3, 3), "R")
     return skew(t) @ R
 
 
 def fundamental_from_essential(E: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
     """``F = K2^-T E K1^-1``, ``(*, 3, 3)`` each -> ``(*, 3, 3)`` (pixels in K's convention)."""
-    E, K1, K2 = (_check_last(a, (3, 3), n) for a, n in ((E, "E"), (K1, "K1"), (K2, "K2")))
+    E, K1, K2 = (check_last(a, (3, 3), n) for a, n in ((E, "E"), (K1, "K1"), (K2, "K2")))
     return np.swapaxes(np.linalg.inv(K2), -1, -2) @ E @ np.linalg.inv(K1)
 
 
 def essential_from_fundamental(F: np.ndarray, K1: np.ndarray, K2: np.ndarray) -> np.ndarray:
     """``E = K2^T F K1``, ``(*, 3, 3)`` each -> ``(*, 3, 3)``."""
-    F, K1, K2 = (_check_last(a, (3, 3), n) for a, n in ((F, "F"), (K1, "K1"), (K2, "K2")))
+    F, K1, K2 = (check_last(a, (3, 3), n) for a, n in ((F, "F"), (K1, "K1"), (K2, "K2")))
     return np.swapaxes(K2, -1, -2) @ F @ K1
 
 
@@ -79,18 +79,18 @@ def epipolar_lines(F: np.ndarray, x1: np.ndarray) -> np.ndarray:
         ``(*, N, 3)`` lines ``(a, b, c)`` with ``a u + b v + c = 0``; the distance of a pixel
         ``(u, v)`` to the line is ``|a u + b v + c|``. (Lines in image 1: pass ``F^T`` and ``x2``.)
     """
-    F = _check_last(F, (3, 3), "F")
-    x1 = _check_last(x1, (2,), "x1")
+    F = check_last(F, (3, 3), "F")
+    x1 = check_last(x1, (2,), "x1")
     lines = _homogeneous(x1) @ np.swapaxes(F, -1, -2)
     return lines / np.maximum(np.linalg.norm(lines[..., :2], axis=-1, keepdims=True), 1e-300)
 
 
 def epipolar_line_distances(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distances of ``x2`` to ``F x1`` and of ``x1`` to ``F^T x2`` in pixels, each ``(*, N)``."""
-    F = _check_last(F, (3, 3), "F")
+    F = check_last(F, (3, 3), "F")
     l2 = epipolar_lines(F, x1)
     l1 = epipolar_lines(np.swapaxes(F, -1, -2), x2)
-    d2 = np.abs(np.sum(l2 * _homogeneous(_check_last(x2, (2,), "x2")), axis=-1))
+    d2 = np.abs(np.sum(l2 * _homogeneous(check_last(x2, (2,), "x2")), axis=-1))
     d1 = np.abs(np.sum(l1 * _homogeneous(x1), axis=-1))
     return d2, d1
 
@@ -120,9 +120,9 @@ def sampson_distance(F: np.ndarray, x1: np.ndarray, x2: np.ndarray, squared: boo
     Returns:
         ``(*, N)``.
     """
-    F = _check_last(F, (3, 3), "F")
-    h1 = _homogeneous(_check_last(x1, (2,), "x1"))
-    h2 = _homogeneous(_check_last(x2, (2,), "x2"))
+    F = check_last(F, (3, 3), "F")
+    h1 = _homogeneous(check_last(x1, (2,), "x1"))
+    h2 = _homogeneous(check_last(x2, (2,), "x2"))
     Fx1 = h1 @ np.swapaxes(F, -1, -2)  # (*, N, 3)
     Ftx2 = h2 @ F
     num = np.sum(h2 * Fx1, axis=-1) ** 2
@@ -140,7 +140,7 @@ def decompose_essential(E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
         ``(R1 (*, 3, 3), R2 (*, 3, 3), t (*, 3))`` with unit ``t``; the four candidate poses are
         ``(R1, t), (R1, -t), (R2, t), (R2, -t)`` (H&Z result 9.19).
     """
-    E = _check_last(E, (3, 3), "E")
+    E = check_last(E, (3, 3), "E")
     U, _, Vt = np.linalg.svd(E)
     U = U * np.where(np.linalg.det(U) < 0, -1.0, 1.0)[..., None, None]
     Vt = Vt * np.where(np.linalg.det(Vt) < 0, -1.0, 1.0)[..., None, None]
@@ -161,10 +161,10 @@ def triangulate(P1: np.ndarray, P2: np.ndarray, x1: np.ndarray, x2: np.ndarray) 
     Returns:
         ``(*, N, 3)`` points (exact for noise-free input).
     """
-    P1 = _check_last(P1, (3, 4), "P1")
-    P2 = _check_last(P2, (3, 4), "P2")
-    x1 = _check_last(x1, (2,), "x1")
-    x2 = _check_last(x2, (2,), "x2")
+    P1 = check_last(P1, (3, 4), "P1")
+    P2 = check_last(P2, (3, 4), "P2")
+    x1 = check_last(x1, (2,), "x1")
+    x2 = check_last(x2, (2,), "x2")
     P1 = P1[..., None, :, :]
     P2 = P2[..., None, :, :]
     rows = [x1[..., 0:1] * P1[..., 2, :] - P1[..., 0, :], x1[..., 1:2] * P1[..., 2, :] - P1[..., 1, :],
@@ -203,7 +203,7 @@ def pose_from_essential(E: np.ndarray, x1n: np.ndarray, x2n: np.ndarray) -> tupl
 
 def normalized_from_pixels(K: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Normalised coordinates ``(x/z, y/z)`` of pixels, ``(3, 3), (*, 2) -> (*, 2)`` (no distortion)."""
-    x = _check_last(x, (2,), "x")
+    x = check_last(x, (2,), "x")
     return (_homogeneous(x) @ np.linalg.inv(K).T)[..., :2]
 
 

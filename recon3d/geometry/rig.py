@@ -22,8 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from recon3d.camera import Camera
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ class StereoRig:
         return data
 
     def save(self, path: Path | str, rect: Rectification | None = None) -> Path:
-        from recon3d.workspace import atomic_write_json
+        from recon3d.core.atomic import atomic_write_json
 
         return atomic_write_json(path, self.to_json(rect))
 

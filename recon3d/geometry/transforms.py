@@ -26,7 +26,7 @@ PIXEL_CENTER_OFFSET = 0.5
 """Continuous coordinate of the centre of pixel 0 (COLMAP convention)."""
 
 
-def _check_last(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+def check_last(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.shape[x.ndim - len(shape):] != shape:
         raise ValueError(f"{name} must have shape (*, {', '.join(map(str, shape))}), got {x.shape}")
@@ -42,7 +42,7 @@ def rotmat_from_quat_wxyz(q: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, 3, 3)`` rotation matrices.
     """
-    q = _check_last(q, (4,), "q")
+    q = check_last(q, (4,), "q")
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
     R = np.stack(
@@ -64,7 +64,7 @@ def quat_wxyz_from_rotmat(R: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, 4)`` quaternions, scalar first.
     """
-    R = _check_last(R, (3, 3), "R")
+    R = check_last(R, (3, 3), "R")
     batch = R.shape[:-2]
     R = R.reshape(-1, 3, 3)
     # Bar-Itzhack: the quaternion is the eigenvector of K with the largest eigenvalue.
@@ -94,16 +94,16 @@ def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
     Returns:
         ``(*,)`` angles in [0, 180].
     """
-    R_a = _check_last(R_a, (3, 3), "R_a")
-    R_b = _check_last(R_b, (3, 3), "R_b")
+    R_a = check_last(R_a, (3, 3), "R_a")
+    R_b = check_last(R_b, (3, 3), "R_b")
     tr = np.einsum("...ji,...ji->...", R_a, R_b)
     return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
 
 
 def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle between vectors in degrees, ``(*, 3), (*, 3) -> (*,)``."""
-    a = _check_last(a, (3,), "a")
-    b = _check_last(b, (3,), "b")
+    a = check_last(a, (3,), "a")
+    b = check_last(b, (3,), "b")
     cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-300)
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
@@ -111,7 +111,7 @@ def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------- transforms
 def invert_rigid(a_from_b: np.ndarray) -> np.ndarray:
     """Inverse of rigid transforms ``(*, 3, 4)`` -> ``(*, 3, 4)`` (``b_from_a``)."""
-    a_from_b = _check_last(a_from_b, (3, 4), "a_from_b")
+    a_from_b = check_last(a_from_b, (3, 4), "a_from_b")
     R = a_from_b[..., :3, :3]
     t = a_from_b[..., :3, 3]
     Rt = np.swapaxes(R, -1, -2)
@@ -120,8 +120,8 @@ def invert_rigid(a_from_b: np.ndarray) -> np.ndarray:
 
 def compose_rigid(a_from_b: np.ndarray, b_from_c: np.ndarray) -> np.ndarray:
     """Composition ``a_from_c = a_from_b ∘ b_from_c`` of ``(*, 3, 4)`` transforms."""
-    a_from_b = _check_last(a_from_b, (3, 4), "a_from_b")
-    b_from_c = _check_last(b_from_c, (3, 4), "b_from_c")
+    a_from_b = check_last(a_from_b, (3, 4), "a_from_b")
+    b_from_c = check_last(b_from_c, (3, 4), "b_from_c")
     R = a_from_b[..., :3, :3] @ b_from_c[..., :3, :3]
     t = (a_from_b[..., :3, :3] @ b_from_c[..., :3, 3:4])[..., 0] + a_from_b[..., :3, 3]
     return np.concatenate([R, t[..., None]], axis=-1)
@@ -129,8 +129,8 @@ def compose_rigid(a_from_b: np.ndarray, b_from_c: np.ndarray) -> np.ndarray:
 
 def transform_points(a_from_b: np.ndarray, points_b: np.ndarray) -> np.ndarray:
     """Apply ``(*, 3, 4)`` transforms to points ``(*, N, 3)`` -> ``(*, N, 3)``."""
-    a_from_b = _check_last(a_from_b, (3, 4), "a_from_b")
-    points_b = _check_last(points_b, (3,), "points_b")
+    a_from_b = check_last(a_from_b, (3, 4), "a_from_b")
+    points_b = check_last(points_b, (3,), "points_b")
     return points_b @ np.swapaxes(a_from_b[..., :3, :3], -1, -2) + a_from_b[..., None, :3, 3]
 
 
@@ -149,9 +149,9 @@ def cam_from_world_look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray =
     Returns:
         ``(*, 3, 4)`` ``cam_from_world`` transforms.
     """
-    eye = _check_last(eye, (3,), "eye")
-    target = _check_last(target, (3,), "target")
-    up = np.broadcast_to(_check_last(up, (3,), "up"), eye.shape)
+    eye = check_last(eye, (3,), "eye")
+    target = check_last(target, (3,), "target")
+    up = np.broadcast_to(check_last(up, (3,), "up"), eye.shape)
     z = target - eye
     z = z / np.linalg.norm(z, axis=-1, keepdims=True)
     x = np.cross(z, up)
@@ -188,8 +188,8 @@ def pixels_from_cam(K: np.ndarray, points_cam: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, N, 2)`` pixel coordinates.
     """
-    points_cam = _check_last(points_cam, (3,), "points_cam")
-    K = _check_last(K, (3, 3), "K")
+    points_cam = check_last(points_cam, (3,), "points_cam")
+    K = check_last(K, (3, 3), "K")
     uvw = points_cam @ np.swapaxes(K, -1, -2)
     return uvw[..., :2] / uvw[..., 2:3]
 
@@ -203,8 +203,8 @@ def rays_cam_from_pixels(K: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, 3)`` directions ``(x, y, 1)``.
     """
-    pixels = _check_last(pixels, (2,), "pixels")
-    K = _check_last(K, (3, 3), "K")
+    pixels = check_last(pixels, (2,), "pixels")
+    K = check_last(K, (3, 3), "K")
     x = (pixels[..., 0] - K[0, 2] - K[0, 1] * (pixels[..., 1] - K[1, 2]) / K[1, 1]) / K[0, 0]
     y = (pixels[..., 1] - K[1, 2]) / K[1, 1]
     return np.stack([x, y, np.ones_like(x)], axis=-1)
@@ -228,7 +228,7 @@ def distort_normalized(xy: np.ndarray, dist: np.ndarray) -> np.ndarray:
     Returns:
         ``(*, 2)`` distorted normalized coordinates.
     """
-    xy = _check_last(xy, (2,), "xy")
+    xy = check_last(xy, (2,), "xy")
     d = np.zeros(5)
     d[: min(5, len(dist))] = np.asarray(dist, dtype=np.float64)[:5]
     k1, k2, p1, p2, k3 = d
@@ -249,7 +249,7 @@ def undistort_normalized(xy_d: np.ndarray, dist: np.ndarray, iterations: int = 3
     Returns:
         ``(*, 2)`` undistorted normalized coordinates.
     """
-    xy_d = _check_last(xy_d, (2,), "xy_d")
+    xy_d = check_last(xy_d, (2,), "xy_d")
     xy = xy_d.copy()
     eps = 1e-7
     for _ in range(iterations):
@@ -269,7 +269,7 @@ def undistort_normalized(xy_d: np.ndarray, dist: np.ndarray, iterations: int = 3
 
 def pixels_from_cam_distorted(K: np.ndarray, dist: np.ndarray, points_cam: np.ndarray) -> np.ndarray:
     """Projection with OpenCV distortion, ``(3, 3), (k), (*, 3) -> (*, 2)`` (COLMAP pixel centres)."""
-    points_cam = _check_last(points_cam, (3,), "points_cam")
+    points_cam = check_last(points_cam, (3,), "points_cam")
     xy = distort_normalized(points_cam[..., :2] / points_cam[..., 2:3], dist)
     return pixels_from_cam(K, np.concatenate([xy, np.ones_like(xy[..., :1])], axis=-1))
 

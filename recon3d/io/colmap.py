@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from recon3d import geometry
-from recon3d.errors import UserError
-from recon3d.workspace import atomic_dir
+from recon3d.core.atomic import atomic_dir
+from recon3d.core.errors import UserError
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.camera import Camera
-from recon3d.colmap_io import Model, read_model
-from recon3d.errors import UserError
-from recon3d.workspace import Workspace
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.geometry.camera import Camera
+from recon3d.io.colmap import Model, read_model
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real spherical harmonic: colour = SH_C0 * f_dc + 0.5."""
@@ -61,7 +61,7 @@ def _names(k: int) -> list[str]:
 
 def write_splat_ply(path: Path | str, splats: Splats) -> Path:
     """Write splats as a standard 3DGS PLY, atomically; returns the path."""
-    from recon3d.workspace import atomic_path
+    from recon3d.core.atomic import atomic_path
 
     n = len(splats)
     k = splats.shN.shape[1] if splats.shN.ndim == 3 else 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recon3d import geometry
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 
 @dataclass
@@ -48,8 +48,8 @@ def _as_rotation(R: np.ndarray) -> np.ndarray:
 
 def load_colmap_gt(folder: Path) -> dict[str, GtCamera]:
     """Cameras of a COLMAP model folder (binary or text), keyed by image name."""
-    from recon3d.camera import Camera
-    from recon3d.colmap_io import read_model
+    from recon3d.geometry.camera import Camera
+    from recon3d.io.colmap import read_model
 
     model = read_model(folder)
     out = {}

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.camera import Camera
-from recon3d.errors import UserError
-from recon3d.workspace import Workspace, atomic_dir
+from recon3d.core.atomic import atomic_dir
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.geometry.camera import Camera
 
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 """Flips the camera's y and z axes (its own inverse)."""
@@ -101,8 +102,8 @@ def export_nerfstudio(ws: Workspace, output: Path | None = None) -> Path:
     """
     import cv2
 
-    from recon3d.colmap_io import read_model
-    from recon3d.dataset import undistort_view
+    from recon3d.io.colmap import read_model
+    from recon3d.io.dataset import undistort_view
 
     model = read_model(ws.require_model())
     out = Path(output) if output is not None else ws.root / "nerfstudio"
@@ -261,7 +262,7 @@ def import_nerfstudio(source: Path, output: Path, overwrite: bool = False) -> Wo
     """
     import pycolmap
 
-    from recon3d.colmap_io import Model, ModelImage, write_text_model
+    from recon3d.io.colmap import Model, ModelImage, write_text_model
 
     data_dir, meta = read_transforms(source)
     where0 = str(data_dir / "transforms.json") if Path(source).is_dir() else str(source)

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from recon3d.config import to_dict
-from recon3d.errors import UserError
-from recon3d.workspace import atomic_path
+from recon3d.core.atomic import atomic_path
+from recon3d.core.config import to_dict
+from recon3d.core.errors import UserError
 
 RESUME_IGNORES = {"steps", "device", "checkpoint_every", "monitor_every", "report_views", "eval_chunk",
                   "compile", "mixed_precision", "lr_final_factor", "cpu_threads", "eval_every"}

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import torch
 
-from recon3d.dataset import TrainView
+from recon3d.core.atomic import atomic_path
+from recon3d.io.dataset import TrainView
 from recon3d.nerf.model import NerfModel
 from recon3d.nerf.rays import image_rays
-from recon3d.workspace import atomic_path
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def evaluate_views(model: NerfModel, views: list[TrainView], chunk: int = 8192
     Returns:
         per-view ``{"name", "psnr", "ssim"}`` and the renders (:func:`render_view` dicts).
     """
-    from recon3d.image_metrics import psnr, ssim
+    from recon3d.evaluate.images import psnr, ssim
 
     rows, renders = [], []
     for v in views:

@@ -21,7 +21,12 @@ from torch import nn
 
 from recon3d.nerf import renderer, sampling
 from recon3d.nerf.config import NerfConfig
-from recon3d.nerf.contraction import contract, ray_box_intersection, unit_cube_from_box, unit_cube_from_contracted
+from recon3d.nerf.contraction import (
+    contract,
+    ray_box_intersection,
+    unit_cube_from_box,
+    unit_cube_from_contracted,
+)
 from recon3d.nerf.encoding import HashGrid
 from recon3d.nerf.field import NerfField, ProposalField
 from recon3d.nerf.scene import SceneFrame

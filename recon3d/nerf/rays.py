@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recon3d.dataset import TrainView
+from recon3d.io.dataset import TrainView
 
 
 def rays_from_pixels(K: torch.Tensor, cam_from_world: torch.Tensor, uv: torch.Tensor

@@ -17,8 +17,9 @@ from typing import Callable
 import numpy as np
 
 from recon3d import geometry
-from recon3d.errors import UserError
-from recon3d.workspace import Workspace, atomic_dir, atomic_path
+from recon3d.core.atomic import atomic_dir, atomic_path
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
 
 PATHS = ("orbit", "interp")
 
@@ -157,9 +158,9 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     Returns:
         poses ``(N, 3, 4)``, ``K`` ``(3, 3)`` (pinhole, undistorted first camera), width, height.
     """
-    from recon3d.camera import Camera
-    from recon3d.colmap_io import read_model
-    from recon3d.dataset import undistort_view
+    from recon3d.geometry.camera import Camera
+    from recon3d.io.colmap import read_model
+    from recon3d.io.dataset import undistort_view
     from recon3d.nerf.scene import focus_point, scene_frame
 
     if kind not in PATHS:
@@ -187,7 +188,7 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
 def render_frames(render: Callable[[np.ndarray, np.ndarray, int, int], np.ndarray], poses: np.ndarray,
                   K: np.ndarray, width: int, height: int) -> list[np.ndarray]:
     """Render every pose with ``render(cam_from_world, K, W, H) -> (H, W, 3) uint8`` (with a progress bar)."""
-    from recon3d.progress import progress
+    from recon3d.core.progress import progress
 
     return [render(p, K, width, height) for p in progress(poses, desc="render", unit="frame")]
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.atomic import atomic_path, atomic_write_json
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
 from recon3d.nerf.config import NerfConfig
-from recon3d.workspace import Workspace, atomic_path, atomic_write_json
 
 STAGE = "nerf"
 
@@ -76,7 +77,7 @@ def _clear_outputs(ws: Workspace) -> None:
 
 def model_state(model, config: NerfConfig, num_images: int, step: int) -> dict[str, Any]:
     """What ``nerf/model.pt`` holds: enough to rebuild and render the model."""
-    from recon3d.config import to_dict
+    from recon3d.core.config import to_dict
 
     return {"model": model.state_dict(), "config": to_dict(config), "frame": model.frame.to_dict(),
             "num_images": num_images, "step": step}
@@ -84,7 +85,7 @@ def model_state(model, config: NerfConfig, num_images: int, step: int) -> dict[s
 
 def build_model(state: dict[str, Any], device):
     """Rebuild a :class:`~recon3d.nerf.model.NerfModel` from a :func:`model_state` dict."""
-    from recon3d.config import from_dict
+    from recon3d.core.config import from_dict
     from recon3d.nerf.model import NerfModel
     from recon3d.nerf.scene import SceneFrame
 
@@ -132,12 +133,17 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
 def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> Path:
     import torch
 
-    from recon3d.dataset import load_scene
-    from recon3d.nerf.checkpoint import list_checkpoints, load_file, resume_mismatch, save_checkpoint
+    from recon3d.core.progress import progress
+    from recon3d.io.dataset import load_scene
+    from recon3d.nerf.checkpoint import (
+        list_checkpoints,
+        load_file,
+        resume_mismatch,
+        save_checkpoint,
+    )
     from recon3d.nerf.model import NerfModel
     from recon3d.nerf.rays import RayBatches
     from recon3d.nerf.scene import SceneFrame, scene_frame
-    from recon3d.progress import progress
 
     check_config(config)
     ws.require_model()
@@ -195,7 +201,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
             return render_uint8(model, cam_from_world, K, width, height, config.eval_chunk)
 
     def checkpoint(step: int, elapsed: float) -> Path:
-        from recon3d.config import to_dict
+        from recon3d.core.config import to_dict
 
         return save_checkpoint(ws.nerf, step, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -251,7 +257,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
                 history.append({"step": done, "seconds": round(elapsed0 + time.perf_counter() - t0, 3),
                                 "test_psnr": round(float(np.mean([r["psnr"] for r in rows])), 3)})
             if to_monitor:
-                from recon3d.monitor import TrainEvent
+                from recon3d.core.monitor import TrainEvent
 
                 monitor(TrainEvent(backend="nerf", step=done, total_steps=config.steps,
                                    metrics={"loss": loss_value, "psnr": -10.0 * math.log10(max(mse, 1e-12)),
@@ -303,12 +309,12 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     ws.mark_done(STAGE, config, outputs={"model": ws.nerf / "model.pt", "metrics": ws.nerf / "metrics.json",
                                          **{p.stem: p for p in pictures}})
     if monitor is not None:
-        from recon3d.monitor import TrainEvent
+        from recon3d.core.monitor import TrainEvent
 
         monitor(TrainEvent(backend="nerf", step=total_steps, total_steps=total_steps,
                            metrics={"psnr_test": metrics["psnr"], "ssim_test": metrics["ssim"]},
                            render=render, done=True))
-    from recon3d.progress import summary
+    from recon3d.core.progress import summary
 
     print(summary(f"nerf: trained {total_steps} steps on {len(scene.train)} views ({device})", [
         (f"{metrics['split']} PSNR", f"{metrics['psnr']:.2f} dB over {len(rows)} views"),

@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from recon3d.config import dump_yaml
+from recon3d.core.atomic import atomic_write_text
+from recon3d.core.config import dump_yaml
+from recon3d.core.workspace import Workspace
 from recon3d.scenes.spec import SceneSpec, list_scenes, load_spec
-from recon3d.workspace import Workspace, atomic_write_text
 
 __all__ = ["SceneSpec", "list_scenes", "load_spec", "render_scene", "render_scene_cached", "scene_workspace",
            "write_gt_as_sparse"]
@@ -82,7 +83,7 @@ def write_gt_as_sparse(ws: Workspace) -> Path:
     """Copy a rendered scene's ground-truth model into ``sparse/0`` (COLMAP binary), to train without SfM."""
     import pycolmap
 
-    from recon3d.workspace import atomic_dir
+    from recon3d.core.atomic import atomic_dir
 
     rec = pycolmap.Reconstruction(str(ws.gt_model))
     with atomic_dir(ws.model) as tmp:

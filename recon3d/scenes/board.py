@@ -26,12 +26,12 @@ from typing import Callable
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.errors import UserError
+from recon3d.core.atomic import atomic_dir, atomic_write_json
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
 from recon3d.scenes.raycast import RayScene
 from recon3d.scenes.render import render_view, write_image
 from recon3d.scenes.spec import BoardSpec, LightSpec, ObjectSpec, SceneSpec
-from recon3d.workspace import atomic_dir, atomic_write_json
 
 
 def board_object_points(board: BoardSpec) -> np.ndarray:

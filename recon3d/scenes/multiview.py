@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.colmap_io import Model, ModelImage, write_text_model
+from recon3d.core.atomic import atomic_dir
+from recon3d.geometry.camera import Camera
+from recon3d.io.colmap import Model, ModelImage, write_text_model
 from recon3d.scenes.raycast import RayScene
 from recon3d.scenes.render import cast_from_camera, render_view, write_image
 from recon3d.scenes.spec import IntrinsicsSpec, SceneSpec, ViewsSpec
-from recon3d.workspace import atomic_dir
 
 
 def camera_from_spec(spec: IntrinsicsSpec) -> Camera:

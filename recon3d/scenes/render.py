@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.camera import Camera
+from recon3d.geometry.camera import Camera
 from recon3d.scenes.raycast import Hits, RayScene
 
 
@@ -101,6 +101,6 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
     """Write a float RGB image as PNG/JPG (by suffix)."""
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
     if not cv2.imwrite(str(path), cv2.cvtColor(to_uint8(rgb), cv2.COLOR_RGB2BGR), params):
-        from recon3d.errors import UserError
+        from recon3d.core.errors import UserError
 
         raise UserError(f"{path}: could not write the image; check the folder is writable")

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from recon3d import config as cfg
-from recon3d.errors import UserError
+from recon3d.core import config as cfg
+from recon3d.core.errors import UserError
 
 
 @dataclass

@@ -24,14 +24,14 @@ from typing import Callable
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.rig import StereoRig
+from recon3d.core.atomic import atomic_dir, atomic_write_json
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import StereoRig
 from recon3d.scenes.board import board_corners, board_scene, random_board_poses
 from recon3d.scenes.multiview import camera_from_spec, view_poses
 from recon3d.scenes.raycast import RayScene
 from recon3d.scenes.render import render_view, write_image
 from recon3d.scenes.spec import SceneSpec, ViewsSpec
-from recon3d.workspace import atomic_dir, atomic_write_json
 
 
 def rotation_from_euler_xyz_deg(angles: list[float]) -> np.ndarray:

@@ -21,20 +21,17 @@ The stage reads a folder of photos and fills a COLMAP ``database.db``:
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-import numpy as np
-
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.sfm.images import InputImage
 
 COLMAP_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
                         "OPENCV_FISHEYE", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE")
+
+
 """Camera models a user can ask for (COLMAP names)."""
 
 
@@ -108,157 +105,20 @@ class FeatureConfig:
                                               "min_num_inliers", "max_error", "seed")}
 
 
-# ------------------------------------------------------------------------------------ images
-@dataclass
-class InputImage:
-    """A photo that passed the checks."""
-
-    source: Path
-    """Where it was read from."""
-    name: str
-    """Its name in the workspace (the file name)."""
-    width: int
-    """Width after EXIF orientation."""
-    height: int
-    """Height after EXIF orientation."""
-    digest: str
-    """SHA-1 of the file."""
-    transpose: bool = False
-    """True when the EXIF orientation says the pixels must be rotated or flipped to stand upright."""
-    exif_camera: str = ""
-    """EXIF make, model and focal length ('' without EXIF): photos that share it share a camera."""
-
-
-@dataclass
-class ImageScan:
-    """Result of :func:`scan_images`."""
-
-    images: list[InputImage]
-    """Usable photos in name order."""
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """(file name, reason) for every photo left out."""
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def scan_images(folder: Path | str, progress: Callable | None = None) -> ImageScan:
-    """Decode-check every photo of ``folder`` and decide which ones SfM uses.
-
-    A photo is skipped (with a reason) when it cannot be decoded completely (e.g. a truncated
-    JPEG), is smaller than 16 pixels, or has the same bytes as an earlier photo.
-
-    Args:
-        folder: folder of photos (files with an image extension, not recursive).
-        progress: optional tqdm-like wrapper.
-    Returns:
-        :class:`ImageScan`. Raises :class:`UserError` when the folder holds no image files.
-    """
-    from PIL import Image, ImageFile, UnidentifiedImageError
-
-    from recon3d.workspace import list_images
-
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    paths = list_images(folder)
-    wrap = progress or (lambda it, **kw: it)
-    good: list[InputImage] = []
-    skipped: list[tuple[str, str]] = []
-    seen: dict[str, str] = {}
-    for path in wrap(paths, desc="checking images", unit="img"):
-        try:
-            with Image.open(path) as im:
-                im.load()
-                exif = im.getexif()
-                orientation = exif.get(0x0112, 1)
-                sub = exif.get_ifd(0x8769) if exif else {}
-                exif_camera = "" if not exif or not (exif.get(0x010F) or exif.get(0x0110)) else \
-                    f"{exif.get(0x010F, '')}|{exif.get(0x0110, '')}|{sub.get(0x920A, '')}"
-                w, h = im.size
-        except UnidentifiedImageError:
-            skipped.append((path.name, "not an image Pillow can read"))
-            continue
-        except (OSError, SyntaxError, ValueError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            skipped.append((path.name, f"broken or truncated file ({msg})"))
-            continue
-        except Image.DecompressionBombError:
-            skipped.append((path.name, "too many pixels"))
-            continue
-        transpose = orientation not in (None, 0, 1)
-        if orientation in (5, 6, 7, 8):
-            w, h = h, w
-        if min(w, h) < 16:
-            skipped.append((path.name, f"too small ({w}x{h} pixels)"))
-            continue
-        digest = _sha1(path)
-        if digest in seen:
-            skipped.append((path.name, f"identical to {seen[digest]}"))
-            continue
-        seen[digest] = path.name
-        good.append(InputImage(path, path.name, w, h, digest, transpose, str(exif_camera).strip()))
-    return ImageScan(good, skipped)
-
-
-def ingest_images(images: list[InputImage], dest: Path) -> None:
-    """Put the photos into ``dest`` under their names (hard link, else copy; upright when rotated).
-
-    Files already in ``dest`` with the same content are left alone; others in ``dest`` are removed.
-    """
-    from PIL import Image, ImageOps
-
-    dest.mkdir(parents=True, exist_ok=True)
-    wanted = {im.name for im in images}
-    for p in dest.iterdir():
-        if p.name not in wanted and p.is_file():
-            p.unlink()
-    for im in images:
-        target = dest / im.name
-        if target.exists() and target.resolve() == im.source.resolve():
-            continue
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{im.name}.", suffix=f".tmp{Path(im.name).suffix}", dir=dest)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            if im.transpose:
-                with Image.open(im.source) as src:
-                    exif = src.getexif()
-                    upright = ImageOps.exif_transpose(src)
-                    exif[0x0112] = 1
-                    kwargs = {"exif": exif.tobytes()} if exif else {}
-                    if (src.format or "").upper() == "JPEG":
-                        kwargs["quality"] = 95
-                    upright.save(tmp, format=src.format, **kwargs)
-            else:
-                tmp.unlink()
-                try:
-                    os.link(im.source, tmp)
-                except OSError:
-                    shutil.copy2(im.source, tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-
-
 # ---------------------------------------------------------------------------------- database
-def _device(name: str):
+def sift_device(name: str):
     import pycolmap
 
     return {"auto": pycolmap.Device.auto, "cpu": pycolmap.Device.cpu, "cuda": pycolmap.Device.cuda}[name]
 
 
-def _quiet() -> None:
+def quiet_glog() -> None:
     import pycolmap
 
     pycolmap.logging.minloglevel = 2  # warnings and errors only; recon3d prints its own progress
 
 
-def _chunks(items: list, n_chunks: int) -> list[list]:
+def chunks(items: list, n_chunks: int) -> list[list]:
     size = max(1, -(-len(items) // max(1, n_chunks)))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -294,7 +154,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
     """
     import pycolmap
 
-    _quiet()
+    quiet_glog()
     database.parent.mkdir(parents=True, exist_ok=True)
     db = pycolmap.Database.open(database)
     try:
@@ -328,8 +188,8 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
             reader.camera_params = ",".join(f"{p:.12g}" for p in params)
         names = [im.name for im in group]
         pycolmap.import_images(database, image_dir, mode, names, reader)
-        for chunk in _chunks(names, max(1, len(names) // 4)):
-            pycolmap.extract_features(database, image_dir, chunk, mode, reader, ext, _device(config.device))
+        for chunk in chunks(names, max(1, len(names) // 4)):
+            pycolmap.extract_features(database, image_dir, chunk, mode, reader, ext, sift_device(config.device))
             for _ in chunk:
                 next(it, None)
     if bar is not None and hasattr(bar, "close"):
@@ -341,150 +201,3 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
     finally:
         db.close()
     return info
-
-
-def _id_names(db) -> dict[int, str]:
-    return {im.image_id: im.name for im in db.read_all_images()}
-
-
-def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple[str, str]]]:
-    """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name)."""
-    import pycolmap
-
-    db = pycolmap.Database.open(database)
-    try:
-        n = db.num_images()
-        has_gps = db.num_pose_priors() > 0
-        names = _id_names(db)
-    finally:
-        db.close()
-    mode = config.matching
-    if mode == "auto":
-        mode = "exhaustive" if n <= config.exhaustive_max_images else ("spatial" if has_gps else "retrieval")
-    if mode == "spatial" and not has_gps:
-        raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
-                        "use --matching exhaustive, retrieval or sequential")
-    from recon3d.retrieval import retrieval_pairs, vocab_tree_file
-
-    if mode == "retrieval":
-        ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
-                                 seed=config.seed, num_threads=config.num_threads)
-        return mode, [(names[a], names[b]) for a, b in ids]
-    with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
-        if mode == "exhaustive":
-            options, generator = pycolmap.ExhaustivePairingOptions(), pycolmap.ExhaustivePairGenerator
-        elif mode == "sequential":
-            options, generator = pycolmap.SequentialPairingOptions(), pycolmap.SequentialPairGenerator
-            options.overlap = config.overlap
-            if config.loop_detection:
-                options.loop_detection = True
-                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), config.seed, config.num_threads)
-                options.vocab_tree_path = str(tree)
-        else:
-            options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator
-            options.max_num_neighbors = config.spatial_max_neighbors
-        if hasattr(options, "num_threads"):
-            options.num_threads = config.num_threads
-        db = pycolmap.Database.open(database)
-        try:
-            pairs = [(names[a], names[b]) for a, b in generator(options, db).all_pairs()]
-        finally:
-            db.close()
-    return mode, pairs
-
-
-def matching_options(config: FeatureConfig):
-    """pycolmap ``(FeatureMatchingOptions, TwoViewGeometryOptions)`` for ``config``."""
-    import pycolmap
-
-    mo = pycolmap.FeatureMatchingOptions()
-    mo.num_threads = config.num_threads
-    mo.sift.max_ratio = config.max_ratio
-    mo.sift.cross_check = config.cross_check
-    vo = pycolmap.TwoViewGeometryOptions()
-    vo.min_num_inliers = config.min_num_inliers
-    vo.ransac.max_error = config.max_error
-    vo.ransac.random_seed = config.seed
-    return mo, vo
-
-
-def match(database: Path, config: FeatureConfig, progress: Callable | None = None) -> dict:
-    """Match and verify the selected image pairs; pairs already matched are skipped.
-
-    Args:
-        database: ``database.db`` with features.
-        config: options.
-        progress: optional tqdm-like wrapper.
-    Returns:
-        ``{"mode": str, "pairs": selected, "matched_pairs": n, "verified_pairs": n, "inlier_matches": n}``.
-    """
-    import pycolmap
-
-    _quiet()
-    if config.seed >= 0:
-        pycolmap.set_random_seed(config.seed)
-    mode, pairs = select_pairs(database, config)
-    mo, vo = matching_options(config)
-    chunks = _chunks(pairs, min(40, max(1, len(pairs) // 20)))
-    wrap = progress or (lambda it, **kw: it)
-    with tempfile.TemporaryDirectory(prefix="recon3d-pairs-") as tmp:
-        pair_file = Path(tmp) / "pairs.txt"
-        bar = wrap(range(len(pairs)), desc=f"matching ({mode})", unit="pair")
-        it = iter(bar)
-        for chunk in chunks:
-            pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
-            po = pycolmap.ImportedPairingOptions()
-            po.match_list_path = str(pair_file)
-            pycolmap.match_image_pairs(database, mo, po, vo, _device(config.device))
-            for _ in chunk:
-                next(it, None)
-        if hasattr(bar, "close"):
-            bar.close()
-    db = pycolmap.Database.open(database)
-    try:
-        info = {"mode": mode, "pairs": len(pairs), "matched_pairs": db.num_matched_image_pairs(),
-                "verified_pairs": db.num_verified_image_pairs(), "inlier_matches": db.num_inlier_matches()}
-    finally:
-        db.close()
-    return info
-
-
-# -------------------------------------------------------------------------------- statistics
-@dataclass
-class PairStats:
-    """Per-image and per-pair counts read from a database."""
-
-    names: list[str]
-    """Image names, sorted."""
-    keypoints: np.ndarray
-    """(N,) features per image."""
-    matches: np.ndarray
-    """(N, N) symmetric raw match counts (0 where not matched)."""
-    inliers: np.ndarray
-    """(N, N) symmetric verified inlier counts (0 where the pair failed verification)."""
-    camera_ids: np.ndarray
-    """(N,) camera id of each image."""
-
-
-def pair_stats(database: Path) -> PairStats:
-    """Read :class:`PairStats` from ``database.db``."""
-    import pycolmap
-
-    db = pycolmap.Database.open(database)
-    try:
-        images = sorted(db.read_all_images(), key=lambda im: im.name)
-        index = {im.image_id: i for i, im in enumerate(images)}
-        n = len(images)
-        kp = np.array([db.num_keypoints_for_image(im.image_id) if db.exists_keypoints(im.image_id) else 0
-                       for im in images], dtype=np.int64)
-        matches = np.zeros((n, n), dtype=np.int64)
-        inliers = np.zeros((n, n), dtype=np.int64)
-        for table, (pids, counts) in ((matches, db.read_num_matches()), (inliers, db.read_two_view_geometry_num_inliers())):
-            for pid, c in zip(pids, counts):
-                a, b = pycolmap.pair_id_to_image_pair(pid)
-                if a in index and b in index:
-                    table[index[a], index[b]] = table[index[b], index[a]] = c
-        cams = np.array([im.camera_id for im in images], dtype=np.int64)
-    finally:
-        db.close()
-    return PairStats([im.name for im in images], kp, matches, inliers, cams)

@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 
 @dataclass
@@ -207,8 +207,8 @@ def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: b
 
 def residual_stats(rec) -> tuple[float, int]:
     """Sum of squared reprojection errors (px^2) and number of observations of ``rec``."""
-    from recon3d.colmap_io import model_from_reconstruction
-    from recon3d.evaluate import reprojection_errors
+    from recon3d.geometry.reprojection import reprojection_errors
+    from recon3d.io.colmap import model_from_reconstruction
 
     errs = reprojection_errors(model_from_reconstruction(rec))
     allerr = np.concatenate(list(errs.values())) if errs else np.zeros(0)

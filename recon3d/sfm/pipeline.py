@@ -28,10 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from recon3d.config import to_dict
-from recon3d.errors import UserError
-from recon3d.features import FeatureConfig, ImageScan, InputImage, PairStats
-from recon3d.workspace import Workspace, atomic_dir, atomic_write_json, config_hash, replace_dir
+from recon3d.core.atomic import atomic_dir, atomic_write_json, replace_dir
+from recon3d.core.config import to_dict
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace, config_hash
+from recon3d.sfm.extract import FeatureConfig
+from recon3d.sfm.images import ImageScan, InputImage
+from recon3d.sfm.match import PairStats
 
 STAGING = ".sfm-staging"
 """Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
@@ -93,7 +96,7 @@ def _stderr(msg: str) -> None:
 
 def mapper_options(config: SfmConfig):
     """:class:`recon3d.sfm_mapping.MapperOptions` from an :class:`SfmConfig`."""
-    from recon3d.sfm_mapping import MapperOptions
+    from recon3d.sfm.mapping import MapperOptions
 
     return MapperOptions(
         mapper=config.mapper, fixed_intrinsics=bool(config.camera_file),
@@ -107,12 +110,12 @@ def mapper_options(config: SfmConfig):
 
 # --------------------------------------------------------------------------------- helpers
 def _digests(folder: Path) -> dict[str, str]:
-    from recon3d.features import _sha1
-    from recon3d.workspace import IMAGE_EXTENSIONS
+    from recon3d.io.images import IMAGE_EXTENSIONS
+    from recon3d.sfm.images import sha1_file
 
     if not folder.is_dir():
         return {}
-    return {p.name: _sha1(p) for p in sorted(folder.iterdir())
+    return {p.name: sha1_file(p) for p in sorted(folder.iterdir())
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")}
 
 
@@ -144,7 +147,7 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
     A database made with other extraction options, with other photos under the same names, or
     by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted.
     """
-    from recon3d.features import extract
+    from recon3d.sfm.extract import extract
 
     fc = config.features
     key = config_hash({"extraction": fc.extraction_key(), "camera": camera.to_json() if camera else None})
@@ -170,7 +173,7 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
     """Match and verify pairs (already matched pairs are skipped; a changed config matches again)."""
     import pycolmap
 
-    from recon3d.features import match
+    from recon3d.sfm.match import match
 
     key = config_hash(config.features.matching_key())
     marker = work.reports / "stages" / "sfm-matches.json"
@@ -264,7 +267,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     """
     from dataclasses import replace
 
-    from recon3d.sfm_mapping import refine_model
+    from recon3d.sfm.mapping import refine_model
 
     opts = mapper_options(config)
     models = _run_mapper(work, names, opts, progress)
@@ -294,7 +297,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
 def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | None = None) -> list:
     import tempfile
 
-    from recon3d.sfm_mapping import map_database
+    from recon3d.sfm.mapping import map_database
 
     bar = progress(range(len(names)), desc=desc or f"mapping ({opts.mapper})", unit="img") if progress else None
     it = iter(bar) if bar is not None else None
@@ -313,7 +316,7 @@ def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | N
 
 def write_models(models: list, sparse_dir: Path, config: SfmConfig) -> None:
     """Write ``sparse/N/{cameras,images,points3D}.bin`` + ``points.ply`` and ``sparse/config.yaml`` atomically."""
-    from recon3d.config import save_config
+    from recon3d.core.config import save_config
 
     with atomic_dir(sparse_dir) as tmp:
         for k, rec in enumerate(models):
@@ -340,9 +343,10 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         :class:`SfmResult`. Raises :class:`UserError` (exit code 2 for bad input, 3 when the photos
         cannot be reconstructed) with one line saying why.
     """
-    from recon3d.camera import Camera
-    from recon3d.features import pair_stats, scan_images
-    from recon3d.sfm_report import build_report, format_summary, write_report
+    from recon3d.geometry.camera import Camera
+    from recon3d.sfm.images import scan_images
+    from recon3d.sfm.match import pair_stats
+    from recon3d.sfm.report import build_report, format_summary, write_report
 
     config = config or SfmConfig()
     t_start = time.perf_counter()
@@ -359,7 +363,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         log(f"warning: skipping {src / name}: {reason}")
     check_inputs(scan, src)
     if camera is not None:  # a calibration for another camera fails here, before anything is written
-        from recon3d.features import camera_for_size
+        from recon3d.sfm.extract import camera_for_size
 
         for size in sorted({(im.width, im.height) for im in scan.images}):
             camera_for_size(camera, *size)
@@ -382,7 +386,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     names = [im.name for im in scan.images]
     try:
         if not same_set:
-            from recon3d.features import ingest_images
+            from recon3d.sfm.images import ingest_images
 
             ingest_images(scan.images, work.images)
         t = time.perf_counter()

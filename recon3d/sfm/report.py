@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.config import to_dict
-from recon3d.workspace import Workspace, atomic_path, atomic_write_json, atomic_write_text
+from recon3d.core.atomic import atomic_path, atomic_write_json, atomic_write_text
+from recon3d.core.config import to_dict
+from recon3d.core.workspace import Workspace
 
 PLOTS = {
     "reprojection": "sfm_reprojection_per_image.png",
@@ -25,8 +26,8 @@ PLOTS = {
 
 
 def _model_stats(rec, index: int) -> tuple[dict, dict[str, dict], np.ndarray]:
-    from recon3d.colmap_io import model_from_reconstruction
-    from recon3d.evaluate import reprojection_errors, reprojection_summary
+    from recon3d.geometry.reprojection import reprojection_errors, reprojection_summary
+    from recon3d.io.colmap import model_from_reconstruction
 
     model = model_from_reconstruction(rec)
     errs = reprojection_errors(model)

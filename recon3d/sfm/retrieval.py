@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 MIN_POINTS_PER_WORD = 40
 """k-means needs about this many training descriptors per visual word (faiss warns below 39)."""

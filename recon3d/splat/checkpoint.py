@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from recon3d.core.atomic import atomic_path
+from recon3d.core.workspace import config_hash
 from recon3d.splat.model import make_optimizers, warn
-from recon3d.workspace import atomic_path, config_hash
 
 
 def run_hash(config: Any) -> str:
@@ -62,7 +63,7 @@ def load_latest(folder: Path, config: Any) -> dict | None:
     Raises:
         UserError: the newest checkpoint belongs to a run with a different config.
     """
-    from recon3d.errors import UserError
+    from recon3d.core.errors import UserError
 
     for path in reversed(list_checkpoints(folder)):
         try:

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon3d.dataset import TrainView
-from recon3d.workspace import Workspace, atomic_path, atomic_write_json
+from recon3d.core.atomic import atomic_path, atomic_write_json
+from recon3d.core.workspace import Workspace
+from recon3d.io.dataset import TrainView
 
 
 def render_view(params: dict, view: TrainView, sh_degree: int, background: torch.Tensor, backend: str,
@@ -58,7 +59,7 @@ def evaluate(params: dict, views: list[TrainView], split: str, ws: Workspace, sh
     """
     import cv2
 
-    from recon3d.image_metrics import psnr, ssim
+    from recon3d.evaluate.images import psnr, ssim
 
     rows = []
     for i, view in enumerate(views):

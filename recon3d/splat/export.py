@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.errors import UserError
-from recon3d.gaussians_ply import Splats, read_splat_ply, write_splat_ply
-from recon3d.workspace import Workspace, atomic_write_bytes
+from recon3d.core.atomic import atomic_write_bytes
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.io.gaussians_ply import Splats, read_splat_ply, write_splat_ply
 
 SPLAT_DTYPE = np.dtype([("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 """One record of the ``.splat`` format (32 bytes)."""

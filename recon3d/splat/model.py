@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon3d.dataset import SceneData
-from recon3d.gaussians_ply import SH_C0, Splats
+from recon3d.io.dataset import SceneData
+from recon3d.io.gaussians_ply import SH_C0, Splats
 from recon3d.splat.config import SplatConfig
 
 PARAM_KEYS = ("means", "scales", "quats", "opacities", "sh0", "shN")

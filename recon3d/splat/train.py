@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
 from recon3d.splat.config import SplatConfig
-from recon3d.workspace import Workspace
 
 
 def resolve_device(config: SplatConfig) -> tuple[torch.device, str]:
@@ -60,8 +60,8 @@ def downscaled(image: torch.Tensor, K: torch.Tensor, factor: int) -> tuple[torch
 
 
 def _load(ws: Workspace, config: SplatConfig):
-    from recon3d.colmap_io import read_model
-    from recon3d.dataset import load_scene
+    from recon3d.io.colmap import read_model
+    from recon3d.io.dataset import load_scene
 
     model = read_model(ws.require_model())
     side = max((max(width, height) for _, width, height, _ in model.cameras.values()), default=1)
@@ -76,8 +76,8 @@ def _load(ws: Workspace, config: SplatConfig):
 def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degree: int, background, backend: str,
            tile_size: int, done: bool = False):
     """A :class:`~recon3d.monitor.TrainEvent` whose callables read a snapshot of ``params``."""
-    from recon3d.gaussians_ply import SH_C0
-    from recon3d.monitor import TrainEvent
+    from recon3d.core.monitor import TrainEvent
+    from recon3d.io.gaussians_ply import SH_C0
     from recon3d.splat.model import render, viewmat
 
     snap = {k: v.detach() for k, v in params.items()}
@@ -102,7 +102,7 @@ def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degre
 
 def _loss(img: torch.Tensor, gt: torch.Tensor, params: dict, config: SplatConfig) -> torch.Tensor:
     """(1 - l) L1 + l (1 - SSIM) of an ``(H, W, 3)`` render, plus the optional regularisers."""
-    from recon3d.image_metrics import ssim
+    from recon3d.evaluate.images import ssim
 
     loss = (1 - config.ssim_lambda) * (img - gt).abs().mean() + config.ssim_lambda * (1 - ssim(img, gt))
     if config.opacity_reg > 0:
@@ -131,8 +131,8 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
 
 
 def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) -> Path:
-    from recon3d.gaussians_ply import write_splat_ply
-    from recon3d.progress import progress, summary
+    from recon3d.core.progress import progress, summary
+    from recon3d.io.gaussians_ply import write_splat_ply
     from recon3d.splat import checkpoint as ckpt
     from recon3d.splat import model as M
     from recon3d.splat.evaluate import evaluate

@@ -94,7 +94,7 @@ def ply_bytes(points: np.ndarray, colors: np.ndarray | None = None) -> bytes:
 
 def write_ply(path: Path | str, points: np.ndarray, colors: np.ndarray | None = None) -> Path:
     """Write a point cloud as binary PLY atomically; returns ``path``."""
-    from recon3d.workspace import atomic_write_bytes
+    from recon3d.core.atomic import atomic_write_bytes
 
     return atomic_write_bytes(path, ply_bytes(points, colors))
 

@@ -26,7 +26,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
          "hh": cv2.STEREO_SGBM_MODE_HH, "hh4": cv2.STEREO_SGBM_MODE_HH4}

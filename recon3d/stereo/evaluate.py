@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 BAD_THRESHOLDS = (1.0, 2.0, 4.0)
 """Disparity error thresholds (px) of the bad-k rates."""
@@ -173,8 +173,8 @@ class GTViews:
     @classmethod
     def load(cls, gt_dir: Path | str) -> "GTViews":
         """Read ``gt/sparse/0`` and ``gt/depth/<image stem>.npy`` (pinhole cameras)."""
-        from recon3d.camera import Camera
-        from recon3d.colmap_io import read_model
+        from recon3d.geometry.camera import Camera
+        from recon3d.io.colmap import read_model
 
         gt_dir = Path(gt_dir)
         model = read_model(gt_dir / "sparse" / "0")

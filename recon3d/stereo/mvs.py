@@ -24,15 +24,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.colmap_io import read_model
-from recon3d.config import to_dict
-from recon3d.errors import UserError
+from recon3d.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from recon3d.core.config import to_dict
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace, config_hash
+from recon3d.io.colmap import read_model
 from recon3d.stereo.depth import colorize_disparity, depth_from_disparity
 from recon3d.stereo.disparity import SGBMConfig, compute_disparity
-from recon3d.stereo.fusion import DepthFrame, consistency_filter, mesh_ply_bytes, tsdf_fuse
+from recon3d.stereo.fusion import (
+    DepthFrame,
+    consistency_filter,
+    mesh_ply_bytes,
+    tsdf_fuse,
+)
 from recon3d.stereo.rectify import check_horizontal, load_image, rectify_pair
 from recon3d.stereo.sfm_pairs import PairChoice, disparity_range, pair_rig, select_pairs
-from recon3d.workspace import Workspace, atomic_write_bytes, atomic_write_json, atomic_write_text, config_hash
 
 STAGE = "stereo"
 

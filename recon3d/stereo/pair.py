@@ -26,14 +26,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.config import to_dict
-from recon3d.errors import UserError
-from recon3d.stereo.depth import colorize_disparity, depth_from_disparity, ply_bytes, points_from_depth
-from recon3d.stereo.disparity import SGBMConfig, search_range, compute_disparity
+from recon3d.core.atomic import check_writable
+from recon3d.core.config import to_dict
+from recon3d.core.errors import UserError
+from recon3d.io.images import IMAGE_EXTENSIONS
+from recon3d.stereo.depth import (
+    colorize_disparity,
+    depth_from_disparity,
+    ply_bytes,
+    points_from_depth,
+)
+from recon3d.stereo.disparity import SGBMConfig, compute_disparity, search_range
 from recon3d.stereo.pfm import write_pfm
-from recon3d.stereo.rectify import (RectifiedPair, check_calibration_size, check_same_size, load_calibration,
-                                    load_image, rectified_pair, rectify_pair)
-from recon3d.workspace import IMAGE_EXTENSIONS, _check_writable
+from recon3d.stereo.rectify import (
+    RectifiedPair,
+    check_calibration_size,
+    check_same_size,
+    load_calibration,
+    load_image,
+    rectified_pair,
+    rectify_pair,
+)
 
 MIN_DENSITY = 0.001
 """Fewer valid disparities than this fraction of the pixels counts as an empty result."""
@@ -113,7 +126,7 @@ def write_pair(result: dict, out: Path, pair: RectifiedPair | None = None) -> li
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; give an output folder with -o")
-    _check_writable(out / "x")
+    check_writable(out / "x")
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".stereo.", suffix=".tmp", dir=out))
     try:

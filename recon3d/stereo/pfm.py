@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 
 def write_pfm(path: Path | str, image: np.ndarray) -> Path:
@@ -24,7 +24,7 @@ def write_pfm(path: Path | str, image: np.ndarray) -> Path:
     Returns:
         ``path``.
     """
-    from recon3d.workspace import atomic_write_bytes
+    from recon3d.core.atomic import atomic_write_bytes
 
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.camera import Camera
-from recon3d.errors import UserError
-from recon3d.rig import Rectification, StereoRig
+from recon3d.core.errors import UserError
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import Rectification, StereoRig
 
 
 @dataclass

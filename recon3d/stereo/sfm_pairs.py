@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon3d.camera import Camera
-from recon3d.colmap_io import Model
-from recon3d.rig import Rectification, StereoRig
+from recon3d.geometry.camera import Camera
+from recon3d.geometry.rig import Rectification, StereoRig
+from recon3d.io.colmap import Model
 from recon3d.stereo.rectify import rig_from_poses
 
 

@@ -17,14 +17,14 @@ from typing import Any, Optional
 
 import numpy as np
 
-from recon3d.colmap_io import Model, read_model
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
+from recon3d.core.workspace import Workspace
+from recon3d.io.colmap import Model, read_model
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
 from recon3d.viewer.layers import Layer, add_cameras, add_points, set_splats
 from recon3d.viewer.panels import NerfPanel, ReportsPanel, SelectedCameraPanel
 from recon3d.viewer.server import has_camera
-from recon3d.workspace import Workspace
 
 
 @dataclass
@@ -253,7 +253,7 @@ class ViewerApp:
 
     def load_splat_file(self, path: Path) -> None:
         """(Re)load a 3DGS PLY into the ``splats`` layer."""
-        from recon3d.gaussians_ply import read_splat_ply
+        from recon3d.io.gaussians_ply import read_splat_ply
 
         s = read_splat_ply(path)
         arrays = D.splat_arrays(s.means, s.scales, s.quats, s.opacities, s.rgb, self.config.max_splats,

@@ -15,8 +15,8 @@ from typing import Any, Optional
 import numpy as np
 
 from recon3d import geometry
-from recon3d.camera import Camera
-from recon3d.colmap_io import Model
+from recon3d.geometry.camera import Camera
+from recon3d.io.colmap import Model
 
 
 @dataclass

@@ -38,13 +38,21 @@ from typing import Optional
 
 import numpy as np
 
-from recon3d.monitor import TrainEvent
+from recon3d.core.monitor import TrainEvent
+from recon3d.core.workspace import Workspace
 from recon3d.viewer import data as D
 from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
 from recon3d.viewer.panels import check_render
-from recon3d.viewer.server import (client_cam_from_world, client_K, drain, has_camera, render_size, server_url,
-                                   start_server, stop_server)
-from recon3d.workspace import Workspace
+from recon3d.viewer.server import (
+    client_cam_from_world,
+    client_K,
+    drain,
+    has_camera,
+    render_size,
+    server_url,
+    start_server,
+    stop_server,
+)
 
 
 @dataclass
@@ -145,7 +153,7 @@ class LiveViewer:
         content = WorkspaceContent.load(self.ws)
         self.server = start_server(host, port)
         self.url = server_url(host, self.server.get_port())
-        self._quiet = quiet
+        self.quiet_glog = quiet
         if not quiet:
             print(f"recon3d train: live viewer at {self.url} (open it in a browser)", file=sys.stderr, flush=True)
         try:
@@ -199,7 +207,7 @@ class LiveViewer:
         self._thread.join(timeout=30.0)
         drain(self.server, self.config.drain_timeout)
         stop_server(self.server)
-        if not self._quiet:
+        if not self.quiet_glog:
             finished = self._latest is not None and self._latest.done
             print("recon3d train: live viewer stopped"
                   + (f"; `recon3d view {self.ws.root}` shows the result" if finished else ""),
@@ -377,7 +385,7 @@ class LiveViewer:
         msg = f"{what} failed: {type(exc).__name__}: {first}"
         if msg not in self.errors:
             self.errors.append(msg)
-            if len(self.errors) <= 5 and not self._quiet:
+            if len(self.errors) <= 5 and not self.quiet_glog:
                 print(f"recon3d train: live viewer: {msg}", file=sys.stderr, flush=True)
         try:
             self.status.content = self.status.content.split("\n\n⚠")[0] + f"\n\n⚠ {msg}"

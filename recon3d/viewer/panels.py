@@ -10,9 +10,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from recon3d.core.workspace import Workspace
 from recon3d.viewer import data as D
-from recon3d.viewer.server import client_cam_from_world, client_K, has_camera, render_size
-from recon3d.workspace import Workspace
+from recon3d.viewer.server import (
+    client_cam_from_world,
+    client_K,
+    has_camera,
+    render_size,
+)
 
 RenderFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 """render(cam_from_world (3, 4), K (3, 3) COLMAP convention, width, height) -> (H, W, 3) uint8."""

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from recon3d import geometry
-from recon3d.errors import UserError
+from recon3d.core.errors import UserError
 
 
 def server_url(host: str, port: int) -> str:

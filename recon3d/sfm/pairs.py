@@ -1,0 +1,61 @@
+"""Which image pairs to match: exhaustive, sequential (with loop detection), spatial (GPS) or
+retrieval by a vocabulary tree trained on the photos themselves (:mod:`recon3d.sfm.retrieval`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from recon3d.core.errors import UserError
+from recon3d.sfm.extract import FeatureConfig
+
+
+def _id_names(db) -> dict[int, str]:
+    return {im.image_id: im.name for im in db.read_all_images()}
+
+
+def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple[str, str]]]:
+    """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name)."""
+    import pycolmap
+
+    db = pycolmap.Database.open(database)
+    try:
+        n = db.num_images()
+        has_gps = db.num_pose_priors() > 0
+        names = _id_names(db)
+    finally:
+        db.close()
+    mode = config.matching
+    if mode == "auto":
+        mode = "exhaustive" if n <= config.exhaustive_max_images else ("spatial" if has_gps else "retrieval")
+    if mode == "spatial" and not has_gps:
+        raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
+                        "use --matching exhaustive, retrieval or sequential")
+    from recon3d.sfm.retrieval import retrieval_pairs, vocab_tree_file
+
+    if mode == "retrieval":
+        ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
+                                 seed=config.seed, num_threads=config.num_threads)
+        return mode, [(names[a], names[b]) for a, b in ids]
+    with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
+        if mode == "exhaustive":
+            options, generator = pycolmap.ExhaustivePairingOptions(), pycolmap.ExhaustivePairGenerator
+        elif mode == "sequential":
+            options, generator = pycolmap.SequentialPairingOptions(), pycolmap.SequentialPairGenerator
+            options.overlap = config.overlap
+            if config.loop_detection:
+                options.loop_detection = True
+                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), config.seed, config.num_threads)
+                options.vocab_tree_path = str(tree)
+        else:
+            options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator
+            options.max_num_neighbors = config.spatial_max_neighbors
+        if hasattr(options, "num_threads"):
+            options.num_threads = config.num_threads
+        db = pycolmap.Database.open(database)
+        try:
+            pairs = [(names[a], names[b]) for a, b in generator(options, db).all_pairs()]
+        finally:
+            db.close()
+    return mode, pairs
