@@ -7,6 +7,7 @@ imports nothing else of recon3d but the error type.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -82,8 +83,6 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
 
 def atomic_write_json(path: Path | str, data: Any) -> Path:
     """Write ``data`` as indented JSON atomically; returns ``path``."""
-    from recon3d.core.config import to_dict
-
     return atomic_write_text(path, json.dumps(to_dict(data), indent=2) + "\n")
 
 
@@ -114,3 +113,18 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def to_dict(obj: Any) -> Any:
+    """A plain (YAML/JSON-safe) copy of a dataclass, recursing into lists, dicts and paths."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars
+        return obj.tolist()
+    return obj

@@ -19,6 +19,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from recon3d.core.atomic import atomic_write_text
+from recon3d.core.atomic import (
+    to_dict as to_dict,  # one converter for configs and plain data
+)
 from recon3d.core.errors import UserError
 
 T = TypeVar("T")
@@ -46,21 +50,6 @@ def field_docs(cls: type) -> dict[str, str]:
             ):
                 docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
-
-
-def to_dict(obj: Any) -> Any:
-    """A plain (YAML/JSON-safe) copy of a dataclass, recursing into lists, dicts and paths."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return obj.tolist()
-    return obj
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -158,7 +147,6 @@ def dump_yaml(cfg: Any) -> str:
 
 def save_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML at ``path`` atomically; returns the path."""
-    from recon3d.core.atomic import atomic_write_text
 
     return atomic_write_text(Path(path), dump_yaml(cfg))
 

@@ -13,31 +13,65 @@ Layout (COLMAP and gsplat read it as is)::
       reports/stages/     one JSON per finished stage: the marker reruns use to skip it
       gt/                 ground truth, when known (synthetic scenes): gt/sparse/0, gt/depth/
 
-Every file is written through a temporary path and renamed (:func:`atomic_write_bytes`,
-:func:`atomic_path`, :func:`atomic_dir`), so an interrupted stage never leaves a
-half-written output. A stage counts as finished when its marker exists
-(:meth:`Workspace.mark_done`); reruns skip finished stages unless told to overwrite.
+Every file is written through a temporary path and renamed (:mod:`recon3d.core.atomic`), so an
+interrupted stage never leaves a half-written output.
+
+The stage contract: every stage is a plain function ``stage(config, workspace, ...) -> StageResult``,
+and :meth:`Workspace.stage` is the only code that decides whether a stage is skipped (finished with
+the same key and its outputs check out), cleared (``overwrite``, or another key) and marked done
+(written last, so a marker means complete outputs). Stages print nothing; the CLI prints
+:attr:`StageResult.summary`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from recon3d.core.atomic import atomic_write_json, check_writable
+from recon3d.core.atomic import atomic_write_json, check_writable, to_dict
 from recon3d.core.errors import UserError
 
 
 def config_hash(config: Any) -> str:
     """A short stable hash of a config (dataclass or plain data)."""
-    from recon3d.core.config import to_dict
-
     text = json.dumps(to_dict(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageResult:
+    """What a stage did; the CLI prints :attr:`summary`, Python callers read the rest."""
+
+    outputs: dict[str, Path] = field(default_factory=dict)
+    """The stage's output files and folders by name, e.g. ``{"model": WS/sparse/0}``."""
+    skipped: bool = False
+    """True when the stage had finished before with the same key and nothing was redone."""
+    summary: str = ""
+    """A few lines for a person: what was made and how good it is."""
+    data: Any = None
+    """Stage-specific results (e.g. the SfM report and ``pycolmap.Reconstruction``), or None."""
+
+
+@dataclass
+class StageRun:
+    """The handle :meth:`Workspace.stage` yields: whether to skip, and the outputs to record."""
+
+    name: str
+    key: Any
+    skipped: bool
+    previous: dict | None
+    """The marker of an earlier finished run (any key), or None."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Set by the stage; recorded in the marker when the block ends without an error."""
+
+    @property
+    def previous_outputs(self) -> dict[str, Path]:
+        return {k: Path(v) for k, v in ((self.previous or {}).get("outputs") or {}).items()}
 
 
 # --------------------------------------------------------------------------------- workspace
@@ -161,3 +195,42 @@ class Workspace:
         from recon3d.core.config import save_config
 
         return save_config(config, Path(folder) / name)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, key: Any = None, overwrite: bool = False,
+              check: Callable[[dict[str, Path]], bool] | None = None,
+              invalidates: tuple[str, ...] = ()) -> Iterator[StageRun]:
+        """The one place that skips, clears and marks a stage.
+
+        ::
+
+            with ws.stage("sfm", key, overwrite) as run:
+                if run.skipped:
+                    return StageResult(run.previous_outputs, skipped=True, summary=...)
+                ...                              # do the work, writing outputs atomically
+                run.outputs = {"model": ws.model}
+
+        Args:
+            name: the stage's marker name (``reports/stages/NAME.json``).
+            key: what the result depends on (a config dataclass or plain data); a finished run
+                with another key is not skipped.
+            overwrite: never skip (the stage itself discards old outputs).
+            check: called with the recorded outputs of a finished run; the run counts as
+                finished only when it returns True (e.g. the model still loads).
+            invalidates: markers of later stages that depend on this one, cleared when it reruns.
+
+        The marker is written when the block ends without an exception and not skipped; an
+        exception (Ctrl-C included) leaves no marker, so the next run resumes or redoes the stage.
+        """
+        previous = self.stage_info(name)
+        skipped = (not overwrite and self.is_done(name, key)
+                   and (check is None or bool(check({k: Path(v) for k, v in (previous or {}).get("outputs", {}).items()}))))
+        run = StageRun(name, key, skipped, previous)
+        if skipped:
+            yield run
+            return
+        self.clear_done(name)
+        for later in invalidates:
+            self.clear_done(later)
+        yield run
+        self.mark_done(name, key, run.outputs)

@@ -118,7 +118,7 @@ def quiet_glog() -> None:
     pycolmap.logging.minloglevel = 2  # warnings and errors only; recon3d prints its own progress
 
 
-def chunks(items: list, n_chunks: int) -> list[list]:
+def split_chunks(items: list, n_chunks: int) -> list[list]:
     size = max(1, -(-len(items) // max(1, n_chunks)))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
@@ -188,7 +188,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
             reader.camera_params = ",".join(f"{p:.12g}" for p in params)
         names = [im.name for im in group]
         pycolmap.import_images(database, image_dir, mode, names, reader)
-        for chunk in chunks(names, max(1, len(names) // 4)):
+        for chunk in split_chunks(names, max(1, len(names) // 4)):
             pycolmap.extract_features(database, image_dir, chunk, mode, reader, ext, sift_device(config.device))
             for _ in chunk:
                 next(it, None)

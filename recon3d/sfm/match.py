@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.sfm.extract import FeatureConfig, chunks, quiet_glog, sift_device
+from recon3d.sfm.extract import FeatureConfig, split_chunks, quiet_glog, sift_device
 from recon3d.sfm.pairs import select_pairs
 
 
@@ -47,13 +47,13 @@ def match(database: Path, config: FeatureConfig, progress: Callable | None = Non
         pycolmap.set_random_seed(config.seed)
     mode, pairs = select_pairs(database, config)
     mo, vo = matching_options(config)
-    chunks = chunks(pairs, min(40, max(1, len(pairs) // 20)))
+    blocks = split_chunks(pairs, min(40, max(1, len(pairs) // 20)))
     wrap = progress or (lambda it, **kw: it)
     with tempfile.TemporaryDirectory(prefix="recon3d-pairs-") as tmp:
         pair_file = Path(tmp) / "pairs.txt"
         bar = wrap(range(len(pairs)), desc=f"matching ({mode})", unit="pair")
         it = iter(bar)
-        for chunk in chunks:
+        for chunk in blocks:
             pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
             po = pycolmap.ImportedPairingOptions()
             po.match_list_path = str(pair_file)

@@ -153,7 +153,7 @@ class LiveViewer:
         content = WorkspaceContent.load(self.ws)
         self.server = start_server(host, port)
         self.url = server_url(host, self.server.get_port())
-        self.quiet_glog = quiet
+        self._quiet = quiet
         if not quiet:
             print(f"recon3d train: live viewer at {self.url} (open it in a browser)", file=sys.stderr, flush=True)
         try:
@@ -207,7 +207,7 @@ class LiveViewer:
         self._thread.join(timeout=30.0)
         drain(self.server, self.config.drain_timeout)
         stop_server(self.server)
-        if not self.quiet_glog:
+        if not self._quiet:
             finished = self._latest is not None and self._latest.done
             print("recon3d train: live viewer stopped"
                   + (f"; `recon3d view {self.ws.root}` shows the result" if finished else ""),
@@ -385,7 +385,7 @@ class LiveViewer:
         msg = f"{what} failed: {type(exc).__name__}: {first}"
         if msg not in self.errors:
             self.errors.append(msg)
-            if len(self.errors) <= 5 and not self.quiet_glog:
+            if len(self.errors) <= 5 and not self._quiet:
                 print(f"recon3d train: live viewer: {msg}", file=sys.stderr, flush=True)
         try:
             self.status.content = self.status.content.split("\n\n⚠")[0] + f"\n\n⚠ {msg}"
