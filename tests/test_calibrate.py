@@ -20,6 +20,7 @@ from recon3d.cli import main
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import StereoRig
+from recon3d.io.cameras import load_camera, load_rig, save_camera
 
 
 @pytest.fixture
@@ -41,8 +42,8 @@ def stereo(stereo_scene, tmp_path_factory) -> Path:
 def test_mono_intrinsics_match_truth(mono, checkerboard_scene):
     """The scene's views reach the image's corners and edges, so all five coefficients are fitted
     (k3 is not held at 0) and the camera matches the truth."""
-    cam = Camera.load(mono)
-    true = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    cam = load_camera(mono)
+    true = load_camera(checkerboard_scene / "gt" / "camera.json")
     assert cam.extras["coverage"] >= 0.85
     assert cam.extras["fixed_coefficients"] == [] and "note" not in cam.extras
     assert cam.dist[4] != 0 and abs(cam.dist[4] - true.dist[4]) < 0.005  # k3 = -0.015
@@ -64,8 +65,8 @@ def test_mono_distortion_matches_truth_over_the_image(mono, checkerboard_scene):
     """
     from recon3d.calibrate.undistort import undistort_points
 
-    cam = Camera.load(mono)
-    true = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    cam = load_camera(mono)
+    true = load_camera(checkerboard_scene / "gt" / "camera.json")
     pix = np.concatenate([geometry.pixel_grid(640, 480)[::4, ::4].reshape(-1, 2),
                           [[0, 0], [640, 0], [0, 480], [640, 480]]])
 
@@ -141,7 +142,7 @@ def test_corner_order_survives_rotating_the_photo(checkerboard_scene):
 def test_camera_json_round_trips_to_colmap(mono):
     import pycolmap
 
-    cam = Camera.load(mono)
+    cam = load_camera(mono)
     again = Camera.from_json(json.loads(json.dumps(cam.to_json())))
     np.testing.assert_array_equal(again.K, cam.K)
     name, params = cam.colmap_model()
@@ -169,8 +170,8 @@ def test_lens_models_from_synthetic_corners(model, dist, colmap, tmp_path):
     cam, _, rms = fit_camera([obj] * len(keep), [pix[k] for k in keep], (800, 600), model)
     assert rms.max() < 1e-3
     np.testing.assert_allclose(cam.K, true.K, rtol=1e-4, atol=0.05)
-    cam.save(tmp_path / "camera.json")
-    loaded = Camera.load(tmp_path / "camera.json")
+    save_camera(cam, tmp_path / "camera.json")
+    loaded = load_camera(tmp_path / "camera.json")
     assert loaded.model == model
     name, params = loaded.colmap_model()
     assert name == colmap
@@ -205,7 +206,7 @@ def test_charuco_calibration(tmp_path):
     out = tmp_path / "camera.json"
     assert main(["calibrate", str(folder), "--board", "7x5", "--square", "0.04", "--charuco", "4x4_50",
                  "--marker", "0.03", "-o", str(out)]) == 0
-    cam = Camera.load(out)
+    cam = load_camera(out)
     np.testing.assert_allclose(np.diag(cam.K)[:2], np.diag(true.K)[:2], rtol=0.005)
     np.testing.assert_allclose(cam.K[:2, 2], true.K[:2, 2], rtol=0.005)
     assert abs(cam.dist[0] - true.dist[0]) < 0.02
@@ -218,8 +219,8 @@ def test_charuco_calibration(tmp_path):
 
 # ---------------------------------------------------------------------------------- stereo
 def test_stereo_matches_truth(stereo, stereo_scene):
-    rig = StereoRig.load(stereo)
-    true = StereoRig.load(stereo_scene / "gt" / "stereo.json")
+    rig = load_rig(stereo)
+    true = load_rig(stereo_scene / "gt" / "stereo.json")
     assert abs(rig.baseline / true.baseline - 1) < 0.01
     assert float(geometry.rotation_angle_deg(rig.R, true.R)) < 0.1
     # true correspondences land on the same row after rectification
@@ -246,7 +247,7 @@ def test_stereo_outlier_and_missing_pairs(stereo_scene):
     assert res.pairs[3]["note"] == "board not found in right" and not res.pairs[3]["used"]
     assert not res.pairs[6]["used"] and "dropped" in res.pairs[6]["note"]
     assert sum(p["used"] for p in res.pairs) == len(cl) - 2
-    true = StereoRig.load(stereo_scene / "gt" / "stereo.json")
+    true = load_rig(stereo_scene / "gt" / "stereo.json")
     assert abs(res.rig.baseline / true.baseline - 1) < 0.01
     assert float(geometry.rotation_angle_deg(res.rig.R, true.R)) < 0.2  # 12 pairs, 0.05 px noise
 

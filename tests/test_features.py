@@ -145,13 +145,13 @@ def test_pair_selection(small_db):
 def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
     import pycolmap
 
-    from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import load_camera
 
     images = tmp_path / "images"
     images.mkdir()
     for i in range(2):
         shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", images)
-    cam = Camera.load(orbit_scene / "gt" / "camera.json")
+    cam = load_camera(orbit_scene / "gt" / "camera.json")
     extract(tmp_path / "database.db", images, scan_images(images).images, FeatureConfig(**FAST), camera=cam)
     db = pycolmap.Database.open(tmp_path / "database.db")
     try:

@@ -10,6 +10,7 @@ import pytest
 from recon3d import geometry
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import StereoRig
+from recon3d.io.cameras import load_camera, load_rig
 from recon3d.io.colmap import read_model
 from recon3d.scenes import load_spec, render_scene
 from recon3d.scenes.spec import list_scenes
@@ -63,7 +64,7 @@ def test_orbit_is_a_colmap_model(orbit_scene):
 
 
 def test_checkerboard_corners_follow_the_distortion_model(checkerboard_scene):
-    cam = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    cam = load_camera(checkerboard_scene / "gt" / "camera.json")
     board = json.loads((checkerboard_scene / "gt" / "board.json").read_text())
     corners = np.load(checkerboard_scene / "gt" / "corners.npy")
     assert corners.shape == (20, 54, 2)
@@ -91,7 +92,7 @@ def test_checkerboard_views_cover_the_sensor(checkerboard_scene):
     on boards tilted 30-45 deg, each board whole in view."""
     from recon3d.calibrate.common import coverage
 
-    cam = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    cam = load_camera(checkerboard_scene / "gt" / "camera.json")
     board = json.loads((checkerboard_scene / "gt" / "board.json").read_text())
     corners = np.load(checkerboard_scene / "gt" / "corners.npy")
     W, H = cam.width, cam.height
@@ -117,7 +118,7 @@ def test_checkerboard_poses_are_deterministic(tmp_path):
 
 
 def test_stereo_gt_disparity_is_photo_consistent(stereo_scene):
-    rig = StereoRig.load(stereo_scene / "gt" / "stereo.json")
+    rig = load_rig(stereo_scene / "gt" / "stereo.json")
     assert rig.baseline == pytest.approx(0.12)
     rect = StereoRig.rectification_from_json(json.loads((stereo_scene / "gt" / "stereo.json").read_text()))
     disp = np.load(stereo_scene / "gt" / "disparity" / "pair_00.npy")

@@ -198,10 +198,11 @@ def test_cli_process_exit_status(tmp_path):
 # ------------------------------------------------------------------------------- real data
 def _temple_camera(shared_data: Path, path: Path) -> Path:
     from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import save_camera
     from recon3d.io.gt_formats import load_gt_cameras
 
     K = load_gt_cameras(shared_data / "temple_ring" / "gt" / "templeR_par.txt")["templeR0013.png"].K
-    Camera(640, 480, K).save(path)
+    save_camera(Camera(640, 480, K), path)
     return path
 
 
@@ -365,8 +366,9 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
 
 def test_camera_file_for_another_camera_is_refused_up_front(orbit_scene, tmp_path, capsys):
     from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import save_camera
 
-    Camera(1000, 1000, [[800, 0, 500], [0, 800, 500], [0, 0, 1]]).save(tmp_path / "square.json")
+    save_camera(Camera(1000, 1000, [[800, 0, 500], [0, 800, 500], [0, 0, 1]]), tmp_path / "square.json")
     rc = main(["sfm", str(orbit_scene / "images"), "-o", str(tmp_path / "ws"), "--camera", str(tmp_path / "square.json")])
     assert rc == 2 and "another aspect ratio" in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()

@@ -20,6 +20,7 @@ from recon3d.calibrate.undistort import (
 )
 from recon3d.cli import main
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import load_camera
 
 
 def _line_residuals(grid: np.ndarray) -> np.ndarray:
@@ -36,8 +37,8 @@ def _line_residuals(grid: np.ndarray) -> np.ndarray:
 def test_undistorted_board_lines_are_straight(checkerboard_camera_json, checkerboard_scene):
     """A big board filling the frame, photographed through the scene's true lens, comes out straight
     when undistorted with the camera.json that `recon3d calibrate` wrote."""
-    camera = Camera.load(checkerboard_camera_json)
-    true = Camera.load(checkerboard_scene / "gt" / "camera.json")
+    camera = load_camera(checkerboard_camera_json)
+    true = load_camera(checkerboard_scene / "gt" / "camera.json")
     new = undistorted_camera(camera)
     cols, rows, s = 13, 9, 0.04
     centre = np.array([(cols - 1) / 2 * s, (rows - 1) / 2 * s, 0.0])
@@ -97,7 +98,7 @@ def test_undistort_cli(checkerboard_camera_json, checkerboard_scene, tmp_path, c
     args = ["undistort", str(ws), "--camera", str(checkerboard_camera_json), "-o", str(out)]
     assert main(args) == 0
     assert sorted(p.name for p in (out / "images").iterdir()) == ["view_00.png", "view_01.png", "view_02.png"]
-    cam = Camera.load(out / "camera.json")
+    cam = load_camera(out / "camera.json")
     assert cam.model == "pinhole" and not cam.has_distortion and cam.colmap_model()[0] == "PINHOLE"
     assert json.loads((out / "camera.json").read_text())["undistorted_from"] == str(checkerboard_camera_json)
     capsys.readouterr()
@@ -109,7 +110,7 @@ def test_undistort_cli(checkerboard_camera_json, checkerboard_scene, tmp_path, c
     cv2.imwrite(str(small / "a.jpg"), cv2.resize(img, (320, 240), interpolation=cv2.INTER_AREA))
     assert main(["undistort", str(small / "a.jpg"), "--camera", str(checkerboard_camera_json), "-o",
                  str(tmp_path / "out_small")]) == 0
-    half = Camera.load(tmp_path / "out_small" / "camera.json")
+    half = load_camera(tmp_path / "out_small" / "camera.json")
     assert (half.width, half.height) == (320, 240)
     np.testing.assert_allclose(half.K[:2], cam.K[:2] / 2, rtol=1e-9)
 

@@ -76,7 +76,7 @@ def _rendered_images(page) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("method", list(RUNS))
-def test_train_view_shows_the_run_live_in_a_browser(browser, orbit_ws, method):
+def test_train_view_shows_the_run_live_in_a_browser(browser, orbit_ws, method):  # noqa: F811 (fixture)
     ws = orbit_ws
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "recon3d", "train", str(ws.root), "--method", method, "--device", "cpu",

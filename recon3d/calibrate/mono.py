@@ -6,9 +6,9 @@
 Each finds the board in every photo (:mod:`recon3d.calibrate_board`), calibrates with OpenCV,
 drops views whose reprojection error is far above the rest, calibrates again, and writes:
 
-* ``camera.json`` (:class:`recon3d.camera.Camera`, K in COLMAP pixel centres) with ``rms_px``,
+* ``camera.json`` (:class:`recon3d.geometry.camera.Camera`, K in COLMAP pixel centres) with ``rms_px``,
   ``coverage`` and ``views`` (per image: ``image``, ``found``, ``used``, ``rms_px``, ...);
-  for a rig ``stereo.json`` (:class:`recon3d.rig.StereoRig`: R, T, E, F, R1, R2, P1, P2, Q,
+  for a rig ``stereo.json`` (:class:`recon3d.geometry.rig.StereoRig`: R, T, E, F, R1, R2, P1, P2, Q,
   baseline) with ``pairs`` (per pair: reprojection and rectified epipolar error);
 * the same as an OpenCV FileStorage YAML beside it (``camera.yaml``; OpenCV pixel centres there,
   as OpenCV tools expect);
@@ -49,6 +49,7 @@ from recon3d.calibrate.common import (
 from recon3d.core.atomic import atomic_path
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import save_camera
 
 
 def fit_camera(object_points: list[np.ndarray], image_points: list[np.ndarray], size: tuple[int, int],
@@ -240,5 +241,5 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
     entries = {"pixel_convention": "opencv", **camera_yaml_entries(camera),
                "avg_reprojection_error": result.rms, "views_used": int(result.used.sum())}
     write_opencv_yaml(yaml_path, entries, YAML_NOTE)
-    camera.save(output)
+    save_camera(camera, output)
     return output, result

@@ -3,7 +3,7 @@
   calibrate_stereo([Path("left/")], [Path("right/")], CalibrationConfig(board=Board(9, 6, 0.025)),
                    Path("stereo.json"))
 
-Writes ``stereo.json`` (:class:`recon3d.rig.StereoRig`: both cameras, R, T, E, F, the
+Writes ``stereo.json`` (:class:`recon3d.geometry.rig.StereoRig`: both cameras, R, T, E, F, the
 rectification R1, R2, P1, P2, Q in COLMAP pixel centres, the baseline, and ``pairs`` with each
 pair's reprojection and rectified vertical error), ``stereo.yaml`` (OpenCV FileStorage, OpenCV
 pixel centres) and ``stereo.png``. See :mod:`recon3d.calibrate` for the single-camera half.
@@ -38,6 +38,7 @@ from recon3d.core.atomic import atomic_path
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import StereoRig
+from recon3d.io.cameras import save_rig
 
 
 def _opencv_P(P: np.ndarray) -> np.ndarray:
@@ -233,7 +234,7 @@ def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | st
                "avg_reprojection_error": result.rms, "epipolar_rms_px": result.epipolar_rms}
     write_opencv_yaml(yaml_path, entries, YAML_NOTE + "\nR, T map left-camera points to the right camera: "
                       "X_r = R X_l + T (metres).")
-    rig.save(output, rect)
+    save_rig(rig, output, rect)
     return output, result
 
 

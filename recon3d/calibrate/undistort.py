@@ -20,6 +20,7 @@ import numpy as np
 from recon3d import geometry
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import load_camera, save_camera
 
 
 @dataclass
@@ -165,7 +166,7 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
     from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace
 
-    camera = Camera.load(camera_path)
+    camera = load_camera(camera_path)
     paths = _collect([Path(p) for p in inputs])
     ws = Workspace(output)
     if ws.root.exists() and not ws.root.is_dir():
@@ -203,6 +204,6 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
     if len(sizes) > 1:
         new.extras["note"] = (f"the inputs have {len(sizes)} image sizes; this camera describes the "
                               f"{camera.width}x{camera.height} ones (the others are scaled copies of it)")
-    new.save(ws.root / "camera.json")
+    save_camera(new, ws.root / "camera.json")
     ws.mark_done("undistort", key, {"images": ws.images, "camera": ws.root / "camera.json"})
     return ws.root, new, len(paths)

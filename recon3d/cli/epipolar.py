@@ -78,13 +78,14 @@ def sift_matches(img1: np.ndarray, img2: np.ndarray, max_features: int = 8192,
 
 def _camera(path: Path | None, img: np.ndarray, label: str):
     from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import load_camera
     from recon3d.sfm.extract import camera_for_size
 
     h, w = img.shape[:2]
     if path is None:
         f = 1.2 * max(w, h)
         return Camera(w, h, [[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]]), True
-    cam = camera_for_size(Camera.load(path), w, h)
+    cam = camera_for_size(load_camera(path), w, h)
     return cam, False
 
 
@@ -156,9 +157,12 @@ def run(args: argparse.Namespace) -> int:
     if np.max(np.linalg.norm(u1 - u2, axis=1)) < 0.5:
         raise UserError(f"{args.image1.name} / {args.image2.name}: the photos are identical (no motion); "
                         "two views need different positions")
-    F, f_inl = ep.estimate_fundamental(u1, u2, args.method, args.threshold, seed=args.seed)
-    H, h_inl = ep.estimate_homography(u1, u2, args.method, 2 * args.threshold, seed=args.seed)
-    pose = ep.estimate_relative_pose(u1, u2, cam1.K, cam2.K, args.method, args.threshold, seed=args.seed)
+    try:  # pure geometry: too few matches or no model found is a ValueError
+        F, f_inl = ep.estimate_fundamental(u1, u2, args.method, args.threshold, seed=args.seed)
+        H, h_inl = ep.estimate_homography(u1, u2, args.method, 2 * args.threshold, seed=args.seed)
+        pose = ep.estimate_relative_pose(u1, u2, cam1.K, cam2.K, args.method, args.threshold, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(f"{args.image1.name} / {args.image2.name}: {exc}") from None
     samp = np.sqrt(ep.sampson_distance(F, u1[f_inl], u2[f_inl]))
     out = args.output or Path(f"epipolar_{args.image1.stem}_{args.image2.stem}.png")
     draw(img1, img2, x1[f_inl], x2[f_inl], F, out, seed=args.seed) if not (cam1.has_distortion or cam2.has_distortion) \

@@ -1,4 +1,8 @@
-"""A camera's intrinsics and lens distortion, the ``camera.json`` file format, and COLMAP models.
+"""A camera's intrinsics and lens distortion, its ``camera.json`` form, and COLMAP models.
+
+Pure: bad input raises ``ValueError``; reading and writing the file is :mod:`recon3d.io.cameras`
+(:func:`~recon3d.io.cameras.load_camera`, :func:`~recon3d.io.cameras.save_camera`), which turns
+it into a one-line :class:`~recon3d.core.errors.UserError`.
 
 ``camera.json`` (written by ``recon3d calibrate`` and by synthetic scenes) holds::
 
@@ -13,15 +17,12 @@ or ``"opencv"`` (0, 0). Files without the key are read as ``"colmap"``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recon3d import geometry
-from recon3d.core.errors import UserError
 
 CAMERA_MODELS = ("pinhole", "rational", "fisheye")
 
@@ -47,7 +48,7 @@ class Camera:
         self.K = np.asarray(self.K, dtype=np.float64).reshape(3, 3)
         self.dist = np.asarray(self.dist, dtype=np.float64).reshape(-1)
         if self.model not in CAMERA_MODELS:
-            raise UserError(f"camera model {self.model!r} is unknown; use one of {', '.join(CAMERA_MODELS)}")
+            raise ValueError(f"camera model {self.model!r} is unknown; use one of {', '.join(CAMERA_MODELS)}")
 
     @property
     def K_opencv(self) -> np.ndarray:
@@ -74,7 +75,11 @@ class Camera:
 
     @classmethod
     def from_colmap(cls, model: str, width: int, height: int, params: list[float]) -> "Camera":
-        """Build from a COLMAP camera model name and parameters."""
+        """Build from a COLMAP camera model name and parameters.
+
+        Raises:
+            ValueError: a model this class cannot represent (or too few parameters for one it can).
+        """
         p = [float(x) for x in params]
         if model == "SIMPLE_PINHOLE":
             f, cx, cy = p
@@ -95,7 +100,7 @@ class Camera:
         if model == "OPENCV_FISHEYE":
             fx, fy, cx, cy = p[:4]
             return cls(width, height, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], p[4:], model="fisheye")
-        raise UserError(f"COLMAP camera model {model} is not supported; use PINHOLE, OPENCV or OPENCV_FISHEYE")
+        raise ValueError(f"COLMAP camera model {model} is not supported; use PINHOLE, OPENCV or OPENCV_FISHEYE")
 
     # -- projection (every model; the 5-coefficient pinhole path is pure numpy)
     @property
@@ -156,39 +161,26 @@ class Camera:
         data.update({k: v for k, v in self.extras.items() if k not in data})
         return data
 
-    def save(self, path: Path | str) -> Path:
-        """Write ``camera.json`` atomically."""
-        from recon3d.core.atomic import atomic_write_json
-
-        return atomic_write_json(path, self.to_json())
-
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = "camera.json") -> "Camera":
+    def from_json(cls, data: dict[str, Any]) -> "Camera":
+        """The camera of a ``camera.json`` object.
+
+        Raises:
+            ValueError: missing or malformed width, height or K; an unknown pixel convention or model.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object with width, height, K and dist")
         try:
             K = np.asarray(data["K"], dtype=np.float64).reshape(3, 3)
             width, height = int(data["width"]), int(data["height"])
+            dist = np.asarray(data.get("dist", []), dtype=np.float64).reshape(-1)
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{where}: not a camera file (needs width, height and a 3x3 K: {exc}); "
-                            "make one with `recon3d calibrate`") from None
+            raise ValueError(f"not a camera file (needs width, height and a 3x3 K: {exc})") from None
         convention = data.get("pixel_convention", "colmap")
         if convention == "opencv":
             K = geometry.K_colmap_from_opencv(K)
         elif convention != "colmap":
-            raise UserError(f"{where}: pixel_convention must be 'colmap' or 'opencv', not {convention!r}")
+            raise ValueError(f"pixel_convention must be 'colmap' or 'opencv', not {convention!r}")
         known = {"model", "width", "height", "K", "dist", "pixel_convention"}
-        return cls(width, height, K, data.get("dist", []), data.get("model", "pinhole"),
+        return cls(width, height, K, dist, data.get("model", "pinhole"),
                    extras={k: v for k, v in data.items() if k not in known})
-
-    @classmethod
-    def load(cls, path: Path | str) -> "Camera":
-        """Read ``camera.json``; a missing or malformed file is a :class:`UserError`."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such camera file; create one with `recon3d calibrate`")
-        try:
-            data = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: not valid JSON ({exc}); give a camera.json from `recon3d calibrate`") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a JSON object with width, height, K and dist")
-        return cls.from_json(data, where=str(path))

@@ -9,7 +9,8 @@ The geometric functions are pure numpy and batched over leading dimensions ``*``
 estimators (:func:`estimate_fundamental`, :func:`estimate_essential`,
 :func:`estimate_homography`, :func:`estimate_relative_pose`) take one image pair and run either
 OpenCV's USAC with MAGSAC++ scoring (``method="magsac"``) or pycolmap's LO-RANSAC
-(``method="colmap"``).
+(``method="colmap"``). Too few correspondences, an unknown method or no model found raise
+``ValueError`` (the command turns it into a one-line error).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.core.errors import UserError
 from recon3d.geometry.transforms import check_last
 
 METHODS = ("magsac", "colmap")
@@ -214,7 +214,7 @@ def _check_pair(x1: np.ndarray, x2: np.ndarray, minimum: int) -> tuple[np.ndarra
     if len(x1) != len(x2):
         raise ValueError(f"x1 and x2 must have the same length, got {len(x1)} and {len(x2)}")
     if len(x1) < minimum:
-        raise UserError(f"only {len(x1)} correspondences; at least {minimum} are needed for this estimate")
+        raise ValueError(f"only {len(x1)} correspondences; at least {minimum} are needed for this estimate")
     return x1, x2
 
 
@@ -237,7 +237,7 @@ def _pinhole(K: np.ndarray):
 
 def _check_method(method: str) -> None:
     if method not in METHODS:
-        raise UserError(f"unknown robust estimator {method!r}; use one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown robust estimator {method!r}; use one of {', '.join(METHODS)}")
 
 
 def _robust_fit(method: str, threshold: float, confidence: float, seed: int, key: str,
@@ -252,7 +252,7 @@ def _robust_fit(method: str, threshold: float, confidence: float, seed: int, key
             :func:`_ransac_options`; the dict holds the model under ``key`` and ``inlier_mask``.
         opencv: ``(cv2) -> (model | None, mask)``, the OpenCV estimator (run after seeding OpenCV's RNG
             with ``seed``); the model is None when none was found.
-        failure: message of the :class:`UserError` raised when no model is found.
+        failure: message of the ``ValueError`` raised when no model is found.
     Returns:
         ``(model (3, 3) as estimated, inliers (N,) bool)``.
     """
@@ -261,14 +261,14 @@ def _robust_fit(method: str, threshold: float, confidence: float, seed: int, key
 
         res = colmap(pycolmap, _ransac_options(threshold, confidence, seed))
         if res is None:
-            raise UserError(failure)
+            raise ValueError(failure)
         return np.asarray(res[key]), np.asarray(res["inlier_mask"], dtype=bool)
     import cv2
 
     cv2.setRNGSeed(seed)
     model, mask = opencv(cv2)
     if model is None:
-        raise UserError(failure)
+        raise ValueError(failure)
     return model, mask.ravel().astype(bool)
 
 

@@ -10,33 +10,55 @@ from recon3d import geometry
 
 
 # --------------------------------------------------------------------------- reprojection
+def observation_errors(model) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Reprojection error of every observation, recomputed from the model, with the point it observes.
+
+    Args:
+        model: a :class:`recon3d.io.colmap.Model`.
+    Returns:
+        image id -> ``(points (M,), errors (M,))``: for each keypoint with a 3D point (in keypoint
+        order; ids missing from ``model.point_ids`` are skipped), the index of that point in
+        ``model.points`` and the pixel distance between the keypoint and the projection of the point
+        through the image's pose and camera (any COLMAP model); ``inf`` for points behind the camera.
+    """
+    import pycolmap
+
+    P = len(model.point_ids)
+    order = np.argsort(model.point_ids)
+    sorted_ids = np.asarray(model.point_ids)[order]
+    cams = {cid: pycolmap.Camera(model=name, width=w, height=h, params=params)
+            for cid, (name, w, h, params) in model.cameras.items()}
+    out = {}
+    for image_id, im in model.images.items():
+        obs = np.flatnonzero(im.point3D_ids >= 0)
+        if len(obs) == 0 or P == 0:
+            out[image_id] = (np.zeros(0, np.int64), np.zeros(0))
+            continue
+        ids = im.point3D_ids[obs]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, P - 1)
+        known = sorted_ids[pos] == ids
+        obs, idx = obs[known], order[pos[known]]
+        if len(idx) == 0:
+            out[image_id] = (np.zeros(0, np.int64), np.zeros(0))
+            continue
+        Xc = geometry.transform_points(im.cam_from_world, model.points[idx])
+        proj = np.asarray(cams[im.camera_id].img_from_cam(Xc, check_cheirality=False)).reshape(-1, 2)
+        err = np.linalg.norm(proj - im.points2D[obs], axis=1)
+        err[Xc[:, 2] <= 0] = np.inf
+        out[image_id] = (idx, err)
+    return out
+
+
 def reprojection_errors(model) -> dict[str, np.ndarray]:
     """Reprojection error of every observation, recomputed from the model.
 
     Args:
-        model: a :class:`recon3d.colmap_io.Model`.
+        model: a :class:`recon3d.io.colmap.Model`.
     Returns:
         image name -> ``(M,)`` pixel distances between each keypoint with a 3D point and the
-        projection of that point through the image's pose and camera (any COLMAP model).
+        projection of that point through the image's pose and camera (see :func:`observation_errors`).
     """
-    import pycolmap
-
-    index = {int(pid): i for i, pid in enumerate(model.point_ids)}
-    cams = {cid: pycolmap.Camera(model=name, width=w, height=h, params=params)
-            for cid, (name, w, h, params) in model.cameras.items()}
-    out = {}
-    for im in model.images.values():
-        has = im.point3D_ids >= 0
-        if not has.any():
-            out[im.name] = np.zeros(0)
-            continue
-        X = model.points[[index[int(p)] for p in im.point3D_ids[has]]]
-        Xc = geometry.transform_points(im.cam_from_world, X)
-        proj = cams[im.camera_id].img_from_cam(Xc, check_cheirality=False)
-        err = np.linalg.norm(np.asarray(proj) - im.points2D[has], axis=1)
-        err[Xc[:, 2] <= 0] = np.inf
-        out[im.name] = err
-    return out
+    return {model.images[image_id].name: err for image_id, (_, err) in observation_errors(model).items()}
 
 
 def reprojection_summary(errors: dict[str, np.ndarray]) -> dict:

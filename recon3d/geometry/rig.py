@@ -1,8 +1,11 @@
-"""A calibrated stereo rig and its rectification; the ``stereo.json`` file format.
+"""A calibrated stereo rig and its rectification; its ``stereo.json`` form.
+
+Pure: bad input raises ``ValueError``; reading and writing the file is :mod:`recon3d.io.cameras`
+(:func:`~recon3d.io.cameras.load_rig`, :func:`~recon3d.io.cameras.save_rig`).
 
 ``stereo.json``::
 
-    {"left": camera.json, "right": camera.json,        # see recon3d.camera
+    {"left": camera.json, "right": camera.json,        # see recon3d.geometry.camera
      "R": 3x3, "T": [3],                              # right_from_left: X_r = R X_l + T
      "baseline": |T|, "E": 3x3, "F": 3x3,              # F maps left pixels to right epipolar lines
      "R1", "R2": 3x3, "P1", "P2": 3x4, "Q": 4x4,       # rectification (COLMAP pixel centres)
@@ -14,20 +17,14 @@ does the conversion for OpenCV.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+from recon3d.geometry.epipolar import skew
 
 
 @dataclass
@@ -78,7 +75,7 @@ class StereoRig:
     @property
     def E(self) -> np.ndarray:
         """(3, 3) essential matrix, x_r^T E x_l = 0 for normalized points."""
-        return _skew(self.T) @ self.R
+        return skew(self.T) @ self.R
 
     @property
     def F(self) -> np.ndarray:
@@ -124,23 +121,25 @@ class StereoRig:
         data.update({k: v for k, v in self.extras.items() if k not in data})
         return data
 
-    def save(self, path: Path | str, rect: Rectification | None = None) -> Path:
-        from recon3d.core.atomic import atomic_write_json
-
-        return atomic_write_json(path, self.to_json(rect))
-
     @classmethod
-    def load(cls, path: Path | str) -> "StereoRig":
-        """Read ``stereo.json``; missing or malformed files are a :class:`UserError`."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such stereo calibration; make one with `recon3d calibrate --left ... --right ...`")
+    def from_json(cls, data: dict[str, Any]) -> "StereoRig":
+        """The rig of a ``stereo.json`` object (other keys, rectification included, go to ``extras``).
+
+        Raises:
+            ValueError: missing or malformed cameras, R or T (the message names the part).
+        """
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object with left, right, R and T")
         try:
-            data = json.loads(path.read_text())
-            rig = cls(Camera.from_json(data["left"], f"{path}:left"), Camera.from_json(data["right"], f"{path}:right"),
-                      data["R"], data["T"])
+            cameras = []
+            for side in ("left", "right"):
+                try:
+                    cameras.append(Camera.from_json(data[side]))
+                except ValueError as exc:
+                    raise ValueError(f"{side}: {exc}") from None
+            rig = cls(*cameras, data["R"], data["T"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}: not a stereo calibration file ({exc}); make one with `recon3d calibrate`") from None
+            raise ValueError(f"not a stereo calibration file ({exc})") from None
         known = {"left", "right", "R", "T"}
         rig.extras = {k: v for k, v in data.items() if k not in known}
         return rig

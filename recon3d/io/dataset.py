@@ -15,6 +15,7 @@ import numpy as np
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import Workspace
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import camera_from_colmap
 from recon3d.io.colmap import Model, read_model
 
 
@@ -115,7 +116,7 @@ def load_scene(ws: Workspace, downscale: float = 1.0, test_every: int = 8, model
     model = model or read_model(ws.require_model())
     if not model.images:
         raise UserError(f"{ws.model}: the model has no registered images; rerun `recon3d sfm`")
-    cams = {cid: Camera.from_colmap(*spec) for cid, spec in model.cameras.items()}
+    cams = {cid: camera_from_colmap(*spec, where=ws.model) for cid, spec in model.cameras.items()}
     views: dict[str, TrainView] = {}
     for im in model.images.values():
         rgb = _read_rgb(ws.images / im.name)

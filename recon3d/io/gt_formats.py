@@ -57,7 +57,7 @@ def load_colmap_gt(folder: Path) -> dict[str, GtCamera]:
         name, w, h, params = model.cameras[im.camera_id]
         try:
             K = Camera.from_colmap(name, w, h, params).K
-        except UserError:
+        except ValueError:  # a model Camera cannot represent: no intrinsics to compare
             K = np.full((3, 3), np.nan)
         out[im.name] = GtCamera(K, im.cam_from_world.copy(), w, h)
     return out

@@ -30,6 +30,7 @@ from recon3d.core.atomic import atomic_dir
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import Workspace
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import camera_from_colmap
 
 OPENGL_FROM_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 """Flips the camera's y and z axes (its own inverse)."""
@@ -111,7 +112,7 @@ def export_nerfstudio(ws: Workspace, output: Path | None = None) -> Path:
         raise UserError(f"{out}: exists and is not an earlier nerfstudio export; choose a new or empty folder")
     if not model.images:
         raise UserError(f"{ws.model}: the model has no registered images; nothing to export")
-    cams = {cid: Camera.from_colmap(*spec) for cid, spec in model.cameras.items()}
+    cams = {cid: camera_from_colmap(*spec, where=ws.model) for cid, spec in model.cameras.items()}
     images = sorted(model.images.items(), key=lambda kv: kv[1].name)
     for _, im in images:
         if not (ws.images / im.name).is_file():

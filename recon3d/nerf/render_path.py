@@ -158,7 +158,7 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     Returns:
         poses ``(N, 3, 4)``, ``K`` ``(3, 3)`` (pinhole, undistorted first camera), width, height.
     """
-    from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import camera_from_colmap
     from recon3d.io.colmap import read_model
     from recon3d.io.dataset import undistort_view
     from recon3d.nerf.scene import focus_point, scene_frame
@@ -172,7 +172,7 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
         raise UserError(f"{ws.model}: the model has no registered images")
     ims = sorted(model.images.values(), key=lambda im: im.name)
     poses = np.stack([im.cam_from_world for im in ims])
-    cam = Camera.from_colmap(*model.cameras[ims[0].camera_id])
+    cam = camera_from_colmap(*model.cameras[ims[0].camera_id], where=ws.model)
     if cam.has_distortion:
         _, cam = undistort_view(np.zeros((cam.height, cam.width, 3), np.uint8), cam)
     if kind == "orbit":

@@ -3,7 +3,7 @@
 Output of :func:`render_checkerboard` in ``OUT``::
 
     images/view_NN.png       board photos (radial-tangential distortion)
-    gt/camera.json           the true camera (see recon3d.camera), K in COLMAP pixel centres
+    gt/camera.json           the true camera (see recon3d.geometry.camera), K in COLMAP pixel centres
     gt/corners.npy           (V, rows * cols, 2) true corner pixels, COLMAP pixel centres,
                              corner (i, j) at index j * cols + i, board point (i * s, j * s, 0)
     gt/board.json            cols, rows, square, and each view's cam_from_board (3x4)
@@ -29,6 +29,7 @@ from recon3d import geometry
 from recon3d.core.atomic import atomic_dir, atomic_write_json
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import save_camera
 from recon3d.scenes.raycast import RayScene
 from recon3d.scenes.render import render_view, write_image
 from recon3d.scenes.spec import BoardSpec, LightSpec, ObjectSpec, SceneSpec
@@ -266,7 +267,7 @@ def render_checkerboard(spec: SceneSpec, out: Path, progress: Callable | None = 
             write_image(img_dir / f"view_{v:02d}.{spec.image_format}", view.rgb)
             corners.append(board_corners(camera, poses[v], board))
     with atomic_dir(out / "gt") as gt:
-        camera.save(gt / "camera.json")
+        save_camera(camera, gt / "camera.json")
         np.save(gt / "corners.npy", np.stack(corners))
         atomic_write_json(gt / "board.json", {
             "cols": board.cols, "rows": board.rows, "square": board.square,

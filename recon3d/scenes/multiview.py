@@ -22,6 +22,7 @@ import numpy as np
 from recon3d import geometry
 from recon3d.core.atomic import atomic_dir
 from recon3d.geometry.camera import Camera
+from recon3d.io.cameras import save_camera
 from recon3d.io.colmap import Model, ModelImage, write_text_model
 from recon3d.scenes.raycast import RayScene
 from recon3d.scenes.render import cast_from_camera, render_view, write_image
@@ -183,7 +184,7 @@ def render_multiview(spec: SceneSpec, out: Path, progress: Callable | None = Non
         (gt / "depth").mkdir()
         for name, depth in zip(names, depths):
             np.save(gt / "depth" / f"{Path(name).stem}.npy", depth)
-        camera.save(gt / "camera.json")
+        save_camera(camera, gt / "camera.json")
     n_obs = sum(len(o[0]) for o in obs)
     return {"images": len(names), "points": int(len(X)), "observations": int(n_obs),
             "image_size": [camera.width, camera.height]}

@@ -6,7 +6,7 @@ Output of :func:`render_stereo` in ``OUT``::
     rectified/left/pair_NN.png, rectified/right/...      the same pairs, rendered through the
                                                          ideal rectified cameras (no resampling)
     calib/left/board_NN.png, calib/right/board_NN.png    checkerboard pairs for calibrating the rig
-    gt/stereo.json                                       the true rig and rectification (recon3d.rig)
+    gt/stereo.json                                       the true rig and rectification (recon3d.geometry.rig)
     gt/disparity/pair_NN.npy   float32 (H, W) rectified-left disparity f B / Z (0 where no surface)
     gt/depth/pair_NN.npy       float32 (H, W) rectified-left z-depth, inf where no surface
     gt/depth_raw/pair_NN.npy   float32 (H, W) raw-left z-depth
@@ -27,6 +27,7 @@ from recon3d import geometry
 from recon3d.core.atomic import atomic_dir, atomic_write_json
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import StereoRig
+from recon3d.io.cameras import save_rig
 from recon3d.scenes.board import board_corners, board_scene, random_board_poses
 from recon3d.scenes.multiview import camera_from_spec, view_poses
 from recon3d.scenes.raycast import RayScene
@@ -104,7 +105,7 @@ def render_stereo(spec: SceneSpec, out: Path, progress: Callable | None = None) 
             corners_r.append(board_corners(rig.right, rpose, spec.board))
 
     with atomic_dir(out / "gt") as gt:
-        rig.save(gt / "stereo.json", rect)
+        save_rig(rig, gt / "stereo.json", rect)
         for sub, maps in (("depth", depth), ("depth_raw", depth_raw), ("disparity", disparity)):
             (gt / sub).mkdir()
             for p, m in enumerate(maps):

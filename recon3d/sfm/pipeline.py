@@ -343,7 +343,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         :class:`SfmResult`. Raises :class:`UserError` (exit code 2 for bad input, 3 when the photos
         cannot be reconstructed) with one line saying why.
     """
-    from recon3d.geometry.camera import Camera
+    from recon3d.io.cameras import load_camera
     from recon3d.sfm.images import scan_images
     from recon3d.sfm.match import pair_stats
     from recon3d.sfm.report import build_report, format_summary, write_report
@@ -351,7 +351,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     config = config or SfmConfig()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    camera = Camera.load(config.camera_file) if config.camera_file else None
+    camera = load_camera(config.camera_file) if config.camera_file else None
     src = Path(images) if images is not None else ws.images
     if images is None and not ws.images.is_dir():
         raise UserError(f"{ws.images}: no photos in this workspace; give a folder: `recon3d sfm PHOTOS -o {ws.root}`")

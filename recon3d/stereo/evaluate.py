@@ -173,7 +173,7 @@ class GTViews:
     @classmethod
     def load(cls, gt_dir: Path | str) -> "GTViews":
         """Read ``gt/sparse/0`` and ``gt/depth/<image stem>.npy`` (pinhole cameras)."""
-        from recon3d.geometry.camera import Camera
+        from recon3d.io.cameras import camera_from_colmap
         from recon3d.io.colmap import read_model
 
         gt_dir = Path(gt_dir)
@@ -184,7 +184,7 @@ class GTViews:
             if not f.is_file():
                 raise UserError(f"{f}: no ground-truth depth for {im.name}; render the scene with `recon3d scene render`")
             name, w, h, params = model.cameras[im.camera_id]
-            cam = Camera.from_colmap(name, w, h, params)
+            cam = camera_from_colmap(name, w, h, params, where=gt_dir / "sparse" / "0")
             if cam.has_distortion:
                 raise UserError(f"{gt_dir}: ground-truth cameras with lens distortion are not supported here")
             Ks.append(cam.K)

@@ -17,6 +17,7 @@ import numpy as np
 from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import Rectification, StereoRig
+from recon3d.io.cameras import load_rig
 
 
 @dataclass
@@ -81,7 +82,7 @@ def load_calibration(path: Path | str) -> tuple[StereoRig, Rectification]:
     Raises:
         UserError: missing or malformed file, or a rig this module cannot rectify.
     """
-    rig = StereoRig.load(path)
+    rig = load_rig(path)
     if all(k in rig.extras for k in ("R1", "R2", "P1", "P2", "Q")):
         try:
             rect = StereoRig.rectification_from_json(rig.extras)

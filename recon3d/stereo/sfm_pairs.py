@@ -17,6 +17,7 @@ import numpy as np
 
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import Rectification, StereoRig
+from recon3d.io.cameras import camera_from_colmap
 from recon3d.io.colmap import Model
 from recon3d.stereo.rectify import rig_from_poses
 
@@ -42,8 +43,8 @@ class PairChoice:
 
 def model_camera(model: Model, image_id: int) -> Camera:
     """The :class:`Camera` of a model image."""
-    name, w, h, params = model.cameras[model.images[image_id].camera_id]
-    return Camera.from_colmap(name, w, h, params)
+    im = model.images[image_id]
+    return camera_from_colmap(*model.cameras[im.camera_id], where=f"the camera of {im.name} in the SfM model")
 
 
 def _observed(model: Model, image_id: int) -> np.ndarray:

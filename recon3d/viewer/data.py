@@ -15,7 +15,10 @@ from typing import Any, Optional
 import numpy as np
 
 from recon3d import geometry
+from recon3d.geometry.align import umeyama
 from recon3d.geometry.camera import Camera
+from recon3d.geometry.reprojection import observation_errors
+from recon3d.io.cameras import camera_from_colmap
 from recon3d.io.colmap import Model
 
 
@@ -67,7 +70,8 @@ def camera_views(model: Model, images_dir: Path | None = None) -> list[CameraVie
         model: a COLMAP model as arrays (:func:`recon3d.colmap_io.read_model`).
         images_dir: folder holding the photos (``ws.images``); paths that do not exist are ``None``.
     """
-    cameras = {cid: Camera.from_colmap(*spec) for cid, spec in model.cameras.items()}
+    cameras = {cid: camera_from_colmap(*spec, where=f"camera {cid} of the model")
+               for cid, spec in model.cameras.items()}
     views = []
     for image_id in sorted(model.images):
         im = model.images[image_id]
@@ -80,19 +84,6 @@ def camera_views(model: Model, images_dir: Path | None = None) -> list[CameraVie
 
 
 # ------------------------------------------------------------------------- reprojection error
-def _project(camera: Camera, points_cam: np.ndarray) -> np.ndarray:
-    """Pixels (COLMAP convention) of camera-frame points ``(N, 3) -> (N, 2)``, any supported lens."""
-    if camera.model != "fisheye":
-        return camera.project(points_cam)
-    import cv2
-
-    d = np.zeros(4)
-    d[: min(4, len(camera.dist))] = camera.dist[:4]
-    px, _ = cv2.fisheye.projectPoints(points_cam.reshape(-1, 1, 3).astype(np.float64), np.zeros(3), np.zeros(3),
-                                      camera.K_opencv, d)
-    return px.reshape(-1, 2) + geometry.PIXEL_CENTER_OFFSET
-
-
 @dataclass
 class Reprojection:
     """Reprojection error of a model's observations."""
@@ -108,28 +99,15 @@ class Reprojection:
 def reprojection_errors(model: Model) -> Reprojection:
     """Per-point and per-image reprojection error, recomputed from the model's observations.
 
-    Each observation ``(image, keypoint)`` whose keypoint has a 3D point is projected with the
-    image's pose and camera (distortion included); its error is the pixel distance to the keypoint.
-    Points behind a camera count with their (large) projected distance as is.
+    The errors are :func:`recon3d.geometry.reprojection.observation_errors` (every observation
+    ``(image, keypoint)`` whose keypoint has a 3D point, projected with the image's pose and camera,
+    distortion included); points behind a camera count as 1e6 pixels.
     """
     P = len(model.point_ids)
     err_sum = np.zeros(P)
     count = np.zeros(P, dtype=np.int64)
     image_error: dict[int, tuple[float, int]] = {}
-    cameras = {cid: Camera.from_colmap(*spec) for cid, spec in model.cameras.items()}
-    order = np.argsort(model.point_ids)
-    sorted_ids = model.point_ids[order]
-    for image_id, im in model.images.items():
-        obs = np.flatnonzero(im.point3D_ids >= 0)
-        if len(obs) == 0 or P == 0:
-            image_error[image_id] = (float("nan"), 0)
-            continue
-        ids = im.point3D_ids[obs]
-        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, P - 1)
-        known = sorted_ids[pos] == ids
-        obs, idx = obs[known], order[pos[known]]
-        X_cam = geometry.transform_points(im.cam_from_world, model.points[idx])
-        e = np.linalg.norm(_project(cameras[im.camera_id], X_cam) - im.points2D[obs], axis=-1)
+    for image_id, (idx, e) in observation_errors(model).items():
         e = np.where(np.isfinite(e), e, 1e6)
         np.add.at(err_sum, idx, e)
         np.add.at(count, idx, 1)
@@ -272,26 +250,6 @@ def splat_arrays(means: np.ndarray, scales: np.ndarray, quats_wxyz: np.ndarray, 
 
 
 # ----------------------------------------------------------------------- ground-truth overlay
-def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity ``dst ≈ s R src + t`` (Umeyama 1991).
-
-    Args:
-        src, dst: ``(N, 3)`` corresponding points, N >= 3 and not collinear.
-    Returns:
-        ``(s, R (3, 3), t (3,))``.
-    """
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    a, b = src - mu_s, dst - mu_d
-    U, S, Vt = np.linalg.svd(b.T @ a / len(src))
-    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
-    R = U @ D @ Vt
-    var = (a ** 2).sum() / len(src)
-    s = float(np.trace(np.diag(S) @ D) / var) if var > 0 else 1.0
-    return s, R, mu_d - s * R @ mu_s
-
-
 def align_gt_views(gt_views: list[CameraView], views: list[CameraView]) -> tuple[list[np.ndarray], str]:
     """Ground-truth camera poses brought into the model's frame by a similarity on shared names.
 
@@ -307,7 +265,7 @@ def align_gt_views(gt_views: list[CameraView], views: list[CameraView]) -> tuple
     dst = np.array([m.center for _, m in shared])
     if np.linalg.matrix_rank(src - src.mean(0), tol=1e-9) < 2:
         return poses, "GT frame as is (shared cameras are collinear)"
-    s, R, t = similarity_from_points(src, dst)
+    s, R, t = umeyama(src, dst)
     rms = float(np.sqrt(np.mean(np.sum((s * src @ R.T + t - dst) ** 2, axis=1))))
     out = []
     for g in gt_views:
