@@ -21,6 +21,10 @@ package ``a.b`` first runs ``a.b``'s ``__init__`` (and ``a``'s), so the importer
 A module never depends that way on its own enclosing packages: they are already being imported when
 it runs, so a package ``__init__`` re-exporting its own submodules is no cycle (and the root package's
 ``__init__``, enclosing everything, never is part of one).
+
+Imports by name at run time (``importlib.import_module``: the CLI's subcommand table, the preset
+registry's ``"module:function"`` references, the viewer's NeRF hook) are not followed: they are the
+deliberate late binding that lets lower layers name higher ones without importing them.
 """
 
 from __future__ import annotations

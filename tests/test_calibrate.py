@@ -180,6 +180,42 @@ def test_lens_models_from_synthetic_corners(model, dist, colmap, tmp_path):
     np.testing.assert_allclose(pc.img_from_cam(X)[:, :2], true.project(X), atol=0.02)
 
 
+@pytest.mark.parametrize("content, expect", [
+    (None, "no such camera file"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"width": 640, "height": 480}', "not a camera file"),
+    ('{"width": 640, "height": 480, "K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "model": "weird"}', "'weird' is unknown"),
+    ('{"width": 640, "height": 480, "K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "pixel_convention": "x"}',
+     "pixel_convention"),
+])
+def test_bad_camera_file_is_one_user_error_naming_it(tmp_path, content, expect):
+    """Geometry raises ValueError; io.cameras names the file and says what to do."""
+    path = tmp_path / "camera.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=expect) as info:
+        load_camera(path)
+    assert str(info.value).startswith(f"{path}: ") and "recon3d calibrate" in str(info.value)
+    assert "\n" not in str(info.value)
+    if content is not None:
+        with pytest.raises(ValueError):
+            Camera.from_json(json.loads(content))
+
+
+def test_bad_stereo_file_and_colmap_model_are_user_errors(tmp_path):
+    from recon3d.io.cameras import camera_from_colmap
+
+    path = tmp_path / "stereo.json"
+    path.write_text('{"left": {"width": 1}, "right": {}, "R": [], "T": []}')
+    with pytest.raises(UserError, match="not a stereo calibration file .left: not a camera file"):
+        load_rig(path)
+    with pytest.raises(ValueError, match="not supported"):
+        Camera.from_colmap("EQUIRECTANGULAR", 100, 50, [])
+    with pytest.raises(UserError, match="^ws/sparse/0: COLMAP camera model EQUIRECTANGULAR is not supported"):
+        camera_from_colmap("EQUIRECTANGULAR", 100, 50, [], where="ws/sparse/0")
+
+
 def test_outlier_view_is_dropped(checkerboard_scene):
     gt = np.load(checkerboard_scene / "gt" / "corners.npy")
     rng = np.random.default_rng(1)

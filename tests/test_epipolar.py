@@ -198,3 +198,19 @@ def test_cli_bad_input(orbit_scene, tmp_path, capsys):
     assert "cannot be decoded" in capsys.readouterr().err
     assert main(["epipolar", str(a), str(a), "-o", str(tmp_path / "x.png")]) == 2
     assert "identical" in capsys.readouterr().err
+
+
+def test_cli_turns_a_failed_estimate_into_one_line(orbit_scene, tmp_path, capsys, monkeypatch):
+    """The estimators are pure geometry (ValueError); the command reports their failure as a UserError."""
+    from recon3d.cli import main
+
+    def no_model(*args, **kwargs):
+        raise ValueError("no fundamental matrix found; the matches may be wrong or the views identical")
+
+    monkeypatch.setattr(ep, "estimate_fundamental", no_model)
+    a, b = orbit_scene / "images" / "view_000.png", orbit_scene / "images" / "view_001.png"
+    assert main(["epipolar", str(a), str(b), "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"recon3d epipolar: error: {a.name} / {b.name}: no fundamental matrix found; "
+                                "the matches may be wrong or the views identical"]
+    assert not (tmp_path / "x.png").exists()
