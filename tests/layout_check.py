@@ -11,7 +11,9 @@ alike; nothing is imported or run) and reports, one string each:
 * ``private``: an underscored name (``_x``, not ``__x__``) of one module imported, or read as an
   attribute of an imported module, by another;
 * ``size``: a module over :data:`MAX_LINES` lines;
-* ``unknown``: a top-level module or subpackage missing from :data:`LAYERS` (add it there, in order).
+* ``unknown``: a top-level module or subpackage missing from :data:`LAYERS` (add it there, in order);
+* ``missing``: an import of a module of the package that does not exist (a stale path after a move,
+  in a function no test runs).
 
 Resolution: relative imports are made absolute; ``from pkg import x`` means the module ``pkg.x`` when
 that file exists, else (a name defined in ``pkg/__init__.py``) the module ``pkg``.
@@ -198,7 +200,6 @@ def _one_cycle(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
 def check_package(root: Path | str) -> list[str]:
     """Violations of the layout rules in the package at folder ``root`` (empty when it obeys them)."""
     modules = scan(root)
-    top = Path(root).name
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     out: list[str] = []
     graph: dict[str, set[str]] = {name: set() for name in modules}
@@ -213,6 +214,8 @@ def check_package(root: Path | str) -> list[str]:
             own_packages.add(mod.name)
         for target, line in mod.imports:
             resolved = _existing(target, modules)
+            if resolved != target:
+                out.append(f"missing: {_where(mod, line)} imports {target}, which does not exist")
             if resolved is not None and resolved != mod.name:
                 graph[mod.name].add(resolved)
                 parts = resolved.split(".")  # the enclosing packages' __init__ that importing it runs
@@ -223,7 +226,7 @@ def check_package(root: Path | str) -> list[str]:
             dst = _layer(target)
             if src is None or src not in rank or dst == src:
                 continue
-            if src in PURE and target != top and dst != src:
+            if src in PURE:  # not even the root package (its __init__ is above every layer)
                 out.append(f"pure: {_where(mod, line)} imports {target}: {src}/ imports only {src}/")
             elif dst is None:
                 continue

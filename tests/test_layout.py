@@ -166,12 +166,14 @@ def test_geometry_importing_core_is_reported(tmp_path):
     assert kinds(violations) == ["pure"] and len(violations) == 2
 
 
-def test_core_importing_another_layer_is_reported(tmp_path):
+def test_core_importing_another_layer_or_the_root_is_reported(tmp_path):
     pkg = make_package(tmp_path, {
+        "__init__.py": "__version__ = '0'\n",
         "geometry/t.py": "x = 1\n",
-        "core/config.py": "from pkg.geometry.t import x\n",
+        "core/config.py": "from pkg.geometry.t import x\n\ndef v():\n    from pkg import __version__\n",
     })
-    assert kinds(check_package(pkg)) == ["pure"]
+    violations = check_package(pkg)
+    assert kinds(violations) == ["pure"] and len(violations) == 2
 
 
 def test_a_module_over_the_limit_is_reported(tmp_path):
@@ -199,3 +201,13 @@ def test_an_underscored_name_imported_across_modules_is_reported(tmp_path):
 def test_a_subpackage_outside_the_layers_is_reported(tmp_path):
     pkg = make_package(tmp_path, {"extras/thing.py": "x = 1\n"})
     assert kinds(check_package(pkg)) == ["unknown"]
+
+
+def test_an_import_of_a_module_that_is_not_there_is_reported(tmp_path):
+    """A stale path left by a move, in a function no test calls."""
+    pkg = make_package(tmp_path, {
+        "geometry/camera.py": "x = 1\n",
+        "sfm/run.py": "def f():\n    from pkg.camera import Camera\n    from pkg.geometry.camera import x\n",
+    })
+    violations = check_package(pkg)
+    assert violations == ["missing: pkg.sfm.run (line 2) imports pkg.camera, which does not exist"]
