@@ -182,7 +182,7 @@ def test_viewer_app_builds_every_layer(viewer_ws):
         app.set_point_colors("RGB")
         assert np.array_equal(cloud.colors, rgb) and not app.legend_bar.visible
         # No NeRF in this workspace: the render button is hidden with a note.
-        assert not app.nerf_panel.button.visible and "No NeRF" in app.nerf_panel.note.content
+        assert not app.render_panel.button.visible and "No NeRF" in app.render_panel.note.content
         assert "SfM" in app.reports_panel.text.content
         # Selecting a camera without clients updates the panel and the highlight.
         app.select_camera(4)
