@@ -31,6 +31,20 @@ def test_help_lists_every_subcommand():
     assert len(COMMANDS) >= 9
 
 
+@pytest.mark.parametrize("command", ["train", "render", "export"])
+def test_method_commands_list_the_registry_without_importing_torch(command):
+    from recon3d.core import registry
+
+    code = ("import sys\nfrom recon3d.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')" % command)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("no torch")
+    names = list(registry.EXPORTERS) if command == "export" else list(registry.METHODS)
+    for name in names:
+        assert f"\n  {name} " in res.stdout, name
+
+
 @pytest.fixture
 def tiny_spec(tmp_path):
     from recon3d.core.config import to_dict

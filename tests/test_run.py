@@ -54,11 +54,11 @@ def test_rerun_skips_finished_stages(rendered_ws, first_run, capsys):
 
 
 def test_missing_training_backend_is_skipped_with_one_line(rendered_ws, first_run, capsys, monkeypatch):
-    from recon3d.core import registry as presets
+    from recon3d.core import registry
 
-    ghost = presets.Preset("ghost", "splat", "a backend that is not installed",
-                           "recon3d.no_such_backend:config", "recon3d.no_such_backend:train")
-    monkeypatch.setitem(presets.PRESETS, "ghost", ghost)
+    ghost = registry.Method("ghost", "splat", "a backend that is not installed",
+                            "recon3d.no_such_backend:config", "recon3d.no_such_backend:train")
+    monkeypatch.setitem(registry.METHODS, "ghost", ghost)
     assert main(["run", "-o", str(rendered_ws), "--train", "ghost", *FAST]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("train:")]
     assert len(lines) == 1 and "skipped" in lines[0] and "not available" in lines[0]

@@ -181,8 +181,8 @@ def test_viewer_app_builds_every_layer(viewer_ws):
         assert app.legend_bar.visible and not np.array_equal(cloud.colors, rgb)
         app.set_point_colors("RGB")
         assert np.array_equal(cloud.colors, rgb) and not app.legend_bar.visible
-        # No NeRF in this workspace: the render button is hidden with a note.
-        assert not app.nerf_panel.button.visible and "No NeRF" in app.nerf_panel.note.content
+        # No NeRF in this workspace, but splats: the render button renders them (the registry's splat renderer).
+        assert app.render_panel.button.visible and app.render_panel.button.label == "Render this view (splats)"
         assert "SfM" in app.reports_panel.text.content
         # Selecting a camera without clients updates the panel and the highlight.
         app.select_camera(4)
@@ -316,10 +316,10 @@ def test_live_viewer_follows_a_real_training_run(orbit_ws, method):
     """The real backends' events reach the live viewer (no browser: the panel, curves and final splats)."""
     import dataclasses
 
-    from recon3d.core import registry as presets
+    from recon3d.core import registry
     from recon3d.viewer.live import LiveViewer
 
-    config = presets.make_config(method)
+    config = registry.make_config(method)
     if method == "splat-cpu":
         config = dataclasses.replace(config, device="cpu", steps=30, max_image_side=80, log_every=5, report_views=0)
     else:
@@ -328,7 +328,7 @@ def test_live_viewer_follows_a_real_training_run(orbit_ws, method):
     events = []
     lv = LiveViewer(orbit_ws, port=0, quiet=True)
     try:
-        presets.stage_function(method)(config, orbit_ws, monitor=lambda e: (events.append(e), lv(e)))
+        registry.stage_function(method)(config, orbit_ws, monitor=lambda e: (events.append(e), lv(e)))
     finally:
         lv.close()
     backend = method.split("-")[0]

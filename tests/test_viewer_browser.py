@@ -144,7 +144,7 @@ def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
     server = start_server("127.0.0.1", 0)
     try:
         content = WorkspaceContent.load(orbit_ws)
-        app = ViewerApp(server, content, nerf_loader=loader)
+        app = ViewerApp(server, content, render_loader=loader)
         app.build()
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(f"http://127.0.0.1:{server.get_port()}")
@@ -191,13 +191,13 @@ def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
         page.screenshot(path=str(ARTIFACTS / "viewer_camera_view.png"))
 
         # A render of this view asks the hook for exactly camera k's pose and focal length.
-        img = app.nerf_panel.render_for(client)
+        img = app.render_panel.render_for(client)
         cam_from_world, K, w, h = rendered[-1]
         assert img is not None and img.shape == (h, w, 3)
         assert np.allclose(cam_from_world, view.cam_from_world, atol=1e-6)
         assert max(w, h) == 640 and w / h == pytest.approx(VIEWPORT["width"] / VIEWPORT["height"], rel=0.01)
         assert K[1, 1] / h == pytest.approx(view.camera.K[1, 1] / view.camera.height, rel=1e-6)
-        assert "Rendered" in app.nerf_panel.note.content
+        assert "Rendered" in app.render_panel.note.content
         page.close()
     finally:
         server.stop()

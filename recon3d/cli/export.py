@@ -13,26 +13,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-FORMATS: dict[str, tuple[str, str]] = {
-    "splat-ply": ("recon3d.splat.export:export_ply", "Gaussian splats as a standard 3DGS point_cloud.ply"),
-    "splat": ("recon3d.splat.export:export_splat", "Gaussian splats as a compact .splat file (web viewers)"),
-    "nerfstudio": ("recon3d.io.nerfstudio:export_nerfstudio", "nerfstudio dataset: transforms.json + images"),
-}
-"""format -> ('module:function(workspace, output or None) -> Path', description)."""
+from recon3d.core import registry
 
-__doc__ = __doc__.format(formats="\n".join(f"  {k:11s} {d}" for k, (_, d) in FORMATS.items()))
+__doc__ = __doc__.format(formats="\n".join(f"  {e.name:11s} {e.description}" for e in registry.EXPORTERS.values()))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workspace", type=Path, help="workspace folder")
-    parser.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
+    parser.add_argument("--format", required=True, choices=list(registry.EXPORTERS), help="what to write")
     parser.add_argument("-o", "--output", type=Path, help="output path (default: inside the workspace)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.core.registry import load_ref
     from recon3d.core.workspace import Workspace
 
-    path = load_ref(FORMATS[args.format][0])(Workspace(args.workspace), args.output)
+    path = registry.exporter(args.format)(Workspace(args.workspace), args.output)
     print(f"wrote {path}")
     return 0

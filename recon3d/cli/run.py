@@ -27,12 +27,12 @@ DEFAULT_SCENE = "orbit"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recon3d.cli.sfm import add_sfm_options
-    from recon3d.core.registry import PRESETS
+    from recon3d.core.registry import METHODS
 
     parser.add_argument("images", type=Path, nargs="?",
                         help=f"folder of photos (default: render the `{DEFAULT_SCENE}` scene into the workspace)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="workspace folder (created if missing)")
-    parser.add_argument("--train", default="auto", choices=["auto", "none", *PRESETS],
+    parser.add_argument("--train", default="auto", choices=["auto", "none", *METHODS],
                         help="training preset after SfM (default auto: splat on CUDA, splat-cpu on CPU; none: skip)")
     parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     parser.add_argument("--train-device", choices=["auto", "cuda", "cpu"], default="auto",
@@ -64,17 +64,13 @@ def render_default_scene(ws, overwrite: bool) -> None:
 
 def train_stage(ws, method: str, steps: int | None, device: str, overwrite: bool) -> str:
     """Run the training preset ``method`` ('auto' resolved by the caller); returns a one-line status."""
-    from recon3d.core import registry as presets
-    from recon3d.core.errors import UserError
+    from recon3d.core import registry
 
-    try:
-        config = presets.make_config(method)
-        stage = presets.stage_function(method)
-    except UserError as exc:
-        if "not available" in str(exc):
-            module = presets.get(method).stage.split(":")[0]
-            return f"train: skipped, the `{method}` backend ({module}) is not available in this install"
-        raise
+    if not registry.available(method):
+        module = registry.get(method).stage.split(":")[0]
+        return f"train: skipped, the `{method}` backend ({module}) is not available in this install"
+    config = registry.make_config(method)
+    stage = registry.stage_function(method)
     changes = {}
     if steps is not None and hasattr(config, "steps"):
         changes["steps"] = steps

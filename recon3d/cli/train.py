@@ -5,8 +5,8 @@
   recon3d train ws --method splat-fast --device cpu --set ssim_lambda=0.1
   recon3d train ws --view                   # watch it live in the browser
 
-Methods (presets):
-{presets}
+Methods:
+{methods}
 
 A rerun resumes from the last checkpoint; a finished run is skipped unless --overwrite.
 Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
@@ -20,15 +20,16 @@ from pathlib import Path
 
 import yaml
 
-from recon3d.core.registry import PRESETS
+from recon3d.core import registry
 
-__doc__ = __doc__.format(presets="\n".join(f"  {p.name:12s} {p.description}" for p in PRESETS.values()))
+__doc__ = __doc__.format(methods="\n".join(f"  {m.name:12s} {m.description}" for m in registry.METHODS.values()))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workspace", type=Path, help="workspace folder with sparse/0 and images/")
-    parser.add_argument("--method", default="splat", choices=list(PRESETS), help="preset to train (default: splat)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    parser.add_argument("--method", default="splat", choices=list(registry.METHODS),
+                        help="method to train (default: splat)")
+    parser.add_argument("--steps", type=int, help="training steps (default: the method's)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                         help="auto: CUDA when present, else CPU (slow; small scenes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -64,12 +65,11 @@ def apply_overrides(config, pairs: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.core import registry as presets
     from recon3d.core.workspace import Workspace
 
     ws = Workspace(args.workspace)
     ws.require_model()
-    config = presets.make_config(args.method)
+    config = registry.make_config(args.method)
     config = dataclasses.replace(config, device=args.device)
     if args.steps is not None:
         config = dataclasses.replace(config, steps=args.steps)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
         monitor = LiveViewer(ws, host=args.host, port=args.port)
     try:
-        presets.stage_function(args.method)(config, ws, monitor=monitor, overwrite=args.overwrite)
+        registry.stage_function(args.method)(config, ws, monitor=monitor, overwrite=args.overwrite)
     finally:
         if monitor is not None and hasattr(monitor, "close"):
             monitor.close()

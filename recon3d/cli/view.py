@@ -10,7 +10,7 @@ What you see (each layer toggles in the "Layers" panel; big sets are subsampled,
   stereo        point clouds stereo/*.ply (after `recon3d stereo`)
   ground truth  cameras of gt/sparse/0, aligned to the model (synthetic scenes)
   reports       numbers from reports/sfm.json, reports/eval.json, splat/ and nerf/metrics.json
-  NeRF render   of your current view, on demand, when the workspace has a NeRF
+  render        of your current view by the trained NeRF (else splats), on demand
 
 The server binds 127.0.0.1 (this machine only) unless --host says otherwise and serves only the
 viewer page. Ctrl+C stops it. To watch training live use `recon3d train ws --view`.

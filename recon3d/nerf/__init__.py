@@ -10,7 +10,7 @@ Pieces, each a small module with shapes in its docstrings:
 * :mod:`~recon3d.nerf.model` - the model: rays -> two proposal levels -> field -> pixels.
 * :mod:`~recon3d.nerf.scene` - world-to-model normalisation and near/far from SfM points.
 * :mod:`~recon3d.nerf.train` - the ``recon3d train --method nerf`` stage; :mod:`~recon3d.nerf.evaluate` its metrics.
-* :mod:`~recon3d.nerf.render_path` - camera paths and videos; :mod:`~recon3d.nerf.nerfstudio` data interop.
+* :mod:`~recon3d.nerf.render` - the trained model as a renderer for `recon3d render` (paths and videos: :mod:`recon3d.render`).
 
 Heavy imports (torch) happen inside these modules, never in ``recon3d.nerf`` itself.
 """

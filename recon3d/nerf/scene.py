@@ -17,8 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_POINTS = 20
-"""Fewer sparse points than this count as none."""
+from recon3d.geometry.framing import (
+    MIN_POINTS,
+    focus_point,
+    scene_center,
+    usable_points,
+)
+
+__all__ = ["MIN_POINTS", "SceneFrame", "focus_point", "scene_frame"]
 
 
 @dataclass
@@ -48,28 +54,6 @@ class SceneFrame:
                    str(d["mode"]), np.asarray(d["aabb"], float))
 
 
-def focus_point(cam_from_world: np.ndarray, prior: np.ndarray, reg: float = 1e-2) -> np.ndarray:
-    """The point nearest to all optical axes (least squares), pulled weakly towards ``prior``.
-
-    Args:
-        cam_from_world: ``(V, 3, 4)`` poses.
-        prior: ``(3,)`` fallback along directions the axes do not constrain (parallel axes).
-        reg: weight of the prior relative to one axis.
-    Returns:
-        ``(3,)`` world point.
-    """
-    R = cam_from_world[:, :, :3]
-    centers = -np.einsum("vji,vj->vi", R, cam_from_world[:, :, 3])
-    axes = R[:, 2, :]
-    A = reg * np.eye(3)
-    b = reg * prior
-    for c, d in zip(centers, axes):
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ c
-    return np.linalg.solve(A, b)
-
-
 def scene_frame(cam_from_world: np.ndarray, points: np.ndarray, mode: str = "auto",
                 near: float = 0.0, far: float = 0.0) -> SceneFrame:
     """Choose the model frame and ray bounds of a scene.
@@ -87,15 +71,12 @@ def scene_frame(cam_from_world: np.ndarray, points: np.ndarray, mode: str = "aut
     t = cam_from_world[:, :, 3]
     centers = -np.einsum("vji,vj->vi", R, t)
     mode = "unbounded" if mode == "auto" else mode
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    points = points[np.isfinite(points).all(1)]
+    points = usable_points(points)
     spread = float(np.linalg.norm(centers - centers.mean(0), axis=1).max()) if len(centers) > 1 else 1.0
     spread = spread or 1.0
     auto_near = auto_far = None
-    if len(points) > 20000:  # plenty for percentiles
-        points = points[np.random.default_rng(0).choice(len(points), 20000, replace=False)]
+    center = scene_center(cam_from_world, points, near, far)
     if len(points) >= MIN_POINTS:
-        center = np.median(points, axis=0)
         dist = np.linalg.norm(points - center, axis=1)
         radius = float(np.percentile(dist, 90))
         nears, fars = [], []
@@ -110,9 +91,6 @@ def scene_frame(cam_from_world: np.ndarray, points: np.ndarray, mode: str = "aut
             auto_far = 1.5 * float(max(fars))
         lo, hi = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
     else:
-        mid = 0.5 * ((near or spread) + (far or 4 * spread))
-        prior = centers.mean(0) + R[:, 2, :].mean(0) * mid
-        center = focus_point(cam_from_world, prior)
         radius = float(np.linalg.norm(centers - center, axis=1).max())
         lo = hi = None
     radius = radius if radius > 1e-9 else spread

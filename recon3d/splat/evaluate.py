@@ -25,15 +25,10 @@ from recon3d.io.dataset import TrainView
 def render_view(params: dict, view: TrainView, sh_degree: int, background: torch.Tensor, backend: str,
                 tile_size: int) -> torch.Tensor:
     """``(H, W, 3)`` render of ``params`` from a view's camera, clamped to [0, 1], without grad."""
-    from recon3d.splat.model import render, viewmat
+    from recon3d.splat.render import render_image
 
-    device = params["means"].device
-    vm = torch.as_tensor(viewmat(view.cam_from_world), dtype=torch.float32, device=device)[None]
-    K = torch.as_tensor(view.camera.K, dtype=torch.float32, device=device)[None]
-    with torch.no_grad():
-        img, _, _ = render(params, vm, K, view.camera.width, view.camera.height, sh_degree, background,
-                           backend=backend, tile_size=tile_size)
-    return img[0].clamp(0, 1)
+    return render_image(params, view.cam_from_world, view.camera.K, view.camera.width, view.camera.height,
+                        sh_degree, background, backend, tile_size)
 
 
 def side_by_side(render: np.ndarray, photo: np.ndarray) -> np.ndarray:

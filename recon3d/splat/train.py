@@ -78,17 +78,12 @@ def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degre
     """A :class:`~recon3d.monitor.TrainEvent` whose callables read a snapshot of ``params``."""
     from recon3d.core.monitor import TrainEvent
     from recon3d.io.gaussians_ply import SH_C0
-    from recon3d.splat.model import render, viewmat
+    from recon3d.splat.render import render_image, to_uint8
 
     snap = {k: v.detach() for k, v in params.items()}
 
     def render_fn(cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
-        dev = snap["means"].device
-        vm = torch.as_tensor(viewmat(cam_from_world), dtype=torch.float32, device=dev)[None]
-        Kt = torch.as_tensor(K, dtype=torch.float32, device=dev)[None]
-        with torch.no_grad():
-            img, _, _ = render(snap, vm, Kt, width, height, sh_degree, background, backend, tile_size)
-        return (img[0].clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
+        return to_uint8(render_image(snap, cam_from_world, K, width, height, sh_degree, background, backend, tile_size))
 
     def splats_fn() -> dict:
         q = torch.nn.functional.normalize(snap["quats"], dim=-1)
@@ -136,6 +131,7 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     from recon3d.splat import checkpoint as ckpt
     from recon3d.splat import model as M
     from recon3d.splat.evaluate import evaluate
+    from recon3d.splat.render import final_sh_degree
     from recon3d.splat.strategy import after_backward, before_backward, make_strategy
 
     ws = workspace
@@ -232,7 +228,7 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     bar.close()
     seconds = time.perf_counter() - t0
 
-    sh = min(config.steps // max(config.sh_degree_interval, 1), config.sh_degree)
+    sh = final_sh_degree(config)
     write_splat_ply(ply, M.splats_from_params(params))
     views, split = (scene.test, "test") if scene.test else (scene.train, "train")
     h, w = views[0].image.shape[:2]

@@ -4,7 +4,7 @@
 frustums with photo thumbnails (click one to fly there and see its photo), the sparse points
 (coloured by RGB or by reprojection error, with a legend), the Gaussian splats of
 ``splat/point_cloud.ply``, stereo point clouds (``stereo/*.ply``), ground-truth cameras
-(``gt/sparse/0``), NeRF renders of the current view on demand and the report numbers.
+(``gt/sparse/0``), renders of the current view by the trained NeRF or splats on demand and the report numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from recon3d.io.colmap import Model, read_model
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
 from recon3d.viewer.layers import Layer, add_cameras, add_points, set_splats
-from recon3d.viewer.panels import NerfPanel, ReportsPanel, SelectedCameraPanel
+from recon3d.viewer.panels import RenderPanel, ReportsPanel, SelectedCameraPanel
 from recon3d.viewer.server import has_camera
 
 
@@ -42,7 +42,7 @@ class ViewerConfig:
     photo_size: int = 640
     """Longest side, in pixels, of the selected camera's photo in the panel."""
     render_size: int = 640
-    """Longest side, in pixels, of on-demand NeRF renders of the current view."""
+    """Longest side, in pixels, of on-demand renders (NeRF or splats) of the current view."""
     show_splats: bool = True
     """Load ``splat/point_cloud.ply`` when it exists."""
 
@@ -88,14 +88,14 @@ class ViewerApp:
         server: a running ``viser.ViserServer`` (:func:`recon3d.viewer.server.start_server`).
         content: what to show (:meth:`WorkspaceContent.load`).
         config: sizes and limits.
-        nerf_loader: ``load_renderer(ws) -> render`` for NeRF renders; default: the
-            ``recon3d.nerf.render_path`` hook when the workspace has a NeRF.
+        render_loader: ``load_renderer(ws) -> render`` for renders of the current view; default: the
+            renderer the method registry names for the workspace's trained NeRF (else splats).
     """
 
     def __init__(self, server, content: WorkspaceContent, config: ViewerConfig | None = None,
-                 nerf_loader=None):
+                 render_loader=None):
         self.server = server
-        self._nerf_loader = nerf_loader
+        self._render_loader = render_loader
         self.content = content
         self.config = config or ViewerConfig()
         self.layers: dict[str, Layer] = {}
@@ -153,7 +153,7 @@ class ViewerApp:
         with gui.add_folder("Selected camera", order=20) as folder:
             self.selected_panel = SelectedCameraPanel(gui, folder)
         with gui.add_folder("Render", order=30, expand_by_default=False):
-            self.nerf_panel = NerfPanel(gui, c.ws, self.config.render_size, self._nerf_loader)
+            self.render_panel = RenderPanel(gui, c.ws, self.config.render_size, self._render_loader)
         with gui.add_folder("Reports", order=40, expand_by_default=False):
             self.reports_panel = ReportsPanel(gui, c.ws, on_reload=self.reload)
         return rows

@@ -1,15 +1,14 @@
-"""GUI panels beside the scene: the selected camera, NeRF renders on demand, the workspace's reports."""
+"""GUI panels beside the scene: the selected camera, renders of the trained model on demand, the reports."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import threading
 import time
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from recon3d.core import registry
 from recon3d.core.workspace import Workspace
 from recon3d.viewer import data as D
 from recon3d.viewer.server import (
@@ -21,9 +20,6 @@ from recon3d.viewer.server import (
 
 RenderFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 """render(cam_from_world (3, 4), K (3, 3) COLMAP convention, width, height) -> (H, W, 3) uint8."""
-
-NERF_HOOK = "recon3d.nerf.render_path"
-"""Module whose ``load_renderer(ws) -> RenderFn`` renders a workspace's trained NeRF."""
 
 
 class SelectedCameraPanel:
@@ -49,29 +45,30 @@ class SelectedCameraPanel:
             self.photo.visible = False
 
 
-def find_nerf_loader(ws: Workspace) -> tuple[Optional[Callable[[Workspace], RenderFn]], str]:
-    """The NeRF render hook for ``ws`` and a note: ``(load_renderer, "")`` or ``(None, why not)``.
+def find_loader(ws: Workspace) -> tuple[Optional[Callable[[Workspace], RenderFn]], str, str]:
+    """The render hook for ``ws``'s trained model: ``(load_renderer, method, "")`` or ``(None, "", why not)``.
 
-    Only checks that a NeRF output folder exists and the hook module is installed; the module is
-    imported (it may import torch) when the user first asks for a render.
+    The hook is the renderer the method registry (:mod:`recon3d.core.registry`) names for the
+    backend of the workspace's trained model (a NeRF, else splats). Only checks that the model's
+    folder exists and the backend is installed; the renderer is imported (it may import torch)
+    when the user first asks for a render.
     """
-    if not ws.nerf.is_dir() or not any(ws.nerf.iterdir()):
-        return None, f"No NeRF in this workspace; train one with `recon3d train {ws.root} --method nerf`."
-    try:
-        spec = importlib.util.find_spec(NERF_HOOK)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        return None, f"NeRF renders need `{NERF_HOOK}.load_renderer`, which this install does not have."
+    backends = sorted(registry.trained_backends(ws.root), key=lambda b: b != "nerf")  # splats are a layer too
+    if not backends:
+        return None, "", (f"No NeRF or splats in this workspace to render; train one with "
+                          f"`recon3d train {ws.root} --method nerf` (or splat).")
+    missing = []
+    for backend in backends:
+        method = registry.backend_renderer(backend)
+        if method is None or not registry.available(method):
+            missing.append(backend)
+            continue
 
-    def load(ws: Workspace) -> RenderFn:
-        try:
-            module = importlib.import_module(NERF_HOOK)
-            return getattr(module, "load_renderer")(ws)
-        except (ImportError, AttributeError) as exc:
-            raise RuntimeError(f"{NERF_HOOK}.load_renderer is not usable ({exc})") from None
+        def load(ws: Workspace, method: str = method) -> RenderFn:
+            return registry.renderer(method)(ws)
 
-    return load, ""
+        return load, method, ""
+    return None, "", f"Renders of the {' and '.join(missing)} model need a backend this install does not have."
 
 
 def check_render(image: Any, width: int, height: int) -> np.ndarray:
@@ -84,26 +81,30 @@ def check_render(image: Any, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
 
 
-class NerfPanel:
-    """A button that renders the clicking client's current view with the workspace's NeRF.
+class RenderPanel:
+    """A button that renders the clicking client's current view with the workspace's trained model.
 
     The render is shown behind the scene (viser background image) for that client and in the panel.
-    Without a NeRF or without the render hook the button is hidden and a note says why.
+    Without a trained model or without its backend the button is hidden and a note says why.
 
     Args:
-        loader: ``load_renderer(ws) -> RenderFn``; default: :func:`find_nerf_loader`'s.
+        loader: ``load_renderer(ws) -> RenderFn``; default: :func:`find_loader`'s.
+        label: what the button says it renders (default: the trained model's backend, e.g. NeRF).
     """
 
-    def __init__(self, gui, ws: Workspace, max_side: int = 640, loader: Optional[Callable] = None):
+    def __init__(self, gui, ws: Workspace, max_side: int = 640, loader: Optional[Callable] = None,
+                 label: str = ""):
         self.ws, self.max_side = ws, max_side
         note = ""
         if loader is None:
-            loader, note = find_nerf_loader(ws)
+            loader, method, note = find_loader(ws)
+            label = label or (registry.get(method).backend if method else "")
+        self.label = {"nerf": "NeRF", "splat": "splats"}.get(label, label) or "model"
         self._loader = loader
         self._render: Optional[RenderFn] = None
         self._busy = threading.Lock()
-        self.note = gui.add_markdown(note or "Render the current view with the workspace's NeRF.")
-        self.button = gui.add_button("Render this view (NeRF)", visible=loader is not None,
+        self.note = gui.add_markdown(note or f"Render the current view with the workspace's {self.label}.")
+        self.button = gui.add_button(f"Render this view ({self.label})", visible=loader is not None,
                                      hint="renders what your browser view sees; hide layers to see it unobstructed")
         self.clear = gui.add_button("Clear render", visible=False)
         self.image = gui.add_image(np.full((4, 4, 3), 200, np.uint8), label=None, format="jpeg", visible=False)
@@ -124,7 +125,7 @@ class NerfPanel:
         try:
             t0 = time.perf_counter()
             if self._render is None:
-                self.note.content = "Loading the NeRF…"
+                self.note.content = f"Loading the {self.label}…"
                 self._render = self._loader(self.ws)
             w, h = render_size(client.camera, self.max_side)
             img = check_render(self._render(client_cam_from_world(client.camera), client_K(client.camera, w, h), w, h), w, h)
@@ -135,7 +136,7 @@ class NerfPanel:
             return img
         except Exception as exc:  # noqa: BLE001 - a failed render must not take the viewer down
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.note.content = f"NeRF render failed: {first}"
+            self.note.content = f"{self.label} render failed: {first}"
             return None
         finally:
             self.button.disabled = False

@@ -1,31 +1,21 @@
-"""Camera paths through a scene and videos of a trained model along them.
+"""Camera paths through a workspace's scene (any backend renders them).
 
 * ``orbit``: a circle around the scene centre at the cameras' mean height and distance, looking at
   the centre. When the cameras do not surround the scene (forward-facing captures, e.g. LLFF)
   the circle instead runs through the camera cluster, LLFF-style, still looking at the centre.
 * ``interp``: through the registered cameras in name order, slerping rotations and lerping centres.
-
-Videos are MP4 (OpenCV's ``mp4v`` encoder); where no encoder is present the frames are written
-as a PNG sequence instead.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from recon3d import geometry
-from recon3d.core.atomic import atomic_dir, atomic_path
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import Workspace
+from recon3d.geometry.framing import focus_point, scene_center
 
 PATHS = ("orbit", "interp")
-
-
-def _centers(cam_from_world: np.ndarray) -> np.ndarray:
-    return geometry.camera_centers(cam_from_world)
 
 
 def orbit_path(cam_from_world: np.ndarray, center: np.ndarray, num_frames: int) -> np.ndarray:
@@ -38,7 +28,7 @@ def orbit_path(cam_from_world: np.ndarray, center: np.ndarray, num_frames: int) 
     Returns:
         ``(num_frames, 3, 4)`` ``cam_from_world``.
     """
-    C = _centers(cam_from_world)
+    C = geometry.camera_centers(cam_from_world)
     up = -cam_from_world[:, 1, :3].mean(0)  # image up is -y of the OpenCV camera
     up /= np.linalg.norm(up)
     rel = C - center
@@ -90,7 +80,7 @@ def interp_path(cam_from_world: np.ndarray, num_frames: int) -> np.ndarray:
     V = len(cam_from_world)
     if V == 1:
         return np.repeat(cam_from_world[None], num_frames, axis=0)
-    C = _centers(cam_from_world)
+    C = geometry.camera_centers(cam_from_world)
     q = geometry.quat_wxyz_from_rotmat(cam_from_world[:, :, :3])
     out = []
     for s in np.linspace(0.0, V - 1, num_frames):
@@ -102,56 +92,6 @@ def interp_path(cam_from_world: np.ndarray, num_frames: int) -> np.ndarray:
     return np.stack(out)
 
 
-class _NoEncoder(Exception):
-    """OpenCV could not encode the video here."""
-
-
-def write_video(frames: list[np.ndarray], path: Path, fps: float = 30.0) -> Path:
-    """Write RGB uint8 frames ``(H, W, 3)`` as an MP4 (OpenCV ``mp4v``) atomically.
-
-    Raises ``_NoEncoder`` (nothing written) when OpenCV cannot encode or read back the video.
-    """
-    import cv2
-
-    path = Path(path)
-    h, w = frames[0].shape[:2]
-    with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-        if not writer.isOpened():
-            raise _NoEncoder()
-        for f in frames:
-            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-        writer.release()
-        cap = cv2.VideoCapture(str(tmp))
-        ok = cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 0
-        cap.release()
-        if not ok:
-            raise _NoEncoder()
-    return path
-
-
-def write_frames(frames: list[np.ndarray], folder: Path) -> Path:
-    """Write RGB uint8 frames as ``folder/frame_NNNN.png`` (the folder is replaced atomically)."""
-    import cv2
-
-    with atomic_dir(folder) as tmp:
-        for i, f in enumerate(frames):
-            cv2.imwrite(str(tmp / f"frame_{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    return folder
-
-
-def save_frames(frames: list[np.ndarray], path: Path, fps: float) -> Path:
-    """MP4 when the suffix asks for a video and an encoder works, else a PNG sequence folder."""
-    path = Path(path)
-    if path.suffix.lower() in (".mp4", ".m4v", ".mov", ".avi"):
-        try:
-            return write_video(frames, path, fps)
-        except _NoEncoder:
-            folder = path.with_name(path.stem + "_frames")
-            return write_frames(frames, folder)
-    return write_frames(frames, path)
-
-
 def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """A camera path for a workspace's registered cameras.
 
@@ -161,7 +101,6 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     from recon3d.io.cameras import camera_from_colmap
     from recon3d.io.colmap import read_model
     from recon3d.io.dataset import undistort_view
-    from recon3d.nerf.scene import focus_point, scene_frame
 
     if kind not in PATHS:
         raise UserError(f"camera path {kind!r} is unknown; use one of {', '.join(PATHS)}")
@@ -178,30 +117,21 @@ def workspace_path(ws: Workspace, kind: str, num_frames: int) -> tuple[np.ndarra
     if kind == "orbit":
         # look where the cameras look (their focus point), falling back to the scene centre along
         # directions the optical axes leave open (forward-facing captures)
-        center = focus_point(poses, scene_frame(poses, model.points).center)
+        center = focus_point(poses, scene_center(poses, model.points))
         path = orbit_path(poses, center, num_frames)
     else:
         path = interp_path(poses, num_frames)
     return path, cam.K, cam.width, cam.height
 
 
-def render_frames(render: Callable[[np.ndarray, np.ndarray, int, int], np.ndarray], poses: np.ndarray,
-                  K: np.ndarray, width: int, height: int) -> list[np.ndarray]:
-    """Render every pose with ``render(cam_from_world, K, W, H) -> (H, W, 3) uint8`` (with a progress bar)."""
-    from recon3d.core.progress import progress
-
-    return [render(p, K, width, height) for p in progress(poses, desc="render", unit="frame")]
-
-
-def load_renderer(ws: Workspace, device: str = "auto") -> Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]:
-    """The trained NeRF of ``ws`` as ``render(cam_from_world (3, 4), K (3, 3), W, H) -> (H, W, 3) uint8``."""
-    from recon3d.nerf.evaluate import render_uint8
-    from recon3d.nerf.train import load_trained, resolve_device
-
-    model = load_trained(ws, resolve_device(device))
-    chunk = model.config.eval_chunk
-
-    def render(cam_from_world, K, width, height):
-        return render_uint8(model, cam_from_world, K, width, height, chunk)
-
-    return render
+def scaled_intrinsics(K: np.ndarray, width: int, height: int, downscale: float) -> tuple[np.ndarray, int, int]:
+    """``K``, width and height of images ``downscale`` times smaller (at least 1 px a side)."""
+    if downscale <= 0:
+        raise UserError("--downscale must be > 0")
+    if downscale == 1.0:
+        return K, width, height
+    w, h = max(1, round(width / downscale)), max(1, round(height / downscale))
+    K = K.copy()
+    K[0] *= w / width
+    K[1] *= h / height
+    return K, w, h
