@@ -22,8 +22,8 @@ from PIL import Image
 from recon3d.cli import main
 from recon3d.core.workspace import Workspace
 from recon3d.evaluate.report import evaluate_workspace
-from recon3d.sfm.extract import FeatureConfig
-from recon3d.sfm.pipeline import SfmConfig, run_sfm
+from recon3d.sfm.config import ExtractionConfig, MapperConfig, MatchingConfig, SfmConfig
+from recon3d.sfm.pipeline import run_sfm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_global_mapper_reuses_features(orbit_sfm, orbit_scene, tmp_path):
     shutil.copytree(ws.images, ws2.images)
     shutil.copy(ws.database, ws2.database)
     shutil.copytree(ws.reports / "stages", ws2.reports / "stages")
-    result = run_sfm(ws2, None, SfmConfig(mapper="global"))
+    result = run_sfm(ws2, None, SfmConfig(mapping=MapperConfig(mapper="global")))
     assert result.report["features"]["extracted"] == 0  # features came from the database
     assert result.report["mapper"] == "global"
     _check_orbit(evaluate_workspace(ws2, gt=orbit_scene / "gt" / "sparse" / "0"))
@@ -106,7 +106,7 @@ def test_retrieval_matching_reconstructs_the_orbit(orbit_sfm, orbit_scene, tmp_p
     shutil.copytree(ws.images, ws2.images)
     shutil.copy(ws.database, ws2.database)
     shutil.copytree(ws.reports / "stages", ws2.reports / "stages")  # the matching options differ: matched again
-    result = run_sfm(ws2, None, SfmConfig(features=FeatureConfig(matching="retrieval", retrieval_num_images=5)))
+    result = run_sfm(ws2, None, SfmConfig(matching=MatchingConfig(pairing="retrieval", retrieval_num_images=5)))
     assert result.report["features"]["extracted"] == 0
     matching = result.report["matching"]
     assert matching["mode"] == "retrieval" and matching["pairs"] <= 24 * 5 < 276
@@ -356,7 +356,7 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
     from recon3d.sfm.pipeline import _features_stage
 
     images = scan_images(ws.images).images[:2]
-    cfg = SfmConfig(features=FeatureConfig(max_image_size=320, max_num_features=512))
+    cfg = SfmConfig(extraction=ExtractionConfig(max_image_size=320, max_num_features=512))
     info = _features_stage(ws, images, cfg, None, None)
     assert info["images"] == 2
     assert (ws.root / "database.db.old").read_bytes() == b"somebody else's database"

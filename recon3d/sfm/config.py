@@ -15,6 +15,7 @@ object after recon3d's own settings (:func:`apply_pycolmap_options`).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -210,7 +211,9 @@ def apply_pycolmap_options(options: dict, what: str, roots: dict[str, Any]) -> N
     for key, value in options.items():
         key = str(key)
         if key not in valid:
-            raise UserError(f"{what}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{what}: unknown key {key!r}{hint}; valid keys: {', '.join(valid)}")
         head, _, rest = key.partition(".")
         obj, path = (roots[head], rest.split(".")) if head in roots and rest else (roots[""], key.split("."))
         for part in path[:-1]:

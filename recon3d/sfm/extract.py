@@ -61,6 +61,20 @@ def camera_for_size(camera, width: int, height: int):
     return camera.scaled(sx)
 
 
+def extraction_options(config: ExtractionConfig, num_threads: int = -1):
+    """``pycolmap.FeatureExtractionOptions`` for ``config``, then its ``pycolmap_options``."""
+    import pycolmap
+
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.max_image_size = config.max_image_size
+    ext.num_threads = num_threads
+    ext.sift.max_num_features = config.max_num_features
+    ext.sift.peak_threshold = config.peak_threshold
+    ext.sift.first_octave = config.first_octave
+    apply_pycolmap_options(config.pycolmap_options, "extraction.pycolmap_options", {"": ext})
+    return ext
+
+
 def extract(database: Path, image_dir: Path, images: list[InputImage], config: ExtractionConfig,
             camera=None, progress: Callable | None = None, device: str = "auto", num_threads: int = -1) -> dict:
     """SIFT features of ``images`` into ``database`` (created if missing); existing ones are kept.
@@ -88,13 +102,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
     finally:
         db.close()
     todo = [im for im in images if im.name not in existing]
-    ext = pycolmap.FeatureExtractionOptions()
-    ext.max_image_size = config.max_image_size
-    ext.num_threads = num_threads
-    ext.sift.max_num_features = config.max_num_features
-    ext.sift.peak_threshold = config.peak_threshold
-    ext.sift.first_octave = config.first_octave
-    apply_pycolmap_options(config.pycolmap_options, "extraction.pycolmap_options", {"": ext})
+    ext = extraction_options(config, num_threads)
     mode = pycolmap.CameraMode.PER_IMAGE if config.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
     # One import per group of photos sharing a camera (COLMAP's single mode refuses mixed sizes).
     groups: dict[tuple, list[InputImage]] = {}

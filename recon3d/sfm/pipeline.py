@@ -301,6 +301,18 @@ def model_loads(model: Path) -> bool:
         return False
 
 
+def check_pycolmap_options(config: SfmConfig) -> None:
+    """Build every pycolmap options object of ``config`` once, so a bad ``pycolmap_options`` key is a
+    :class:`UserError` before any work."""
+    from recon3d.sfm.extract import extraction_options
+    from recon3d.sfm.mapping import pipeline_options
+    from recon3d.sfm.match import matching_options
+
+    extraction_options(config.extraction, config.num_threads)
+    matching_options(config.matching, config.seed, config.num_threads)
+    pipeline_options(config)
+
+
 def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
             log: Callable[[str], None] = _stderr) -> SfmResult:
@@ -326,6 +338,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     from recon3d.sfm.report import format_summary
 
     config = config or SfmConfig()
+    check_pycolmap_options(config)
     t_start = time.perf_counter()
     camera = Camera.load(config.camera_file) if config.camera_file else None
     src = Path(images) if images is not None else ws.images
