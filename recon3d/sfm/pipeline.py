@@ -331,7 +331,9 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         with one line saying why.
 
     The stage contract (:meth:`Workspace.stage`): a finished run with the same photos, config and
-    camera is skipped while its model still loads; a rerun clears the evaluation's marker.
+    camera is skipped while its model still loads; a rerun clears the evaluation's marker. A new
+    photo set for a workspace that holds another is built in ``WS/.sfm-staging`` before the stage
+    is entered, so a failure leaves the workspace, markers included, as it was.
     """
     from recon3d.geometry.camera import Camera
     from recon3d.sfm.images import scan_images
@@ -363,26 +365,33 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     def finished(_recorded: dict[str, Path]) -> bool:
         return outputs["report"].is_file() and model_loads(ws.model)
 
+    same_set = src.resolve() == ws.images.resolve() or _digests(ws.images) == digests
+    staged = not same_set and (ws.images.exists() or ws.has_model())
+    work = Workspace(ws.root / STAGING) if staged else ws
+    # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
+    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings) if staged else None
     with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
         if run.skipped:
+            if staged:
+                shutil.rmtree(work.root, ignore_errors=True)
             report = _read_json(outputs["report"]) or {}
             return SfmResult(outputs, skipped=True, summary=format_summary(report, ws), data=report)
-        report = _reconstruct(ws, src, scan, config, camera, progress, log, timings, t_start)
+        if built is None:
+            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings)
+        if staged:
+            _promote(work, ws)
+        report = _report(ws, scan, config, built, timings, t_start)
         run.outputs = outputs
     return SfmResult(outputs, skipped=False, summary=format_summary(report, ws), data=report)
 
 
-def _reconstruct(ws: Workspace, src: Path, scan: ImageScan, config: SfmConfig, camera, progress,
-                 log: Callable[[str], None], timings: dict[str, float], t_start: float) -> dict:
-    """The work of :func:`run_sfm` once it is not skipped; returns the report it wrote."""
+def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, config: SfmConfig, camera, progress,
+           log: Callable[[str], None], timings: dict[str, float]) -> dict:
+    """Photos, features, matches, mapping and ``sparse/`` in ``work`` (``ws``, or its staging folder)."""
     from recon3d.sfm.match import pair_stats
-    from recon3d.sfm.report import build_report, write_report
 
     ws.create()
     digests = {im.name: im.digest for im in scan.images}
-    same_set = src.resolve() == ws.images.resolve() or _digests(ws.images) == digests
-    fresh = not ws.images.exists() and not ws.has_model()
-    work = ws if (same_set or fresh) else Workspace(ws.root / STAGING)
     if work is not ws:
         old = _read_json(work.reports / "stages" / "sfm-features.json")
         if work.root.exists() and (old is None or any(old.get("digests", {}).get(n, d) != d for n, d in digests.items())):
@@ -410,18 +419,27 @@ def _reconstruct(ws: Workspace, src: Path, scan: ImageScan, config: SfmConfig, c
         if work is not ws:
             shutil.rmtree(work.root, ignore_errors=True)
         raise
-    if work is not ws:
-        _promote(work, ws)
+    return {"names": names, "features": feat, "matches": matches, "stats": stats, "models": models,
+            "refine": refine_reports, "notes": notes}
+
+
+def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timings: dict[str, float],
+            t_start: float) -> dict:
+    """Write ``reports/sfm.{json,md}`` and the plots; returns the report."""
+    from recon3d.sfm.report import build_report, write_report
+
+    models = built["models"]
     registered = {}
     for k, rec in enumerate(models):
         for im in rec.images.values():
             if im.has_pose:
                 registered.setdefault(im.name, k)
-    unregistered = explain_unregistered(stats, names, registered, config)
+    unregistered = explain_unregistered(built["stats"], built["names"], registered, config)
     timings["total"] = time.perf_counter() - t_start
-    report = build_report(ws, config, scan, feat, matches, models, refine_reports, unregistered, timings)
-    report["notes"] = notes
-    write_report(ws, report, models, stats)
+    report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
+                          unregistered, timings)
+    report["notes"] = built["notes"]
+    write_report(ws, report, models, built["stats"])
     return report
 
 
