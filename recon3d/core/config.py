@@ -145,16 +145,29 @@ def replace(cfg: T, **changes: Any) -> T:
 
 
 def dump_yaml(cfg: Any) -> str:
-    """YAML text of a config, each top-level field preceded by its doc as a comment."""
-    data = to_dict(cfg)
-    docs = field_docs(type(cfg)) if dataclasses.is_dataclass(cfg) else {}
+    """YAML text of a config, each field (nested sections' too) preceded by its doc as a comment."""
     lines = [f"# {type(cfg).__name__} (resolved by recon3d)"]
-    for key, value in data.items():
-        if key in docs:
-            lines.append(f"# {key}: {docs[key]}")
-        flow = None if isinstance(value, (dict, list)) and value else False
-        lines.append(yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=flow, width=100).rstrip())
+    if dataclasses.is_dataclass(cfg):
+        _yaml_lines(cfg, "", lines)
+    else:
+        lines.append(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=100).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _yaml_lines(cfg: Any, pad: str, lines: list[str]) -> None:
+    docs = field_docs(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in docs:
+            lines.append(f"{pad}# {f.name}: {docs[f.name]}")
+        if dataclasses.is_dataclass(value) and dataclasses.fields(value):
+            lines.append(f"{pad}{f.name}:")
+            _yaml_lines(value, pad + "  ", lines)
+            continue
+        data = to_dict(value)
+        flow = None if isinstance(data, (dict, list)) and data else False
+        text = yaml.safe_dump({f.name: data}, sort_keys=False, default_flow_style=flow, width=100).rstrip()
+        lines.extend(pad + line for line in text.splitlines())
 
 
 def save_config(cfg: Any, path: Path) -> Path:
