@@ -109,3 +109,14 @@ def test_train_set_uses_the_shared_overrides(orbit_ws):
     res = recon3d("train", orbit_ws.root, "--method", "splat-cpu", "--set", "no_such_field=1")
     assert res.returncode == 2
     assert_one_line_error(res, "--set no_such_field: unknown field 'no_such_field'")
+
+
+def test_undistort_takes_set_and_config(tmp_path):
+    res = recon3d("undistort", tmp_path, "--camera", tmp_path / "c.json", "-o", tmp_path / "out", "--set", "alpha=2")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--alpha 2.0: must lie between 0")
+    (tmp_path / "u.yaml").write_text("interpolation: bicubic\n")
+    res = recon3d("undistort", tmp_path, "--camera", tmp_path / "c.json", "-o", tmp_path / "out", "--config",
+                  tmp_path / "u.yaml")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--interpolation 'bicubic'")

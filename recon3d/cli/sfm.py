@@ -33,7 +33,8 @@ def add_sfm_options(parser: argparse.ArgumentParser) -> None:
     from recon3d.core.config import add_config_arguments
     from recon3d.sfm.config import SfmConfig
 
-    add_config_arguments(parser, SfmConfig, title="camera and shared settings")
+    add_config_arguments(parser, SfmConfig, title="camera and shared settings",
+                         example="mapping.min_num_matches=10", saved="the WS/sparse/config.yaml a run wrote")
 
 
 def config_from_args(args: argparse.Namespace):

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and the command exits, when training ends)")
     parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="viewer port (default 8080; 0: any free port)")
-    add_override_arguments(parser)  # --config (e.g. ws/splat/config.yaml) and --set sh_degree=2
+    add_override_arguments(parser, example="sh_degree=2", saved="ws/splat/config.yaml or ws/nerf/config.yaml of an earlier run")
 
 
 def run(args: argparse.Namespace) -> int:

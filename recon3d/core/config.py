@@ -257,15 +257,16 @@ DEST = "config:"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str = "options",
-                         overrides: bool = True) -> None:
+                         overrides: bool = True, **override_help: str) -> None:
     """Add one flag per field of config dataclass ``cls`` (nested dataclasses: one group each).
 
     Flags default to "not given", so :func:`config_from_args` can tell explicit flags from
-    defaults. With ``overrides``, also adds ``--config`` and ``--set`` (:func:`add_override_arguments`).
+    defaults. With ``overrides``, also adds ``--config`` and ``--set`` (:func:`add_override_arguments`,
+    which ``override_help`` goes to).
     """
     _add_fields(parser, cls, "", title, None)
     if overrides:
-        add_override_arguments(parser)
+        add_override_arguments(parser, **override_help)
 
 
 def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str, description: str | None) -> None:
@@ -306,15 +307,20 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: 
         _add_fields(parser, tp, path + ".", path, docs.get(f.name))
 
 
-def add_override_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE.yaml`` and ``--set KEY=VALUE`` (repeatable)."""
+def add_override_arguments(parser: argparse.ArgumentParser, example: str = "key=value",
+                           saved: str = "the config.yaml a run wrote beside its output") -> None:
+    """``--config FILE.yaml`` and ``--set KEY=VALUE`` (repeatable); read them with :func:`config_from_args`.
+
+    Args:
+        example: a ``--set`` example for the help.
+        saved: what ``--config`` reads, for the help.
+    """
     g = parser.add_argument_group("config files and overrides",
                                   "precedence: defaults < --config < explicit flags < --set")
     g.add_argument("--config", type=Path, metavar="FILE.yaml", dest=DEST + "file",
-                   help="start from a saved config (the config.yaml a run wrote beside its output) to repeat that run")
+                   help=f"start from a saved config ({saved}), e.g. to repeat a run")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest=DEST + "set",
-                   help="set any config field (repeatable; value in YAML; nested fields dotted), "
-                        "e.g. --set mapping.min_num_matches=10")
+                   help=f"set any config field (repeatable; value in YAML; nested fields dotted), e.g. --set {example}")
 
 
 def config_from_args(cls_or_base: Any, args: argparse.Namespace) -> Any:
