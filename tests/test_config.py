@@ -230,3 +230,24 @@ def test_unknown_pycolmap_option_is_a_user_error():
     with pytest.raises(UserError, match="does not fit"):
         check_pycolmap_options(SfmConfig(mapping=MapperConfig(pycolmap_options={"mapper.init_max_error": "x"})))
     check_pycolmap_options(SfmConfig(mapping=MapperConfig(mapper="global", pycolmap_options={"min_num_matches": 20})))
+
+
+def test_pycolmap_options_are_set_after_recon3d_settings():
+    from recon3d.sfm.config import ExtractionConfig, MapperConfig, MatchingConfig
+    from recon3d.sfm.extract import extraction_options
+    from recon3d.sfm.mapping import incremental_options
+    from recon3d.sfm.match import matching_options
+
+    o = incremental_options(MapperConfig(abs_pose_min_num_inliers=6))
+    assert o.mapper.abs_pose_min_num_inliers == 6 and o.mapper.abs_pose_min_inlier_ratio == 0.05
+    o = incremental_options(MapperConfig(pycolmap_options={"mapper.abs_pose_min_inlier_ratio": 0.1,
+                                                           "ba_global_max_num_iterations": 20,
+                                                           "mapper.image_selection_method": "MAX_VISIBLE_POINTS_NUM"}))
+    assert o.mapper.abs_pose_min_inlier_ratio == 0.1 and o.ba_global_max_num_iterations == 20
+    assert o.mapper.image_selection_method.name == "MAX_VISIBLE_POINTS_NUM"  # enums by name
+    mo, vo = matching_options(MatchingConfig(pycolmap_options={"verification.ransac.confidence": 0.9,
+                                                               "matching.max_num_matches": 1000}))
+    assert vo.ransac.confidence == 0.9 and mo.max_num_matches == 1000
+    assert extraction_options(ExtractionConfig(pycolmap_options={"sift.max_num_orientations": 1})).sift.max_num_orientations == 1
+    with pytest.raises(UserError, match="extraction.pycolmap_options: unknown key 'sift.nope'"):
+        extraction_options(ExtractionConfig(pycolmap_options={"sift.nope": 1}))
