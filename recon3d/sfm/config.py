@@ -226,9 +226,9 @@ def apply_pycolmap_options(options: dict, what: str, roots: dict[str, Any]) -> N
             value = members[value]
         try:
             setattr(obj, path[-1], value)
-        except (TypeError, ValueError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{what}: {key} = {value!r} does not fit ({first})") from None
+        except (TypeError, ValueError, AttributeError):
+            raise UserError(f"{what}: {key} = {value!r} does not fit; pycolmap expects a {type(current).__name__} "
+                            f"(now {current!r})") from None
 
 
 def option_names(obj: Any, prefix: str = "") -> list[str]:

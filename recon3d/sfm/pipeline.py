@@ -365,7 +365,8 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     def finished(_recorded: dict[str, Path]) -> bool:
         return outputs["report"].is_file() and model_loads(ws.model)
 
-    same_set = src.resolve() == ws.images.resolve() or _digests(ws.images) == digests
+    # a finished run with this key was made from these very photos: ws.images holds them (no hashing again)
+    same_set = src.resolve() == ws.images.resolve() or ws.is_done("sfm", key) or _digests(ws.images) == digests
     staged = not same_set and (ws.images.exists() or ws.has_model())
     work = Workspace(ws.root / STAGING) if staged else ws
     # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
