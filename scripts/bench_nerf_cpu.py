@@ -34,7 +34,7 @@ def main() -> int:
 
     import torch
 
-    from recon3d.cli.train import apply_overrides
+    from recon3d.core.config import apply_overrides
     from recon3d.nerf.config import preset_nerf_fast
     from recon3d.nerf.train import train
     from recon3d.scenes import scene_workspace

@@ -81,8 +81,8 @@ def main() -> int:
 
     import torch
 
-    from recon3d.cli.train import apply_overrides
     from recon3d.core import registry as presets
+    from recon3d.core.config import apply_overrides
     from recon3d.nerf.train import train
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -94,3 +94,43 @@ def test_unwritable_output(tmp_path, tiny_spec):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
     assert_one_line_error(recon3d("scene", "render", tiny_spec, "-o", blocker / "ws"), "cannot create the workspace")
+
+
+def test_sfm_help_is_grouped_by_config_section():
+    res = recon3d("sfm", "--help")
+    assert res.returncode == 0
+    for heading in ("camera and shared settings:", "extraction:", "matching:", "mapping:", "config files and overrides:"):
+        assert heading in res.stdout
+    assert res.stdout.count("  --abs-pose-min-inliers N") == 1 and "--mapping.init-min-num-inliers N" in res.stdout
+
+
+def test_sfm_bad_config_is_one_line_exit_2(tmp_path):
+    res = recon3d("sfm", tmp_path, "-o", tmp_path / "ws", "--set", "mapping.pycolmap_options.mapper.init_max_eror=6")
+    assert res.returncode == 2
+    assert_one_line_error(res, "mapping.pycolmap_options: unknown key 'mapper.init_max_eror'",
+                          "did you mean 'mapper.init_max_error'", "valid keys:")
+    res = recon3d("sfm", tmp_path, "-o", tmp_path / "ws", "--set", "mapping.min_matches=3")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--set mapping.min_matches: unknown field 'min_matches' in mapping")
+    (tmp_path / "other.yaml").write_text("steps: 3\n")
+    res = recon3d("sfm", tmp_path, "-o", tmp_path / "ws", "--config", tmp_path / "other.yaml")
+    assert res.returncode == 2
+    assert_one_line_error(res, "other.yaml: unknown key(s) steps")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_train_set_uses_the_shared_overrides(orbit_ws):
+    res = recon3d("train", orbit_ws.root, "--method", "splat-cpu", "--set", "no_such_field=1")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--set no_such_field: unknown field 'no_such_field'")
+
+
+def test_undistort_takes_set_and_config(tmp_path):
+    res = recon3d("undistort", tmp_path, "--camera", tmp_path / "c.json", "-o", tmp_path / "out", "--set", "alpha=2")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--alpha 2.0: must lie between 0")
+    (tmp_path / "u.yaml").write_text("interpolation: bicubic\n")
+    res = recon3d("undistort", tmp_path, "--camera", tmp_path / "c.json", "-o", tmp_path / "out", "--config",
+                  tmp_path / "u.yaml")
+    assert res.returncode == 2
+    assert_one_line_error(res, "--interpolation 'bicubic'")

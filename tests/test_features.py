@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from recon3d.core.errors import UserError
-from recon3d.sfm.extract import FeatureConfig, camera_for_size, extract
+from recon3d.sfm.config import ExtractionConfig, MatchingConfig
+from recon3d.sfm.extract import camera_for_size, extract
 from recon3d.sfm.images import ingest_images, scan_images
 from recon3d.sfm.match import match, pair_stats
 from recon3d.sfm.pairs import select_pairs
@@ -81,9 +82,9 @@ def test_camera_for_size():
 
 def test_config_checks():
     with pytest.raises(UserError, match="camera model"):
-        FeatureConfig(camera_model="NOPE")
+        ExtractionConfig(camera_model="NOPE")
     with pytest.raises(UserError):
-        FeatureConfig(max_num_features=3)
+        ExtractionConfig(max_num_features=3)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,8 @@ def small_db(orbit_scene, tmp_path_factory):
         else:
             Image.open(src).resize((320, 240), Image.LANCZOS).save(images / src.name)
     scan = scan_images(images)
-    cfg = FeatureConfig(**FAST)
-    info = extract(root / "database.db", images, scan.images, cfg)
+    cfg = MatchingConfig()
+    info = extract(root / "database.db", images, scan.images, ExtractionConfig(**FAST))
     minfo = match(root / "database.db", cfg)
     return root, scan, cfg, info, minfo
 
@@ -121,7 +122,7 @@ def test_extract_and_match(small_db):
 
 def test_rerun_reuses_the_database(small_db):
     root, scan, cfg, info, minfo = small_db
-    again = extract(root / "database.db", root / "images", scan.images, cfg)
+    again = extract(root / "database.db", root / "images", scan.images, ExtractionConfig(**FAST))
     assert again["extracted"] == 0 and again["keypoints"] == info["keypoints"]
     m2 = match(root / "database.db", cfg)
     assert m2["inlier_matches"] == minfo["inlier_matches"]
@@ -129,15 +130,15 @@ def test_rerun_reuses_the_database(small_db):
 
 def test_pair_selection(small_db):
     root, scan, cfg, info, minfo = small_db
-    mode, pairs = select_pairs(root / "database.db", FeatureConfig(matching="sequential", overlap=1))
+    mode, pairs = select_pairs(root / "database.db", MatchingConfig(pairing="sequential", overlap=1))
     assert mode == "sequential"
     assert {tuple(sorted(p)) for p in pairs} >= {("view_000.png", "view_001.png"), ("view_002.png", "view_003.png")}
     assert len(pairs) < 6
     with pytest.raises(UserError, match="GPS"):
-        select_pairs(root / "database.db", FeatureConfig(matching="spatial"))
+        select_pairs(root / "database.db", MatchingConfig(pairing="spatial"))
     with pytest.raises(UserError, match="vocabulary tree .* not found"):
-        select_pairs(root / "database.db", FeatureConfig(matching="retrieval", vocab_tree=str(root / "nope.bin")))
-    mode, pairs = select_pairs(root / "database.db", FeatureConfig(matching="auto", exhaustive_max_images=2))
+        select_pairs(root / "database.db", MatchingConfig(pairing="retrieval", vocab_tree=str(root / "nope.bin")))
+    mode, pairs = select_pairs(root / "database.db", MatchingConfig(pairing="auto", exhaustive_max_images=2))
     assert mode == "retrieval"  # too many for exhaustive, and no GPS
     assert len(pairs) == 6  # four images, each with its 3 (at most 30) most similar
 
@@ -152,7 +153,7 @@ def test_camera_file_sets_the_prior(orbit_scene, tmp_path):
     for i in range(2):
         shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", images)
     cam = load_camera(orbit_scene / "gt" / "camera.json")
-    extract(tmp_path / "database.db", images, scan_images(images).images, FeatureConfig(**FAST), camera=cam)
+    extract(tmp_path / "database.db", images, scan_images(images).images, ExtractionConfig(**FAST), camera=cam)
     db = pycolmap.Database.open(tmp_path / "database.db")
     try:
         (c,) = db.read_all_cameras()
@@ -167,7 +168,7 @@ def orbit_db(orbit_scene, tmp_path_factory):
     """All 24 orbit views (a ring: view i sees most of views i-1 and i+1) with features extracted."""
     root = tmp_path_factory.mktemp("orbit_db")
     scan = scan_images(orbit_scene / "images")
-    extract(root / "database.db", orbit_scene / "images", scan.images, FeatureConfig(**FAST))
+    extract(root / "database.db", orbit_scene / "images", scan.images, ExtractionConfig(**FAST))
     return root / "database.db"
 
 
@@ -175,7 +176,7 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
     """A vocabulary tree trained on the photos' own features retrieves each view's ring neighbours."""
     from recon3d.sfm.retrieval import build_vocab_tree, retrieval_pairs
 
-    cfg = FeatureConfig(**{**FAST, "matching": "retrieval", "retrieval_num_images": 4})
+    cfg = MatchingConfig(pairing="retrieval", retrieval_num_images=4)
     mode, pairs = select_pairs(orbit_db, cfg)
     assert mode == "retrieval"
     got = {tuple(sorted(p)) for p in pairs}
@@ -193,8 +194,7 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
     names = {i + 1: f"view_{i:03d}.png" for i in range(24)}  # ids follow the sorted names
     assert ring <= {tuple(sorted((names[a], names[b]))) for a, b in ids}
     # loop detection in sequential matching works without a downloaded tree
-    mode, seq = select_pairs(orbit_db, FeatureConfig(**{**FAST, "matching": "sequential", "overlap": 1,
-                                                        "loop_detection": True}))
+    mode, seq = select_pairs(orbit_db, MatchingConfig(pairing="sequential", overlap=1, loop_detection=True))
     assert ("view_000.png", "view_001.png") in {tuple(sorted(p)) for p in seq}
 
 

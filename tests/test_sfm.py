@@ -22,8 +22,8 @@ from PIL import Image
 from recon3d.cli import main
 from recon3d.core.workspace import Workspace
 from recon3d.evaluate.report import evaluate_workspace
-from recon3d.sfm.extract import FeatureConfig
-from recon3d.sfm.pipeline import SfmConfig, run_sfm
+from recon3d.sfm.config import ExtractionConfig, MapperConfig, MatchingConfig, SfmConfig
+from recon3d.sfm.pipeline import run_sfm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_global_mapper_reuses_features(orbit_sfm, orbit_scene, tmp_path):
     shutil.copytree(ws.images, ws2.images)
     shutil.copy(ws.database, ws2.database)
     shutil.copytree(ws.reports / "stages", ws2.reports / "stages")
-    result = run_sfm(ws2, None, SfmConfig(mapper="global"))
+    result = run_sfm(ws2, None, SfmConfig(mapping=MapperConfig(mapper="global")))
     assert result.report["features"]["extracted"] == 0  # features came from the database
     assert result.report["mapper"] == "global"
     _check_orbit(evaluate_workspace(ws2, gt=orbit_scene / "gt" / "sparse" / "0"))
@@ -106,7 +106,7 @@ def test_retrieval_matching_reconstructs_the_orbit(orbit_sfm, orbit_scene, tmp_p
     shutil.copytree(ws.images, ws2.images)
     shutil.copy(ws.database, ws2.database)
     shutil.copytree(ws.reports / "stages", ws2.reports / "stages")  # the matching options differ: matched again
-    result = run_sfm(ws2, None, SfmConfig(features=FeatureConfig(matching="retrieval", retrieval_num_images=5)))
+    result = run_sfm(ws2, None, SfmConfig(matching=MatchingConfig(pairing="retrieval", retrieval_num_images=5)))
     assert result.report["features"]["extracted"] == 0
     matching = result.report["matching"]
     assert matching["mode"] == "retrieval" and matching["pairs"] <= 24 * 5 < 276
@@ -357,7 +357,7 @@ def test_foreign_database_is_kept_aside(orbit_scene, tmp_path, capfd):
     from recon3d.sfm.pipeline import _features_stage
 
     images = scan_images(ws.images).images[:2]
-    cfg = SfmConfig(features=FeatureConfig(max_image_size=320, max_num_features=512))
+    cfg = SfmConfig(extraction=ExtractionConfig(max_image_size=320, max_num_features=512))
     info = _features_stage(ws, images, cfg, None, None)
     assert info["images"] == 2
     assert (ws.root / "database.db.old").read_bytes() == b"somebody else's database"
@@ -394,3 +394,36 @@ def test_two_unrelated_groups_give_two_models(orbit_scene, shared_data, tmp_path
     names1 = {im.name for im in pycolmap.Reconstruction(str(ws.sparse / "1")).images.values()}
     assert all(n.startswith("view_") for n in names0) and all(n.startswith("temple") for n in names1)
     assert "(+6 in 1 more model(s))" in result.summary
+
+
+# ------------------------------------------------------------------------ saved config replays
+def test_saved_config_reproduces_the_run(orbit_scene, tmp_path, capsys):
+    """`recon3d sfm --config ws/sparse/config.yaml` repeats ws's run: same config hash, same registration."""
+    from recon3d.core.config import build_config
+    from recon3d.core.workspace import config_hash
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", photos)
+    ws1, ws2 = Workspace(tmp_path / "ws1"), Workspace(tmp_path / "ws2")
+    assert main(["sfm", str(photos), "-o", str(ws1.root), "--max-image-size", "480", "--max-features", "2048",
+                 "--abs-pose-min-inliers", "20", "--set", "mapping.pycolmap_options.mapper.init_max_error=4"]) == 0
+    saved = ws1.sparse / "config.yaml"
+    cfg = build_config(SfmConfig, saved)
+    assert cfg.extraction.max_image_size == 480 and cfg.mapping.abs_pose_min_num_inliers == 20
+    assert cfg.mapping.abs_pose_min_inlier_ratio == -1 and cfg.mapping.inlier_ratio() == 0.05  # auto, resolved at use
+    capsys.readouterr()
+    assert main(["sfm", str(photos), "-o", str(ws2.root), "--config", str(saved)]) == 0
+    assert "registered" in capsys.readouterr().out
+    r1, r2 = (json.loads((w.reports / "sfm.json").read_text()) for w in (ws1, ws2))
+    assert r1["registered"] == r2["registered"] == 6 and r1["config"] == r2["config"]
+    assert ws1.stage_info("sfm")["config_hash"] == ws2.stage_info("sfm")["config_hash"]
+    assert (ws2.sparse / "config.yaml").read_text() == saved.read_text()
+    # the Python API prints nothing on stdout, mapping or skipping, and gives the report and the model
+    redo = run_sfm(ws2, None, cfg, overwrite=True)
+    assert not redo.skipped and redo.report["registered"] == 6 and redo.reconstruction.num_reg_images() == 6
+    again = run_sfm(ws2, photos, cfg)
+    assert again.skipped and again.report["registered"] == 6 and again.reconstruction.num_reg_images() == 6
+    assert again.outputs["model"] == ws2.model and config_hash(cfg) == config_hash(build_config(SfmConfig, saved))
+    assert capsys.readouterr().out == ""

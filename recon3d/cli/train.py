@@ -15,12 +15,10 @@ Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-import yaml
-
 from recon3d.core import registry
+from recon3d.core.config import DEST, add_override_arguments
 
 __doc__ = __doc__.format(methods="\n".join(f"  {m.name:12s} {m.description}" for m in registry.METHODS.values()))
 
@@ -30,38 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="splat", choices=list(registry.METHODS),
                         help="method to train (default: splat)")
     parser.add_argument("--steps", type=int, help="training steps (default: the method's)")
-    parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                        help="auto: CUDA when present, else CPU (slow; small scenes)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config field (repeatable), e.g. --set sh_degree=2")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
+                        help="auto (default): CUDA when present, else CPU (slow; small scenes)")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier checkpoints and outputs")
     parser.add_argument("--view", action="store_true",
                         help="serve the live browser viewer while training (its URL is printed; it stops, "
                              "and the command exits, when training ends)")
     parser.add_argument("--host", default="127.0.0.1", help="viewer address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="viewer port (default 8080; 0: any free port)")
-
-
-def apply_overrides(config, pairs: list[str]):
-    """Config with ``KEY=VALUE`` overrides (values parsed as YAML) applied; unknown keys are errors."""
-    from recon3d.core.config import from_dict, to_dict
-    from recon3d.core.errors import UserError
-
-    data = to_dict(config)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UserError(f"--set {pair!r}: expected KEY=VALUE")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise UserError(f"--set {key}: {part!r} is not a config section")
-            node = node[part]
-        if parts[-1] not in node:
-            raise UserError(f"--set {key}: unknown field; fields: {', '.join(node)}")
-        node[parts[-1]] = yaml.safe_load(value)
-    return from_dict(type(config), data, where="config")
+    add_override_arguments(parser, example="sh_degree=2", saved="ws/splat/config.yaml or ws/nerf/config.yaml of an earlier run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     ws = Workspace(args.workspace)
     ws.require_model()
-    config = registry.make_config(args.method)
-    config = dataclasses.replace(config, device=args.device)
-    if args.steps is not None:
-        config = dataclasses.replace(config, steps=args.steps)
-    config = apply_overrides(config, args.set)
+    from recon3d.core.config import build_config
+
+    flags = {k: v for k, v in (("device", args.device), ("steps", args.steps)) if v is not None}
+    config = build_config(registry.make_config(args.method), getattr(args, DEST + "file"), flags,
+                          getattr(args, DEST + "set"))  # preset < --config < --device/--steps < --set
     monitor = None
     if args.view:
         from recon3d.viewer.live import LiveViewer

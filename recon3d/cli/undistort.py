@@ -17,17 +17,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from recon3d.core.config import DEST, add_override_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="WS|IMAGES",
                         help="a workspace (its images/ are undistorted), or photo files and/or folders")
     parser.add_argument("--camera", required=True, type=Path, help="camera.json from `recon3d calibrate`")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder (gets images/ and camera.json)")
-    parser.add_argument("--alpha", type=float, default=0.0,
+    parser.add_argument("--alpha", type=float,
                         help="0 = crop to valid pixels (default), 1 = keep all source pixels (black corners)")
-    parser.add_argument("--interpolation", default="cubic", choices=["nearest", "linear", "cubic", "lanczos"],
+    parser.add_argument("--interpolation", choices=["nearest", "linear", "cubic", "lanczos"],
                         help="resampling filter (default cubic)")
     parser.add_argument("--overwrite", action="store_true", help="undistort again even if OUT is up to date")
+    add_override_arguments(parser, example="jpeg_quality=90", saved="a YAML of UndistortConfig fields")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.core.progress import summary
 
     t0 = time.perf_counter()
-    config = UndistortConfig(alpha=args.alpha, interpolation=args.interpolation)
+    from recon3d.core.config import build_config
+
+    flags = {k: v for k, v in (("alpha", args.alpha), ("interpolation", args.interpolation)) if v is not None}
+    config = build_config(UndistortConfig, getattr(args, DEST + "file"), flags, getattr(args, DEST + "set"))
     out, cam, n = undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite)
     if n == 0:
         print(f"{out}: already undistorted with these settings (use --overwrite to redo)")

@@ -21,88 +21,12 @@ The stage reads a folder of photos and fills a COLMAP ``database.db``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 from recon3d.core.errors import UserError
+from recon3d.sfm.config import ExtractionConfig, apply_pycolmap_options
 from recon3d.sfm.images import InputImage
-
-COLMAP_CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
-                        "OPENCV_FISHEYE", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE")
-
-
-"""Camera models a user can ask for (COLMAP names)."""
-
-
-@dataclass
-class FeatureConfig:
-    """Feature extraction and matching options (the features and matches stages)."""
-
-    max_image_size: int = 1600
-    """Longest image side SIFT sees (images are downscaled for extraction; keypoints are stored at full
-    resolution). 1600 keeps memory near 1 GB on 6-megapixel photos with no loss of accuracy."""
-    max_num_features: int = 8192
-    """Most SIFT features kept per image."""
-    peak_threshold: float = 0.02 / 3
-    """SIFT detection threshold; lower (e.g. 0.002) finds more features on low-texture objects."""
-    first_octave: int = -1
-    """First SIFT octave: -1 upsamples the image once (finer features, slower), 0 does not."""
-    camera_model: str = "SIMPLE_RADIAL"
-    """COLMAP camera model for self-calibration (ignored when a camera file is given)."""
-    camera_mode: Literal["auto", "single", "per_image"] = "auto"
-    """'auto': one shared camera per image size and EXIF camera (make, model, focal length); photos
-    without EXIF share one per size. 'single': one per image size, ignoring EXIF. 'per_image': one each."""
-    matching: Literal["auto", "exhaustive", "retrieval", "sequential", "spatial"] = "auto"
-    """Pair selection. 'auto': exhaustive up to exhaustive_max_images images, else spatial when the photos
-    carry GPS, else retrieval (each photo with its retrieval_num_images most similar ones). 'sequential'
-    suits video frames and photos taken in order."""
-    exhaustive_max_images: int = 150
-    """Largest folder 'auto' matches exhaustively."""
-    overlap: int = 10
-    """Sequential matching: each image is matched to this many following images (plus quadratic overlap)."""
-    loop_detection: bool = False
-    """Sequential matching: also match visually similar images (every 10th image is a query)."""
-    vocab_tree: str = ""
-    """Vocabulary-tree file for retrieval and loop detection (COLMAP's .bin). '': recon3d trains one on
-    the photos' own features; nothing is downloaded."""
-    retrieval_num_images: int = 30
-    """Retrieval matching: most similar images matched to each image."""
-    spatial_max_neighbors: int = 50
-    """Spatial matching: GPS neighbours matched per image."""
-    max_ratio: float = 0.8
-    """Lowe's ratio test threshold."""
-    cross_check: bool = True
-    """Keep only mutual nearest-neighbour matches."""
-    min_num_inliers: int = 15
-    """Geometric verification: fewest inliers for a pair to count as verified."""
-    max_error: float = 4.0
-    """Geometric verification: RANSAC inlier threshold in pixels."""
-    seed: int = 0
-    """Random seed for RANSAC (verification); -1 for a random one."""
-    num_threads: int = -1
-    """CPU threads (-1: all)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where SIFT extraction and matching run ('auto': CUDA when pycolmap was built with it)."""
-
-    def __post_init__(self) -> None:
-        if self.camera_model not in COLMAP_CAMERA_MODELS:
-            raise UserError(f"camera model {self.camera_model!r} is unknown; use one of {', '.join(COLMAP_CAMERA_MODELS)}")
-        if self.max_image_size < 64 and self.max_image_size != -1:
-            raise UserError(f"max_image_size {self.max_image_size} is too small; use at least 64 (or -1 for full size)")
-        if self.max_num_features < 16:
-            raise UserError(f"max_num_features {self.max_num_features} is too small; use at least 16")
-
-    def extraction_key(self) -> dict:
-        """The fields that change extracted features (a change means extracting again)."""
-        return {k: getattr(self, k) for k in ("max_image_size", "max_num_features", "peak_threshold",
-                                              "first_octave", "camera_model", "camera_mode")}
-
-    def matching_key(self) -> dict:
-        """The fields that change matches (a change means matching again)."""
-        return {k: getattr(self, k) for k in ("matching", "exhaustive_max_images", "overlap", "loop_detection",
-                                              "vocab_tree", "retrieval_num_images", "spatial_max_neighbors", "max_ratio", "cross_check",
-                                              "min_num_inliers", "max_error", "seed")}
 
 
 # ---------------------------------------------------------------------------------- database
@@ -137,8 +61,22 @@ def camera_for_size(camera, width: int, height: int):
     return camera.scaled(sx)
 
 
-def extract(database: Path, image_dir: Path, images: list[InputImage], config: FeatureConfig,
-            camera=None, progress: Callable | None = None) -> dict:
+def extraction_options(config: ExtractionConfig, num_threads: int = -1):
+    """``pycolmap.FeatureExtractionOptions`` for ``config``, then its ``pycolmap_options``."""
+    import pycolmap
+
+    ext = pycolmap.FeatureExtractionOptions()
+    ext.max_image_size = config.max_image_size
+    ext.num_threads = num_threads
+    ext.sift.max_num_features = config.max_num_features
+    ext.sift.peak_threshold = config.peak_threshold
+    ext.sift.first_octave = config.first_octave
+    apply_pycolmap_options(config.pycolmap_options, "extraction.pycolmap_options", {"": ext})
+    return ext
+
+
+def extract(database: Path, image_dir: Path, images: list[InputImage], config: ExtractionConfig,
+            camera=None, progress: Callable | None = None, device: str = "auto", num_threads: int = -1) -> dict:
     """SIFT features of ``images`` into ``database`` (created if missing); existing ones are kept.
 
     Args:
@@ -149,6 +87,8 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
         camera: optional ``recon3d.camera.Camera`` (a calibration): its COLMAP model and
             parameters become every camera's starting values (one camera per image size).
         progress: optional tqdm-like wrapper.
+        device: 'auto', 'cpu' or 'cuda' (SIFT).
+        num_threads: CPU threads (-1: all).
     Returns:
         ``{"images": n, "cameras": n, "keypoints": n, "extracted": n newly extracted}``.
     """
@@ -162,12 +102,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
     finally:
         db.close()
     todo = [im for im in images if im.name not in existing]
-    ext = pycolmap.FeatureExtractionOptions()
-    ext.max_image_size = config.max_image_size
-    ext.num_threads = config.num_threads
-    ext.sift.max_num_features = config.max_num_features
-    ext.sift.peak_threshold = config.peak_threshold
-    ext.sift.first_octave = config.first_octave
+    ext = extraction_options(config, num_threads)
     mode = pycolmap.CameraMode.PER_IMAGE if config.camera_mode == "per_image" else pycolmap.CameraMode.SINGLE
     # One import per group of photos sharing a camera (COLMAP's single mode refuses mixed sizes).
     groups: dict[tuple, list[InputImage]] = {}
@@ -189,7 +124,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: F
         names = [im.name for im in group]
         pycolmap.import_images(database, image_dir, mode, names, reader)
         for chunk in split_chunks(names, max(1, len(names) // 4)):
-            pycolmap.extract_features(database, image_dir, chunk, mode, reader, ext, sift_device(config.device))
+            pycolmap.extract_features(database, image_dir, chunk, mode, reader, ext, sift_device(device))
             for _ in chunk:
                 next(it, None)
     if bar is not None and hasattr(bar, "close"):

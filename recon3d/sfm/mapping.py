@@ -37,44 +37,7 @@ from typing import Callable
 import numpy as np
 
 from recon3d.core.errors import UserError
-
-
-@dataclass
-class MapperOptions:
-    """What :func:`map_database` and :func:`refine_model` need (filled from ``SfmConfig``)."""
-
-    mapper: str = "incremental"
-    """'incremental' or 'global'."""
-    fixed_intrinsics: bool = False
-    """Keep the cameras' intrinsics as they are in the database (known calibration)."""
-    refine_principal_point: str = "auto"
-    """'auto' (the rule), 'always' or 'never'."""
-    refine_extra_params: bool = True
-    """Refine distortion parameters during mapping (False keeps them at their database values)."""
-    calibration_prior: bool = False
-    """Intrinsics came from a calibration (mapped fixed): refine them at the end only where the data say so."""
-    min_num_matches: int = 15
-    """Fewest verified matches for a pair to be used."""
-    init_min_num_inliers: int = 100
-    """Incremental: fewest inliers of the initial pair."""
-    abs_pose_min_num_inliers: int = 30
-    """Incremental: fewest 2D-3D inliers to register an image."""
-    abs_pose_min_inlier_ratio: float = 0.25
-    """Incremental: smallest 2D-3D inlier ratio to register an image."""
-    min_model_size: int = 3
-    """Smallest model kept, in images."""
-    max_reproj_error: float = 2.0
-    """Final refinement: observations reprojecting worse (pixels) are dropped before the last BA."""
-    min_tri_angle: float = 1.5
-    """Final refinement: points triangulated under a smaller angle (degrees) are dropped."""
-    pp_max_sd_frac: float = 0.002
-    """Principal-point rule: largest standard deviation, as a fraction of the image diagonal."""
-    pp_min_sigma: float = 5.0
-    """Principal-point rule: smallest shift, in standard deviations."""
-    seed: int = 0
-    """Random seed (-1: random)."""
-    num_threads: int = -1
-    """CPU threads (-1: all)."""
+from recon3d.sfm.config import MapperConfig, SfmConfig, apply_pycolmap_options
 
 
 def _set_seed(o, seed: int) -> None:
@@ -83,77 +46,98 @@ def _set_seed(o, seed: int) -> None:
             obj.random_seed = seed
 
 
-def incremental_options(opts: MapperOptions):
-    """``pycolmap.IncrementalPipelineOptions`` for ``opts``."""
+def incremental_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
+                        refine_extra_params: bool = True):
+    """``pycolmap.IncrementalPipelineOptions`` for ``config``, then its ``pycolmap_options``.
+
+    Args:
+        config: the mapping section.
+        seed: random seed (-1: random).
+        num_threads: CPU threads (-1: all).
+        fixed_intrinsics: keep the cameras' intrinsics as they are in the database (a calibration).
+        refine_extra_params: refine distortion (False keeps it at the database's values).
+    """
     import pycolmap
 
     o = pycolmap.IncrementalPipelineOptions()
-    _set_seed(o, opts.seed)
-    o.num_threads = opts.num_threads
-    o.min_num_matches = opts.min_num_matches
-    o.min_model_size = opts.min_model_size
-    o.mapper.init_min_num_inliers = opts.init_min_num_inliers
-    o.mapper.abs_pose_min_num_inliers = opts.abs_pose_min_num_inliers
-    o.mapper.abs_pose_min_inlier_ratio = opts.abs_pose_min_inlier_ratio
+    _set_seed(o, seed)
+    o.num_threads = num_threads
+    o.min_num_matches = config.min_num_matches
+    o.min_model_size = config.min_model_size
+    o.mapper.init_min_num_inliers = config.init_min_num_inliers
+    o.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
+    o.mapper.abs_pose_min_inlier_ratio = config.inlier_ratio()
     o.ba_refine_principal_point = False
-    if not opts.refine_extra_params:
+    if not refine_extra_params:
         o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_extra_params = False
-    if opts.fixed_intrinsics:
+    if fixed_intrinsics:
         o.ba_refine_focal_length = False
         o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_focal_length = False
         o.mapper.abs_pose_refine_extra_params = False
+    apply_pycolmap_options(config.pycolmap_options, "mapping.pycolmap_options", {"": o})
     return o
 
 
-def global_options(opts: MapperOptions):
-    """``pycolmap.GlobalPipelineOptions`` for ``opts``."""
+def global_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
+                   refine_extra_params: bool = True):
+    """``pycolmap.GlobalPipelineOptions`` for ``config`` (arguments as :func:`incremental_options`)."""
     import pycolmap
 
     o = pycolmap.GlobalPipelineOptions()
-    o.random_seed = opts.seed
-    o.mapper.random_seed = opts.seed
-    o.mapper.rotation_averaging.random_seed = opts.seed
-    o.mapper.global_positioning.random_seed = opts.seed
-    o.mapper.retriangulation.random_seed = opts.seed
-    o.num_threads = opts.num_threads
-    o.mapper.num_threads = opts.num_threads
-    o.min_num_matches = opts.min_num_matches
-    o.min_model_size = opts.min_model_size
+    o.random_seed = seed
+    o.mapper.random_seed = seed
+    o.mapper.rotation_averaging.random_seed = seed
+    o.mapper.global_positioning.random_seed = seed
+    o.mapper.retriangulation.random_seed = seed
+    o.num_threads = num_threads
+    o.mapper.num_threads = num_threads
+    o.min_num_matches = config.min_num_matches
+    o.min_model_size = config.min_model_size
     o.mapper.global_positioning.use_gpu = False
     o.mapper.bundle_adjustment.ceres.use_gpu = False
     o.mapper.bundle_adjustment.refine_principal_point = False
-    if not opts.refine_extra_params:
+    if not refine_extra_params:
         o.mapper.bundle_adjustment.refine_extra_params = False
-    if opts.fixed_intrinsics:
+    if fixed_intrinsics:
         o.mapper.bundle_adjustment.refine_focal_length = False
         o.mapper.bundle_adjustment.refine_extra_params = False
+    apply_pycolmap_options(config.pycolmap_options, "mapping.pycolmap_options", {"": o})
     return o
 
 
-def map_database(database: Path, image_dir: Path, out_dir: Path, opts: MapperOptions,
-                 image_names: list[str] | None = None, on_image: Callable[[], None] | None = None) -> list:
+def pipeline_options(config: SfmConfig, refine_extra_params: bool = True):
+    """pycolmap's incremental or global pipeline options for the whole :class:`SfmConfig`."""
+    build = global_options if config.mapping.mapper == "global" else incremental_options
+    return build(config.mapping, seed=config.seed, num_threads=config.num_threads,
+                 fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
+
+
+def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConfig,
+                 image_names: list[str] | None = None, on_image: Callable[[], None] | None = None,
+                 refine_extra_params: bool = True) -> list:
     """Run the mapper; returns the models (``pycolmap.Reconstruction``), largest first.
 
     Args:
         database: matched ``database.db``.
         image_dir: the photos (for point colours).
         out_dir: scratch folder pycolmap writes its own copies into.
-        opts: options.
+        config: the options (``config.mapping`` and the shared seed and threads).
         image_names: map only these photos (the database may hold others); None: all.
         on_image: called after each registered image (incremental mapper), for progress bars.
+        refine_extra_params: refine distortion (False keeps it fixed at the database's values).
     """
     import pycolmap
 
     pycolmap.logging.minloglevel = 2
-    if opts.seed >= 0:
-        pycolmap.set_random_seed(opts.seed)
+    if config.seed >= 0:
+        pycolmap.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    o = global_options(opts) if opts.mapper == "global" else incremental_options(opts)
+    o = pipeline_options(config, refine_extra_params)
     if image_names:
         o.image_names = list(image_names)
-    if opts.mapper == "global":
+    if config.mapping.mapper == "global":
         recs = pycolmap.global_mapping(database, image_dir, out_dir, o)
     else:
         recs = pycolmap.incremental_mapping(database, image_dir, out_dir, o, next_image_callback=on_image)
@@ -261,12 +245,12 @@ def _sigma2(rec) -> float:
     return rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
 
 
-def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[IntrinsicsDecision]]:
+def calibration_prior_rule(rec, config: MapperConfig) -> tuple[object, list[IntrinsicsDecision]]:
     """Refine calibrated intrinsics where the views determine them (see the module docstring).
 
     Args:
         rec: a model mapped with the calibration's intrinsics fixed.
-        opts: thresholds.
+        config: the thresholds (``pp_max_sd_frac``, ``pp_min_sigma``).
     Returns:
         ``(reconstruction to use, one decision per camera)``.
     """
@@ -295,11 +279,11 @@ def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[Intri
                 sigma = float("nan")
             diag = float(np.hypot(cam.width, cam.height))
             loose = [f"focal {i}" for i in cam.focal_length_idxs() if not sd[i] < 0.005 * abs(refined[i])]
-            loose += ["principal point"] if any(not sd[i] < opts.pp_max_sd_frac * diag for i in cam.principal_point_idxs()) else []
+            loose += ["principal point"] if any(not sd[i] < config.pp_max_sd_frac * diag for i in cam.principal_point_idxs()) else []
             loose += [f"distortion {i}" for i in cam.extra_params_idxs() if not sd[i] < 0.02]
             if loose:
                 kept, reason = False, f"calibration kept: the views do not determine {', '.join(loose)}"
-            elif not sigma > opts.pp_min_sigma:
+            elif not sigma > config.pp_min_sigma:
                 kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
             else:
                 kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
@@ -314,23 +298,26 @@ def calibration_prior_rule(rec, opts: MapperOptions) -> tuple[object, list[Intri
     return rec, decisions
 
 
-def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[IntrinsicsDecision]]:
+def principal_point_rule(rec, config: MapperConfig, fixed_intrinsics: bool = False,
+                         refine_extra_params: bool = True) -> tuple[object, list[IntrinsicsDecision]]:
     """Refine principal points where the data determine them (see the module docstring).
 
     Args:
         rec: a bundle-adjusted ``pycolmap.Reconstruction`` (may be modified).
-        opts: thresholds (``refine_principal_point``: 'auto', 'always' or 'never').
+        config: ``refine_principal_point`` ('auto', 'always' or 'never') and the rule's thresholds.
+        fixed_intrinsics: the intrinsics come from a calibration (nothing is refined).
+        refine_extra_params: distortion is refined along.
     Returns:
         ``(reconstruction to use, one decision per camera)``.
     """
     import pycolmap
 
-    if opts.refine_principal_point == "never" or opts.fixed_intrinsics:
+    if config.refine_principal_point == "never" or fixed_intrinsics:
         return rec, []
     trial = pycolmap.Reconstruction(rec)
     before = {cid: [cam.principal_point_x, cam.principal_point_y] for cid, cam in rec.cameras.items()}
-    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=opts.refine_principal_point == "auto",
-                            refine_extra_params=opts.refine_extra_params)
+    _, covs = bundle_adjust(trial, refine_principal_point=True, covariance=config.refine_principal_point == "auto",
+                            refine_extra_params=refine_extra_params)
     rss, n_obs = residual_stats(trial)
     sigma2 = rss / max(1, 2 * n_obs - 6 * rec.num_reg_images() - 3 * rec.num_points3D())
     decisions = []
@@ -342,12 +329,12 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Intrins
         sigma = float("nan")
         at = f"({before[cid][0]:.1f}, {before[cid][1]:.1f})"
         to = f"({refined[0]:.1f}, {refined[1]:.1f})"
-        if opts.refine_principal_point == "always":
+        if config.refine_principal_point == "always":
             kept, reason = True, f"refined to {to}: --refine-principal-point always"
         else:
             cov = (covs or {}).get(cid)
             # the covariance omits constant parameters: locate the principal point among the variable ones
-            extra = set(cam.extra_params_idxs()) if opts.refine_extra_params else set()
+            extra = set(cam.extra_params_idxs()) if refine_extra_params else set()
             variable = [i for i in range(len(cam.params))
                         if i in set(cam.focal_length_idxs()) | set(cam.principal_point_idxs()) | extra]
             idx = [variable.index(i) for i in cam.principal_point_idxs()]
@@ -360,12 +347,12 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Intrins
                     sigma = float(np.sqrt(shift @ np.linalg.solve(C, shift)))
                 except np.linalg.LinAlgError:
                     sigma = float("nan")
-                if not max(sd) < opts.pp_max_sd_frac * diag:
+                if not max(sd) < config.pp_max_sd_frac * diag:
                     kept, reason = False, (f"left at {at}: the views do not determine it "
-                                           f"(sd {max(sd):.1f} px > {opts.pp_max_sd_frac * diag:.1f} px)")
-                elif not sigma > opts.pp_min_sigma:
+                                           f"(sd {max(sd):.1f} px > {config.pp_max_sd_frac * diag:.1f} px)")
+                elif not sigma > config.pp_min_sigma:
                     kept, reason = False, (f"left at {at}: the refined shift {np.linalg.norm(shift):.1f} px is "
-                                           f"only {sigma:.1f} sd (needs {opts.pp_min_sigma:g})")
+                                           f"only {sigma:.1f} sd (needs {config.pp_min_sigma:g})")
                 elif abs(shift[0]) > 0.1 * cam.width or abs(shift[1]) > 0.1 * cam.height:
                     kept, reason = False, f"left at {at}: the refined point {to} is implausibly far from it"
                 else:
@@ -379,7 +366,7 @@ def principal_point_rule(rec, opts: MapperOptions) -> tuple[object, list[Intrins
     if kept_ids:
         for cid in kept_ids:
             rec.cameras[cid].params = trial.cameras[cid].params
-        bundle_adjust(rec, refine_extra_params=opts.refine_extra_params)
+        bundle_adjust(rec, refine_extra_params=refine_extra_params)
     return rec, decisions
 
 
@@ -396,23 +383,23 @@ class RefineReport:
                 "calibration": self.calibration}
 
 
-def refine_model(rec, opts: MapperOptions) -> tuple[object, RefineReport]:
+def refine_model(rec, config: SfmConfig, refine_extra_params: bool = True) -> tuple[object, RefineReport]:
     """Final finish of a model: filter, bundle adjust (twice), principal-point rule, filter.
 
     Returns ``(the refined reconstruction (``rec`` or a refined copy), what was done)``.
     """
     report = RefineReport()
     for _ in range(2):
-        report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
-        bundle_adjust(rec, fixed_intrinsics=opts.fixed_intrinsics, refine_extra_params=opts.refine_extra_params)
+        report.filtered_observations += filter_observations(rec, config.mapping.max_reproj_error, config.mapping.min_tri_angle)
+        bundle_adjust(rec, fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
     if rec.num_reg_images() >= 3 and rec.num_points3D() >= 20:
-        if opts.calibration_prior:
-            rec, decisions = calibration_prior_rule(rec, opts)
+        if config.calibration_prior:
+            rec, decisions = calibration_prior_rule(rec, config.mapping)
             report.calibration = [d.to_dict() for d in decisions]
         else:
-            rec, decisions = principal_point_rule(rec, opts)
+            rec, decisions = principal_point_rule(rec, config.mapping, config.fixed_intrinsics, refine_extra_params)
             report.principal_point = [d.to_dict() for d in decisions]
-    report.filtered_observations += filter_observations(rec, opts.max_reproj_error, opts.min_tri_angle)
+    report.filtered_observations += filter_observations(rec, config.mapping.max_reproj_error, config.mapping.min_tri_angle)
     return rec, report
 
 

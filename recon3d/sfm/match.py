@@ -11,42 +11,48 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.sfm.extract import FeatureConfig, quiet_glog, sift_device, split_chunks
+from recon3d.sfm.config import MatchingConfig, apply_pycolmap_options
+from recon3d.sfm.extract import quiet_glog, sift_device, split_chunks
 from recon3d.sfm.pairs import select_pairs
 
 
-def matching_options(config: FeatureConfig):
-    """pycolmap ``(FeatureMatchingOptions, TwoViewGeometryOptions)`` for ``config``."""
+def matching_options(config: MatchingConfig, seed: int = 0, num_threads: int = -1):
+    """pycolmap ``(FeatureMatchingOptions, TwoViewGeometryOptions)`` for ``config``, then its ``pycolmap_options``."""
     import pycolmap
 
     mo = pycolmap.FeatureMatchingOptions()
-    mo.num_threads = config.num_threads
+    mo.num_threads = num_threads
     mo.sift.max_ratio = config.max_ratio
     mo.sift.cross_check = config.cross_check
     vo = pycolmap.TwoViewGeometryOptions()
     vo.min_num_inliers = config.min_num_inliers
     vo.ransac.max_error = config.max_error
-    vo.ransac.random_seed = config.seed
+    vo.ransac.random_seed = seed
+    apply_pycolmap_options(config.pycolmap_options, "matching.pycolmap_options", {"matching": mo, "verification": vo})
     return mo, vo
 
 
-def match(database: Path, config: FeatureConfig, progress: Callable | None = None) -> dict:
+def match(database: Path, config: MatchingConfig, progress: Callable | None = None, device: str = "auto",
+          seed: int = 0, num_threads: int = -1) -> dict:
     """Match and verify the selected image pairs; pairs already matched are skipped.
 
     Args:
         database: ``database.db`` with features.
         config: options.
         progress: optional tqdm-like wrapper.
+        device: 'auto', 'cpu' or 'cuda' (matching).
+        seed: random seed of verification RANSAC and pair selection (-1: random).
+        num_threads: CPU threads (-1: all).
     Returns:
         ``{"mode": str, "pairs": selected, "matched_pairs": n, "verified_pairs": n, "inlier_matches": n}``.
     """
     import pycolmap
 
     quiet_glog()
-    if config.seed >= 0:
-        pycolmap.set_random_seed(config.seed)
-    mode, pairs = select_pairs(database, config)
-    mo, vo = matching_options(config)
+    if seed >= 0:
+        pycolmap.set_random_seed(seed)
+    mo, vo = matching_options(config, seed, num_threads)  # a bad pycolmap option fails before any work
+    mode, pairs = select_pairs(database, config, seed=seed, num_threads=num_threads)
     blocks = split_chunks(pairs, min(40, max(1, len(pairs) // 20)))
     wrap = progress or (lambda it, **kw: it)
     with tempfile.TemporaryDirectory(prefix="recon3d-pairs-") as tmp:
@@ -57,7 +63,7 @@ def match(database: Path, config: FeatureConfig, progress: Callable | None = Non
             pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
             po = pycolmap.ImportedPairingOptions()
             po.match_list_path = str(pair_file)
-            pycolmap.match_image_pairs(database, mo, po, vo, sift_device(config.device))
+            pycolmap.match_image_pairs(database, mo, po, vo, sift_device(device))
             for _ in chunk:
                 next(it, None)
         if hasattr(bar, "close"):

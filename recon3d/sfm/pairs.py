@@ -8,15 +8,19 @@ import tempfile
 from pathlib import Path
 
 from recon3d.core.errors import UserError
-from recon3d.sfm.extract import FeatureConfig
+from recon3d.sfm.config import MatchingConfig
 
 
 def _id_names(db) -> dict[int, str]:
     return {im.image_id: im.name for im in db.read_all_images()}
 
 
-def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple[str, str]]]:
-    """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name)."""
+def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
+                 num_threads: int = -1) -> tuple[str, list[tuple[str, str]]]:
+    """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name).
+
+    ``seed`` and ``num_threads`` go to the vocabulary tree trained for retrieval and loop detection.
+    """
     import pycolmap
 
     db = pycolmap.Database.open(database)
@@ -26,7 +30,7 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
         names = _id_names(db)
     finally:
         db.close()
-    mode = config.matching
+    mode = config.pairing
     if mode == "auto":
         mode = "exhaustive" if n <= config.exhaustive_max_images else ("spatial" if has_gps else "retrieval")
     if mode == "spatial" and not has_gps:
@@ -36,7 +40,7 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
 
     if mode == "retrieval":
         ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
-                                 seed=config.seed, num_threads=config.num_threads)
+                                 seed=seed, num_threads=num_threads)
         return mode, [(names[a], names[b]) for a, b in ids]
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
         if mode == "exhaustive":
@@ -46,13 +50,13 @@ def select_pairs(database: Path, config: FeatureConfig) -> tuple[str, list[tuple
             options.overlap = config.overlap
             if config.loop_detection:
                 options.loop_detection = True
-                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), config.seed, config.num_threads)
+                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), seed, num_threads)
                 options.vocab_tree_path = str(tree)
         else:
             options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator
             options.max_num_neighbors = config.spatial_max_neighbors
         if hasattr(options, "num_threads"):
-            options.num_threads = config.num_threads
+            options.num_threads = num_threads
         db = pycolmap.Database.open(database)
         try:
             pairs = [(names[a], names[b]) for a, b in generator(options, db).all_pairs()]

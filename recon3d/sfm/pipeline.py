@@ -19,20 +19,21 @@ leaves the workspace half-written.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 from recon3d.core.atomic import atomic_dir, atomic_write_json, replace_dir
 from recon3d.core.config import to_dict
 from recon3d.core.errors import UserError
-from recon3d.core.workspace import Workspace, config_hash
-from recon3d.sfm.extract import FeatureConfig
+from recon3d.core.workspace import StageResult, Workspace, config_hash
+from recon3d.sfm.config import SfmConfig
 from recon3d.sfm.images import ImageScan, InputImage
 from recon3d.sfm.match import PairStats
 
@@ -44,68 +45,28 @@ EXIT_NO_MODEL = 3
 
 
 @dataclass
-class SfmConfig:
-    """Structure-from-motion options (``recon3d sfm``); the features stage's options are nested."""
+class SfmResult(StageResult):
+    """What :func:`run_sfm` returns: the stage result, with the report and (lazily) the model.
 
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    """Feature extraction and matching."""
-    mapper: Literal["incremental", "global"] = "incremental"
-    """'incremental': COLMAP's incremental mapper with bundle adjustment; 'global': GLOMAP (rotation
-    averaging, global positioning, then bundle adjustment)."""
-    camera_file: str = ""
-    """A camera.json (from `recon3d calibrate`) with the intrinsics of the camera that took the photos."""
-    camera_fixed: bool = False
-    """With camera_file: keep its intrinsics fixed (True), or (False) map with them fixed and refine them in a
-    final BA only where the views determine them (recon3d.sfm_mapping.calibration_prior_rule)."""
-    refine_principal_point: Literal["auto", "always", "never"] = "auto"
-    """'auto': refine principal points in a final BA and keep them only where the views determine them
-    (see recon3d.sfm_mapping); 'always' / 'never' force it."""
-    min_num_matches: int = 15
-    """Fewest verified matches for an image pair to be used in mapping."""
-    init_min_num_inliers: int = 100
-    """Incremental: fewest inliers of the initial image pair."""
-    abs_pose_min_num_inliers: int = 30
-    """Incremental: fewest 2D-3D inliers to register an image (6 registers more, with more risk)."""
-    abs_pose_min_inlier_ratio: float = 0.25
-    """Incremental: smallest 2D-3D inlier ratio to register an image."""
-    max_reproj_error: float = 2.0
-    """Final refinement: observations that reproject worse than this (pixels) are dropped before the last BA."""
-    min_model_size: int = 3
-    """Smallest model kept, in images."""
-    seed: int = 0
-    """Random seed for mapping (-1: random)."""
-    num_threads: int = -1
-    """CPU threads (-1: all)."""
+    ``outputs``: ``{"model": WS/sparse/0, "report": WS/reports/sfm.json, "config": WS/sparse/config.yaml}``;
+    ``data``: the report (the content of ``reports/sfm.json``).
+    """
 
+    @property
+    def report(self) -> dict:
+        """The content of ``reports/sfm.json``."""
+        return self.data
 
-@dataclass
-class SfmResult:
-    """What :func:`run_sfm` returns."""
+    @functools.cached_property
+    def reconstruction(self):
+        """The ``pycolmap.Reconstruction`` in ``sparse/0`` (read on first use)."""
+        import pycolmap
 
-    report: dict
-    """Content of ``reports/sfm.json``."""
-    skipped: bool = False
-    """True when the stage was already finished and nothing ran."""
-    summary: str = ""
-    """The five-line terminal summary."""
+        return pycolmap.Reconstruction(str(self.outputs["model"]))
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def mapper_options(config: SfmConfig):
-    """:class:`recon3d.sfm_mapping.MapperOptions` from an :class:`SfmConfig`."""
-    from recon3d.sfm.mapping import MapperOptions
-
-    return MapperOptions(
-        mapper=config.mapper, fixed_intrinsics=bool(config.camera_file),
-        calibration_prior=bool(config.camera_file) and not config.camera_fixed,
-        refine_principal_point="never" if config.camera_file else config.refine_principal_point,
-        min_num_matches=config.min_num_matches, init_min_num_inliers=config.init_min_num_inliers,
-        abs_pose_min_num_inliers=config.abs_pose_min_num_inliers,
-        abs_pose_min_inlier_ratio=config.abs_pose_min_inlier_ratio, min_model_size=config.min_model_size,
-        max_reproj_error=config.max_reproj_error, seed=config.seed, num_threads=config.num_threads)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -149,8 +110,7 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
     """
     from recon3d.sfm.extract import extract
 
-    fc = config.features
-    key = config_hash({"extraction": fc.extraction_key(), "camera": camera.to_json() if camera else None})
+    key = config_hash({"extraction": config.extraction.key(), "camera": camera.to_json() if camera else None})
     marker = work.reports / "stages" / "sfm-features.json"
     info = _read_json(marker) if work.database.exists() else None
     digests = {im.name: im.digest for im in images}
@@ -166,7 +126,8 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
             info = None
     merged = {**((info or {}).get("digests", {})), **digests}
     atomic_write_json(marker, {"key": key, "digests": merged})  # before extracting: a partial DB stays valid
-    return extract(work.database, work.images, images, fc, camera=camera, progress=progress)
+    return extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
+                   device=config.device, num_threads=config.num_threads)
 
 
 def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
@@ -175,7 +136,7 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
 
     from recon3d.sfm.match import match
 
-    key = config_hash(config.features.matching_key())
+    key = config_hash(config.matching.key(config.seed))
     marker = work.reports / "stages" / "sfm-matches.json"
     info = _read_json(marker)
     if info is not None and info.get("key") != key:
@@ -186,7 +147,8 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
         finally:
             db.close()
     atomic_write_json(marker, {"key": key})
-    return match(work.database, config.features, progress=progress)
+    return match(work.database, config.matching, progress=progress, device=config.device, seed=config.seed,
+                 num_threads=config.num_threads)
 
 
 def explain_unregistered(stats: PairStats, names: list[str], registered: dict[str, int], config: SfmConfig) -> dict[str, str]:
@@ -201,7 +163,7 @@ def explain_unregistered(stats: PairStats, names: list[str], registered: dict[st
         name -> one-line reason, for every unregistered photo.
     """
     index = {n: i for i, n in enumerate(stats.names)}
-    min_inl = max(config.features.min_num_inliers, config.min_num_matches)
+    min_inl = max(config.matching.min_num_inliers, config.mapping.min_num_matches)
     out = {}
     for name in names:
         if name in registered:
@@ -217,7 +179,7 @@ def explain_unregistered(stats: PairStats, names: list[str], registered: dict[st
         other_raw = stats.names[int(raw.argmax())] if best_raw else "-"
         if kp < 100:
             out[name] = f"only {kp} features (low texture); try --peak-threshold 0.002 --max-features 32768"
-        elif best_raw < config.min_num_matches:
+        elif best_raw < config.mapping.min_num_matches:
             out[name] = (f"too few matches (best {best_raw} with {other_raw}); the photo does not seem to "
                          "overlap the others")
         elif int(inl.max()) < min_inl:
@@ -242,10 +204,10 @@ def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> Us
     inl = stats.inliers[index][:, index] if index else stats.inliers
     raw = stats.matches[index][:, index] if index else stats.matches
     sub = [stats.names[i] for i in index]
-    if inl.size and inl.max() >= config.min_num_matches:
+    if inl.size and inl.max() >= config.mapping.min_num_matches:
         i, j = divmod(int(inl.argmax()), inl.shape[1])
         msg = (f"no initial pair could be reconstructed (best verified pair {sub[i]} / {sub[j]} with "
-               f"{int(inl.max())} inliers; the incremental mapper needs {config.init_min_num_inliers} and some "
+               f"{int(inl.max())} inliers; the incremental mapper needs {config.mapping.init_min_num_inliers} and some "
                "parallax); take photos from more different positions, or try --mapper global")
     elif raw.size and raw.max() > 0:
         i, j = divmod(int(raw.argmax()), raw.shape[1])
@@ -265,17 +227,15 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     run whose largest model holds more photos wins. Narrow-angle views (long focal lengths,
     short arcs) cannot determine radial distortion, and a wild estimate blocks registration.
     """
-    from dataclasses import replace
-
     from recon3d.sfm.mapping import refine_model
 
-    opts = mapper_options(config)
-    models = _run_mapper(work, names, opts, progress)
+    models = _run_mapper(work, names, config, progress)
     notes: dict = {}
-    if models and not opts.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
+    refine_extra_params = True
+    if models and not config.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
             and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
-        simple = replace(opts, refine_extra_params=False)
-        retry = _run_mapper(work, names, simple, progress, desc="mapping again (distortion fixed)")
+        retry = _run_mapper(work, names, config, progress, desc="mapping again (distortion fixed)",
+                            refine_extra_params=False)
         better = bool(retry) and retry[0].num_reg_images() > models[0].num_reg_images()
         notes["distortion_retry"] = {
             "reason": f"{models[0].num_reg_images()}/{len(names)} photos in the largest model with distortion "
@@ -284,22 +244,23 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
             "registered_without": int(retry[0].num_reg_images()) if retry else 0,
             "kept": "without distortion" if better else "with distortion"}
         if better:
-            models, opts = retry, simple
+            models, refine_extra_params = retry, False
     refined, reports = [], []
     for rec in (progress(models, desc="refining", unit="model") if progress else models):
-        rec, rep = refine_model(rec, opts)
+        rec, rep = refine_model(rec, config, refine_extra_params)
         refined.append(rec)
         reports.append(rep.to_dict())
     order = sorted(range(len(refined)), key=lambda k: (-refined[k].num_reg_images(), -refined[k].num_points3D()))
     return [refined[k] for k in order], [reports[k] for k in order], notes
 
 
-def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | None = None) -> list:
+def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, desc: str | None = None,
+                refine_extra_params: bool = True) -> list:
     import tempfile
 
     from recon3d.sfm.mapping import map_database
 
-    bar = progress(range(len(names)), desc=desc or f"mapping ({opts.mapper})", unit="img") if progress else None
+    bar = progress(range(len(names)), desc=desc or f"mapping ({config.mapping.mapper})", unit="img") if progress else None
     it = iter(bar) if bar is not None else None
 
     def on_image() -> None:
@@ -308,7 +269,8 @@ def _run_mapper(work: Workspace, names: list[str], opts, progress, desc: str | N
 
     work.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mapper.", dir=work.root) as scratch:
-        models = map_database(work.database, work.images, Path(scratch), opts, image_names=names, on_image=on_image)
+        models = map_database(work.database, work.images, Path(scratch), config, image_names=names, on_image=on_image,
+                              refine_extra_params=refine_extra_params)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     return models
@@ -327,6 +289,30 @@ def write_models(models: list, sparse_dir: Path, config: SfmConfig) -> None:
         save_config(config, tmp / "config.yaml")
 
 
+def model_loads(model: Path) -> bool:
+    """Whether ``model`` holds a COLMAP model that pycolmap reads, with registered images."""
+    import pycolmap
+
+    if not any((Path(model) / f"cameras.{ext}").is_file() for ext in ("bin", "txt")):
+        return False
+    try:
+        return pycolmap.Reconstruction(str(model)).num_reg_images() > 0
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: not a finished stage
+        return False
+
+
+def check_pycolmap_options(config: SfmConfig) -> None:
+    """Build every pycolmap options object of ``config`` once, so a bad ``pycolmap_options`` key is a
+    :class:`UserError` before any work."""
+    from recon3d.sfm.extract import extraction_options
+    from recon3d.sfm.mapping import pipeline_options
+    from recon3d.sfm.match import matching_options
+
+    extraction_options(config.extraction, config.num_threads)
+    matching_options(config.matching, config.seed, config.num_threads)
+    pipeline_options(config)
+
+
 def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
             log: Callable[[str], None] = _stderr) -> SfmResult:
@@ -337,27 +323,31 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         images: folder of photos; ``None`` uses ``ws.images``.
         config: options (defaults: :class:`SfmConfig`).
         overwrite: map again even when a finished result with the same photos and config exists.
-        progress: tqdm-like wrapper for progress bars (``recon3d.progress.progress``), or None.
-        log: where warnings go (one line each).
+        progress: tqdm-like wrapper for progress bars (``recon3d.core.progress.progress``), or None.
+        log: where warnings go (one line each; default stderr). Nothing is printed to stdout.
     Returns:
-        :class:`SfmResult`. Raises :class:`UserError` (exit code 2 for bad input, 3 when the photos
-        cannot be reconstructed) with one line saying why.
+        :class:`SfmResult` (``skipped``, ``summary``, ``report``, ``reconstruction``). Raises
+        :class:`UserError` (exit code 2 for bad input, 3 when the photos cannot be reconstructed)
+        with one line saying why.
+
+    The stage contract (:meth:`Workspace.stage`): a finished run with the same photos, config and
+    camera is skipped while its model still loads; a rerun clears the evaluation's marker. A new
+    photo set for a workspace that holds another is built in ``WS/.sfm-staging`` before the stage
+    is entered, so a failure leaves the workspace, markers included, as it was.
     """
     from recon3d.io.cameras import load_camera
     from recon3d.sfm.images import scan_images
-    from recon3d.sfm.match import pair_stats
-    from recon3d.sfm.report import build_report, format_summary, write_report
+    from recon3d.sfm.report import format_summary
 
     config = config or SfmConfig()
+    check_pycolmap_options(config)
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     camera = load_camera(config.camera_file) if config.camera_file else None
     src = Path(images) if images is not None else ws.images
     if images is None and not ws.images.is_dir():
         raise UserError(f"{ws.images}: no photos in this workspace; give a folder: `recon3d sfm PHOTOS -o {ws.root}`")
     if ws.root.exists() and not ws.root.is_dir():
         raise UserError(f"{ws.root}: exists and is not a folder; choose another workspace path")
-    t = time.perf_counter()
     scan = scan_images(src, progress=progress)
     for name, reason in scan.skipped:
         log(f"warning: skipping {src / name}: {reason}")
@@ -367,18 +357,42 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
 
         for size in sorted({(im.width, im.height) for im in scan.images}):
             camera_for_size(camera, *size)
-    timings["scan"] = time.perf_counter() - t
+    timings = {"scan": time.perf_counter() - t_start}
     digests = {im.name: im.digest for im in scan.images}
     key = {"config": to_dict(config), "digests": digests, "camera": camera.to_json() if camera else None}
-    report_path = ws.reports / "sfm.json"
-    if not overwrite and ws.is_done("sfm", key) and ws.has_model() and report_path.is_file():
-        report = _read_json(report_path) or {}
-        return SfmResult(report, skipped=True, summary=format_summary(report, ws))
+    outputs = {"model": ws.model, "report": ws.reports / "sfm.json", "config": ws.sparse / "config.yaml"}
+
+    def finished(_recorded: dict[str, Path]) -> bool:
+        return outputs["report"].is_file() and model_loads(ws.model)
+
+    # a finished run with this key was made from these very photos: ws.images holds them (no hashing again)
+    same_set = src.resolve() == ws.images.resolve() or ws.is_done("sfm", key) or _digests(ws.images) == digests
+    staged = not same_set and (ws.images.exists() or ws.has_model())
+    work = Workspace(ws.root / STAGING) if staged else ws
+    # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
+    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings) if staged else None
+    with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
+        if run.skipped:
+            if staged:
+                shutil.rmtree(work.root, ignore_errors=True)
+            report = _read_json(outputs["report"]) or {}
+            return SfmResult(outputs, skipped=True, summary=format_summary(report, ws), data=report)
+        if built is None:
+            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings)
+        if staged:
+            _promote(work, ws)
+        report = _report(ws, scan, config, built, timings, t_start)
+        run.outputs = outputs
+    return SfmResult(outputs, skipped=False, summary=format_summary(report, ws), data=report)
+
+
+def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, config: SfmConfig, camera, progress,
+           log: Callable[[str], None], timings: dict[str, float]) -> dict:
+    """Photos, features, matches, mapping and ``sparse/`` in ``work`` (``ws``, or its staging folder)."""
+    from recon3d.sfm.match import pair_stats
 
     ws.create()
-    same_set = src.resolve() == ws.images.resolve() or _digests(ws.images) == digests
-    fresh = not ws.images.exists() and not ws.has_model()
-    work = ws if (same_set or fresh) else Workspace(ws.root / STAGING)
+    digests = {im.name: im.digest for im in scan.images}
     if work is not ws:
         old = _read_json(work.reports / "stages" / "sfm-features.json")
         if work.root.exists() and (old is None or any(old.get("digests", {}).get(n, d) != d for n, d in digests.items())):
@@ -406,22 +420,28 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
         if work is not ws:
             shutil.rmtree(work.root, ignore_errors=True)
         raise
-    if work is not ws:
-        _promote(work, ws)
-    ws.clear_done("sfm")
-    ws.clear_done("eval")
+    return {"names": names, "features": feat, "matches": matches, "stats": stats, "models": models,
+            "refine": refine_reports, "notes": notes}
+
+
+def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timings: dict[str, float],
+            t_start: float) -> dict:
+    """Write ``reports/sfm.{json,md}`` and the plots; returns the report."""
+    from recon3d.sfm.report import build_report, write_report
+
+    models = built["models"]
     registered = {}
     for k, rec in enumerate(models):
         for im in rec.images.values():
             if im.has_pose:
                 registered.setdefault(im.name, k)
-    unregistered = explain_unregistered(stats, names, registered, config)
+    unregistered = explain_unregistered(built["stats"], built["names"], registered, config)
     timings["total"] = time.perf_counter() - t_start
-    report = build_report(ws, config, scan, feat, matches, models, refine_reports, unregistered, timings)
-    report["notes"] = notes
-    write_report(ws, report, models, stats)
-    ws.mark_done("sfm", key, {"model": ws.model, "report": report_path})
-    return SfmResult(report, skipped=False, summary=format_summary(report, ws))
+    report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
+                          unregistered, timings)
+    report["notes"] = built["notes"]
+    write_report(ws, report, models, built["stats"])
+    return report
 
 
 def _promote(work: Workspace, ws: Workspace) -> None:

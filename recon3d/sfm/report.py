@@ -65,7 +65,7 @@ def build_report(ws: Workspace, config, scan, feat: dict, matches: dict, models:
     used = len(scan.images)
     return {
         "workspace": str(ws.root),
-        "mapper": config.mapper,
+        "mapper": config.mapping.mapper,
         "images": {"input": used + len(scan.skipped), "used": used,
                    "skipped": [{"name": n, "reason": r} for n, r in scan.skipped]},
         "registered": model_stats[0]["registered"] if model_stats else 0,
