@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from recon3d.sfm.extract import FeatureConfig, split_chunks, quiet_glog, sift_device
+from recon3d.sfm.extract import FeatureConfig, quiet_glog, sift_device, split_chunks
 from recon3d.sfm.pairs import select_pairs
 
 
