@@ -13,7 +13,8 @@ Hamming-embedding projection comes from COLMAP's thread-local PRNG, which
 ``pycolmap.set_random_seed`` seeds right before every build, in the calling thread; faiss k-means
 and the IVF/ITQ word index use faiss's own fixed seeds; the number of OpenMP threads (1 to 16, set
 through ``num_threads`` or the calling thread's OpenMP setting) gives the same tree; queries are
-read-only. Checked repeatedly in one process, across processes and with the CPUs overloaded. What
+read-only. Checked (on a 2-core x86-64 machine) repeatedly in one process, across processes and
+with the CPUs overloaded; the cause of one CI run that saw two calls differ is not known. What
 does vary is the *order* of COLMAP's pair list: the pair generator answers queries on a thread pool
 and returns results in the order the threads finish, so :func:`retrieval_pairs` (and
 :func:`recon3d.sfm.pairs.select_pairs`) return sorted, de-duplicated pairs.
