@@ -87,3 +87,37 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real photo sets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ------------------------------------------------------------------------------------ viewer
+@pytest.fixture
+def splat_ws(orbit_ws) -> Workspace:
+    """``orbit_ws`` plus ``splat/point_cloud.ply`` (the true points as splats) and a small ``reports/sfm.json``."""
+    from helpers.viewer import add_splats_and_reports
+
+    return add_splats_and_reports(orbit_ws)
+
+
+@pytest.fixture
+def gt_splats(orbit_ws):
+    """Isotropic splats at ``orbit_ws``'s true points, with their colours (:class:`recon3d.io.gaussians_ply.Splats`)."""
+    from helpers.viewer import gt_splats as make
+
+    return make(orbit_ws)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian chromium through Playwright (skips when either is missing)."""
+    from helpers.viewer import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package to run the browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the Python playwright package is not installed (pip install playwright; no browser download needed)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()

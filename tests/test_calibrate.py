@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from calibrate_fixtures import charuco_views, look_at_poses
+from helpers.calibrate import charuco_views, look_at_poses
 
 from recon3d import geometry
 from recon3d.calibrate.board import Board, Detection, detect_board, parse_board_size

@@ -183,9 +183,8 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
     ring = {tuple(sorted((f"view_{i:03d}.png", f"view_{(i + 1) % 24:03d}.png"))) for i in range(24)}
     assert ring <= got  # every neighbour pair on the ring
     assert len(got) <= 24 * 4 and all(a != b for a, b in got)
-    # seeded, but not bit-exact: a CI run once saw a different pair list on the second call, so ask
-    # only that the ring is found again
-    assert ring <= {tuple(sorted(p)) for p in select_pairs(orbit_db, cfg)[1]}
+    # seeded, and the pair list canonical: a second call gives the very same list
+    assert select_pairs(orbit_db, cfg)[1] == pairs
     # a tree written once is a file COLMAP's pair generator reads, given back through --vocab-tree
     info = build_vocab_tree(orbit_db, orbit_db.parent / "tree.bin")
     assert info["words"] >= 256 and (orbit_db.parent / "tree.bin").stat().st_size > 0
@@ -193,9 +192,19 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
     assert used["vocab_tree"] == str(orbit_db.parent / "tree.bin") and len(ids) <= 24 * 4
     names = {i + 1: f"view_{i:03d}.png" for i in range(24)}  # ids follow the sorted names
     assert ring <= {tuple(sorted((names[a], names[b]))) for a, b in ids}
-    # loop detection in sequential matching works without a downloaded tree
-    mode, seq = select_pairs(orbit_db, MatchingConfig(pairing="sequential", overlap=1, loop_detection=True))
-    assert ("view_000.png", "view_001.png") in {tuple(sorted(p)) for p in seq}
+
+
+def test_loop_detection_closes_the_ring(orbit_db):
+    """The first and last views of the ring overlap, but sequential matching (overlap 1) pairs only
+    neighbours in name order: the closing pair comes from loop detection alone (no downloaded tree)."""
+    closing = ("view_000.png", "view_023.png")
+    seq_cfg = MatchingConfig(pairing="sequential", overlap=1)
+    mode, seq = select_pairs(orbit_db, seq_cfg)
+    assert mode == "sequential" and closing not in seq and len(seq) == 23
+    loop_cfg = MatchingConfig(pairing="sequential", overlap=1, loop_detection=True)
+    mode, loop = select_pairs(orbit_db, loop_cfg)
+    assert closing in loop and set(seq) < set(loop)
+    assert select_pairs(orbit_db, loop_cfg)[1] == loop  # canonical list, seeded tree
 
 
 def test_vocab_size():

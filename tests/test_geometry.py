@@ -54,6 +54,39 @@ class TestRigid:
         Rz = g.rotmat_from_quat_wxyz([np.cos(np.radians(10)), 0, 0, np.sin(np.radians(10))])
         assert g.rotation_angle_deg(np.eye(3), Rz) == pytest.approx(20.0)
 
+    def test_rotation_angle_is_accurate_near_0_and_180(self):
+        # arccos of the trace bottoms out near 1e-6 deg; atan2 of the skew part and the trace does not
+        R = random_rotations(20, seed=3)
+        assert np.all(g.rotation_angle_deg(R, R) < 1e-10)  # identity
+        for theta in (1e-8, 1e-5, 0.3, 90.0, 179.0, 180.0):  # radians below 0.3, degrees from 0.3 on
+            rad = theta if theta < 0.3 else np.radians(theta)
+            axis = np.random.default_rng(4).normal(size=(20, 3))
+            axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+            D = g.rotmat_from_quat_wxyz(np.c_[np.full(20, np.cos(rad / 2)), np.sin(rad / 2) * axis])
+            got = np.radians(g.rotation_angle_deg(np.eye(3), D))
+            np.testing.assert_allclose(got, rad, rtol=1e-9)  # the matrix entries carry the angle exactly
+            # composed with arbitrary rotations the angle is good to ~1e-16 rad (rounding of R @ D)
+            np.testing.assert_allclose(np.radians(g.rotation_angle_deg(R, R @ D)), rad, rtol=1e-6, atol=1e-14)
+
+    def test_rotation_angle_batches(self):
+        R = random_rotations(6).reshape(2, 3, 3, 3)
+        assert g.rotation_angle_deg(R, R).shape == (2, 3)
+        assert g.rotation_angle_deg(np.eye(3), R).shape == (2, 3)  # broadcast
+        assert g.rotation_angle_deg(np.eye(3), np.eye(3)).shape == ()
+        with pytest.raises(ValueError):
+            g.rotation_angle_deg(np.eye(3), np.eye(4))
+
+    def test_angle_between(self):
+        a = np.array([1.0, 0, 0])
+        assert g.angle_between_deg(a, a) == 0.0
+        assert g.angle_between_deg(a, -a) == pytest.approx(180.0)
+        assert g.angle_between_deg(a, [0, 3.0, 0]) == pytest.approx(90.0)  # lengths do not matter
+        assert g.angle_between_deg(a, np.zeros(3)) == 0.0
+        tiny = np.array([1.0, 1e-8, 0])  # 1e-8 rad: arccos of the dot product would give 0 or 1e-6 deg
+        assert np.radians(g.angle_between_deg(a, tiny)) == pytest.approx(1e-8, rel=1e-9)
+        v = np.random.default_rng(5).normal(size=(4, 5, 3))
+        assert g.angle_between_deg(v, v).shape == (4, 5) and np.all(g.angle_between_deg(v, v) < 1e-10)
+
 
 class TestLookAt:
     def test_camera_looks_at_target_upright(self):

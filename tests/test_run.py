@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 
@@ -46,11 +45,10 @@ def test_run_reconstructs_and_evaluates_the_default_scene(rendered_ws, first_run
 
 
 def test_rerun_skips_finished_stages(rendered_ws, first_run, capsys):
-    t0 = time.perf_counter()
+    # how long a rerun takes is measured by scripts/bench_run.py (benchmarks/results/run.md), not here
     assert main(["run", "-o", str(rendered_ws), "--train", "none", *FAST]) == 0
     out = capsys.readouterr().out
     assert "sfm: already done" in out and "eval: already done" in out
-    assert time.perf_counter() - t0 < 15
 
 
 def test_missing_training_backend_is_skipped_with_one_line(rendered_ws, first_run, capsys, monkeypatch):

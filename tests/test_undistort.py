@@ -8,7 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from calibrate_fixtures import checkerboard_view
+from helpers.calibrate import checkerboard_view
 
 from recon3d import geometry
 from recon3d.calibrate.board import Board, detect_board

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +17,6 @@ from recon3d.geometry.camera import Camera
 from recon3d.io.colmap import read_model
 from recon3d.viewer import colors as C
 from recon3d.viewer import data as D
-
-sys.path.insert(0, str(Path(__file__).parent))
-from viewer_fixtures import add_splats_and_reports, gt_splats  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ arrays
@@ -135,9 +130,8 @@ def test_reports_markdown(tmp_path):
 
 # ----------------------------------------------------------------------------- viser server
 @pytest.fixture
-def viewer_ws(orbit_ws, tmp_path):
-    """orbit_ws plus splats, a report and a small stereo cloud."""
-    add_splats_and_reports(orbit_ws)
+def viewer_ws(splat_ws, orbit_ws, tmp_path):
+    """orbit_ws plus splats, a report (``splat_ws``) and a small stereo cloud."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud()
@@ -253,7 +247,7 @@ def test_http_serves_only_the_viewer_page(orbit_ws):
 
 
 # --------------------------------------------------------------------------------- live viewer
-def test_live_viewer_returns_at_once_and_shows_the_run(orbit_ws):
+def test_live_viewer_returns_at_once_and_shows_the_run(orbit_ws, gt_splats):
     from recon3d.viewer.live import LiveConfig, LiveViewer
 
     calls = []
@@ -263,7 +257,7 @@ def test_live_viewer_returns_at_once_and_shows_the_run(orbit_ws):
         time.sleep(0.5)
         return np.zeros((h, w, 3), np.uint8)
 
-    splats = gt_splats(orbit_ws)
+    splats = gt_splats
 
     def splat_dict():
         return dict(means=splats.means, quats_wxyz=splats.quats, scales=np.exp(splats.scales),

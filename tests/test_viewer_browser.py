@@ -7,66 +7,19 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.viewer import ARTIFACTS, REPO, VIEWPORT, lines, wait_line
 
 from recon3d import geometry
 
-sys.path.insert(0, str(Path(__file__).parent))
-from viewer_fixtures import add_splats_and_reports  # noqa: E402
-
 pytestmark = pytest.mark.browser
-
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIEWPORT = {"width": 1000, "height": 700}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package to run the browser tests")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the Python playwright package is not installed (pip install playwright; no browser download needed)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def _lines(stream, q: queue.Queue) -> None:
-    for line in stream:
-        q.put(line)
-    q.put(None)
-
-
-def _wait_line(q: queue.Queue, pattern: str, timeout: float, seen: list[str]) -> re.Match:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            line = q.get(timeout=max(0.05, end - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        m = re.search(pattern, line)
-        if m:
-            return m
-    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output so far:\n{''.join(seen)}")
 
 
 def _content_stats(png: bytes) -> tuple[float, int]:
@@ -86,17 +39,17 @@ def _content_stats(png: bytes) -> tuple[float, int]:
     return float(differs.mean()), distinct
 
 
-def test_view_cli_shows_the_workspace_in_a_browser(browser, orbit_ws):
-    ws = add_splats_and_reports(orbit_ws)
+def test_view_cli_shows_the_workspace_in_a_browser(browser, splat_ws):
+    ws = splat_ws
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, "-m", "recon3d", "view", str(ws.root), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
     q: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
+    threading.Thread(target=lines, args=(proc.stdout, q), daemon=True).start()
     seen: list[str] = []
     try:
-        url = _wait_line(q, r"at (http://127\.0\.0\.1:\d+) ", 60, seen).group(1)
-        _wait_line(q, r"recon3d view: showing", 60, seen)
+        url = wait_line(q, r"at (http://127\.0\.0\.1:\d+) ", 60, seen).group(1)
+        wait_line(q, r"recon3d view: showing", 60, seen)
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(url)
         # The GUI names every layer with its count (server-side scene, as the browser received it).

@@ -18,9 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_viewer_browser import ARTIFACTS, REPO, VIEWPORT, _lines, _wait_line, browser  # noqa: E402,F401
+from helpers.viewer import ARTIFACTS, REPO, VIEWPORT, lines, wait_line
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -84,12 +82,12 @@ def test_train_view_shows_the_run_live_in_a_browser(browser, orbit_ws, method): 
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
     q: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
+    threading.Thread(target=lines, args=(proc.stdout, q), daemon=True).start()
     seen: list[str] = []
     states: list[dict] = []
     images_during: list[tuple[int, int]] = []
     try:
-        url = _wait_line(q, r"live viewer at (http://127\.0\.0\.1:(\d+)) ", 60, seen)
+        url = wait_line(q, r"live viewer at (http://127\.0\.0\.1:(\d+)) ", 60, seen)
         port = int(url.group(2))
         assert _listening_addresses(port) <= {"0100007F"}, "the viewer must listen on 127.0.0.1 only"
         page = browser.new_page(viewport=VIEWPORT)

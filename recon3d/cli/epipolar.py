@@ -145,6 +145,7 @@ def draw(img1: np.ndarray, img2: np.ndarray, x1: np.ndarray, x2: np.ndarray, F: 
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
     from recon3d.geometry import epipolar as ep
+    from recon3d.geometry.transforms import rotation_angle_deg
 
     img1, img2 = _load_gray(args.image1), _load_gray(args.image2)
     cam1, guessed = _camera(args.camera, img1, "1")
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "in_front": int(pose.in_front.sum()), "H_inliers": int(h_inl.sum()),
         "sampson_px": {"median": float(np.median(samp)), "max": float(np.max(samp))},
         "F": pose_list(F), "E": pose_list(pose.E), "R": pose_list(pose.R), "t": pose.t.tolist(),
-        "rotation_deg": float(np.degrees(np.arccos(np.clip((np.trace(pose.R) - 1) / 2, -1, 1)))),
+        "rotation_deg": float(rotation_angle_deg(np.eye(3), pose.R)),
         "intrinsics": "guessed (focal 1.2 x longer side)" if guessed else str(args.camera),
         "picture": str(out),
     }

@@ -87,25 +87,38 @@ def quat_wxyz_from_rotmat(R: np.ndarray) -> np.ndarray:
 
 
 def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
-    """Angle of the rotation ``R_a^T R_b`` in degrees.
+    """Angle of the rotation ``R_a^T R_b`` in degrees, accurate for tiny and for large angles.
+
+    With ``R = R_a^T R_b``, ``trace(R) = 1 + 2 cos(theta)`` and the skew part
+    ``R - R^T = 2 sin(theta) [axis]_x``, so ``theta = atan2(|skew vector|, trace - 1)``.
+    ``arccos((trace - 1) / 2)`` is not used: its derivative blows up at 0 and 180 deg, so a
+    rounding error of 1e-16 in the trace becomes ~1e-6 deg, and which value comes out depends
+    on the BLAS build (summation order).
 
     Args:
-        R_a, R_b: ``(*, 3, 3)`` rotation matrices.
+        R_a, R_b: ``(*, 3, 3)`` rotation matrices (broadcast against each other).
     Returns:
-        ``(*,)`` angles in [0, 180].
+        ``(*,)`` angles in [0, 180]; 0 for identical inputs.
     """
     R_a = check_last(R_a, (3, 3), "R_a")
     R_b = check_last(R_b, (3, 3), "R_b")
-    tr = np.einsum("...ji,...ji->...", R_a, R_b)
-    return np.degrees(np.arccos(np.clip((tr - 1.0) / 2.0, -1.0, 1.0)))
+    R = np.einsum("...ki,...kj->...ij", R_a, R_b)  # R_a^T R_b, summed in a fixed order
+    skew = np.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    cos2 = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1.0  # 2 cos(theta)
+    return np.degrees(np.arctan2(np.linalg.norm(skew, axis=-1), cos2))
 
 
 def angle_between_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle between vectors in degrees, ``(*, 3), (*, 3) -> (*,)``."""
+    """Angle between vectors in degrees, ``atan2(|a x b|, a . b)`` (accurate for tiny angles too).
+
+    Args:
+        a, b: ``(*, 3)`` vectors (broadcast against each other; need not be unit length).
+    Returns:
+        ``(*,)`` angles in [0, 180]; 0 when either vector is zero.
+    """
     a = check_last(a, (3,), "a")
     b = check_last(b, (3,), "b")
-    cos = np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-300)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
 
 
 # ---------------------------------------------------------------------------------- transforms

@@ -15,11 +15,23 @@ def _id_names(db) -> dict[int, str]:
     return {im.image_id: im.name for im in db.read_all_images()}
 
 
+def unique_pairs(pairs) -> list[tuple[str, str]]:
+    """Unordered pairs without repeats or self-pairs, each as ``(a, b)`` with ``a < b``, sorted.
+
+    COLMAP's retrieval and loop-detection generators answer queries on a thread pool and hand the
+    results back in the order the threads finish, so their raw pair lists change order from run
+    to run (and list ``(a, b)`` and ``(b, a)`` both); this makes the selection one canonical list.
+    """
+    return sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
+
+
 def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
                  num_threads: int = -1) -> tuple[str, list[tuple[str, str]]]:
     """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name).
 
     ``seed`` and ``num_threads`` go to the vocabulary tree trained for retrieval and loop detection.
+
+    The pairs are canonical (:func:`unique_pairs`): the same database and config give the same list.
     """
     import pycolmap
 
@@ -41,7 +53,7 @@ def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
     if mode == "retrieval":
         ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
                                  seed=seed, num_threads=num_threads)
-        return mode, [(names[a], names[b]) for a, b in ids]
+        return mode, unique_pairs((names[a], names[b]) for a, b in ids)
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
         if mode == "exhaustive":
             options, generator = pycolmap.ExhaustivePairingOptions(), pycolmap.ExhaustivePairGenerator
@@ -59,7 +71,7 @@ def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
             options.num_threads = num_threads
         db = pycolmap.Database.open(database)
         try:
-            pairs = [(names[a], names[b]) for a, b in generator(options, db).all_pairs()]
+            raw = generator(options, db).all_pairs()
         finally:
             db.close()
-    return mode, pairs
+    return mode, unique_pairs((names[a], names[b]) for a, b in raw)

@@ -7,10 +7,17 @@ already in ``database.db``, and :func:`retrieval_pairs` asks pycolmap's vocabula
 generator for each image's most similar images. A tree given by the user (COLMAP's
 ``vocab_tree_*.bin``) works the same way.
 
-Training is seeded (``pycolmap.set_random_seed`` and a seeded sample). Repeated runs gave the same
-tree and the same pairs on an idle and on a loaded machine, but one CI run saw a second call in the
-same process return a different pair list, so the pairs are not guaranteed bit-exact (a rerun
-then matches a few more pairs; features and finished matches are kept).
+Determinism: the same database and seed give the same tree file, byte for byte, and the same pair
+set. What could vary and why it does not: the sample is drawn with a seeded numpy generator; the
+Hamming-embedding projection comes from COLMAP's thread-local PRNG, which
+``pycolmap.set_random_seed`` seeds right before every build, in the calling thread; faiss k-means
+and the IVF/ITQ word index use faiss's own fixed seeds; the number of OpenMP threads (1 to 16, set
+through ``num_threads`` or the calling thread's OpenMP setting) gives the same tree; queries are
+read-only. Checked (on a 2-core x86-64 machine) repeatedly in one process, across processes and
+with the CPUs overloaded; the cause of one CI run that saw two calls differ is not known. What
+does vary is the *order* of COLMAP's pair list: the pair generator answers queries on a thread pool
+and returns results in the order the threads finish, so :func:`retrieval_pairs` (and
+:func:`recon3d.sfm.pairs.select_pairs`) return sorted, de-duplicated pairs.
 """
 
 from __future__ import annotations

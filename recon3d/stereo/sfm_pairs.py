@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon3d.geometry import transforms as geometry
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import Rectification, StereoRig
 from recon3d.io.cameras import camera_from_colmap
@@ -99,8 +100,7 @@ def select_pairs(model: Model, min_ratio: float = 0.05, max_ratio: float = 0.45,
             if c_in_i[0] <= 0 or abs(c_in_i[0]) < abs(c_in_i[1]):
                 continue  # not to the right of the reference
             ratio = float(np.linalg.norm(c_in_i)) / med
-            cos = float(np.clip(poses[i][2, :3] @ poses[j][2, :3], -1, 1))
-            angle = float(np.degrees(np.arccos(cos)))
+            angle = float(geometry.angle_between_deg(poses[i][2, :3], poses[j][2, :3]))  # optical axes
             if not (min_ratio <= ratio <= max_ratio) or angle > max_angle:
                 continue
             shared = int(len(np.intersect1d(observed[i], observed[j], assume_unique=True)))
