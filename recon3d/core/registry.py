@@ -25,7 +25,7 @@ class Preset:
     config: str
     """'module:function' returning the preset's config dataclass."""
     stage: str
-    """'module:function' with signature stage(config, workspace, monitor=None) -> Path."""
+    """'module:function' with signature stage(config, workspace, monitor=None, overwrite=False) -> StageResult."""
 
 
 PRESETS: dict[str, Preset] = {}
@@ -42,6 +42,17 @@ def load_ref(ref: str) -> Callable[..., Any]:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise UserError(f"backend {ref} is not available in this install ({exc})") from None
+
+
+def available(name: str) -> bool:
+    """Whether preset ``name``'s backend (its config and stage modules) imports in this install."""
+    preset = get(name)
+    try:
+        for ref in (preset.config, preset.stage):
+            importlib.import_module(ref.split(":")[0])
+    except ImportError:
+        return False
+    return True
 
 
 def get(name: str) -> Preset:
