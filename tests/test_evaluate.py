@@ -129,7 +129,7 @@ def test_reprojection_is_computed_once_per_model_state(orbit_ws, tmp_path):
     rec.write_binary(str(tmp_path))
     again = reprojection.reprojection_errors(read_model(tmp_path))
     assert reprojection.cache_info()["misses"] == 1 and again.keys() == first.keys()
-    assert all(a is b and not a.flags.writeable for a, b in zip(again.values(), first.values()))
+    assert all(again[n] is first[n] and not first[n].flags.writeable for n in first)
     moved = read_model(tmp_path)
     next(iter(moved.images.values())).cam_from_world[0, 3] += 0.01
     reprojection.reprojection_errors(moved)

@@ -198,7 +198,10 @@ class Workspace:
 
     def clear_done(self, stage: str) -> None:
         """Forget that ``stage`` finished (before rerunning it with ``--overwrite``)."""
-        self._marker(stage).unlink(missing_ok=True)
+        try:
+            self._marker(stage).unlink(missing_ok=True)
+        except NotADirectoryError:  # a file where a folder of the path should be: no marker there
+            pass
 
     def save_config(self, config: Any, folder: Path, name: str = "config.yaml") -> Path:
         """Save a stage's resolved config as YAML beside its output folder."""

@@ -28,7 +28,7 @@ def model_key(model) -> bytes:
         h.update(repr((int(cid), name, int(width), int(height), [float(p) for p in params])).encode())
     h.update(np.ascontiguousarray(model.point_ids, dtype=np.int64).tobytes())
     h.update(np.ascontiguousarray(model.points, dtype=np.float64).tobytes())
-    for image_id, im in model.images.items():
+    for image_id, im in sorted(model.images.items()):  # a model in memory may list its images in another order
         h.update(f"\0{int(image_id)}\0{im.name}\0{int(im.camera_id)}\0".encode())
         for array, dtype in ((im.cam_from_world, np.float64), (im.points2D, np.float64), (im.point3D_ids, np.int64)):
             a = np.ascontiguousarray(array, dtype=dtype)
@@ -63,7 +63,8 @@ def reprojection_errors(model) -> dict[str, np.ndarray]:
     if key in _CACHE:
         _STATS["hits"] += 1
         _CACHE.move_to_end(key)
-        return dict(_CACHE[key])
+        cached = _CACHE[key]
+        return {im.name: cached[im.name] for im in model.images.values()}  # in this model's order, as computed
     _STATS["misses"] += 1
     out = _compute(model)
     for err in out.values():
