@@ -130,7 +130,7 @@ def main() -> int:
     config = dataclasses.replace(presets.make_config(args.method), steps=args.steps, device="cuda")
     torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    ply = train(config, ws, overwrite=True)
+    ply = train(config, ws, overwrite=True).outputs["ply"]
     seconds = time.perf_counter() - t
     peak = torch.cuda.max_memory_allocated() / 2**30
     metrics = json.loads((ws.splat / "metrics.json").read_text())

@@ -126,6 +126,35 @@ def test_reprojection_of_the_true_model_is_zero(orbit_ws):
     assert len(allerr) > 1000 and allerr.max() < 1e-6
 
 
+def test_reprojection_is_computed_once_per_model_state(orbit_ws, tmp_path):
+    """The SfM report (model in memory) and the evaluation (model read back from sparse/0) share one
+    computation; another model state computes again."""
+    import pycolmap
+
+    from recon3d.io.colmap import model_from_reconstruction, read_model
+
+    reprojection.clear_cache()
+    rec = pycolmap.Reconstruction(str(orbit_ws.model))
+    first = reprojection.reprojection_errors(model_from_reconstruction(rec))
+    rec.write_binary(str(tmp_path))
+    again = reprojection.reprojection_errors(read_model(tmp_path))
+    assert reprojection.cache_info()["misses"] == 1 and again.keys() == first.keys()
+    assert all(again[n] is first[n] and not first[n].flags.writeable for n in first)
+    moved = read_model(tmp_path)
+    next(iter(moved.images.values())).cam_from_world[0, 3] += 0.01
+    reprojection.reprojection_errors(moved)
+    assert reprojection.cache_info() == {"hits": 1, "misses": 2, "size": 2}
+
+
+def test_evaluate_stage_skips_a_finished_evaluation(orbit_ws):
+    first = ev.evaluate_stage(orbit_ws)
+    assert not first.skipped and first.outputs["report"] == orbit_ws.reports / "eval.json"
+    again = ev.evaluate_stage(orbit_ws)
+    assert again.skipped and again.data == json.loads((orbit_ws.reports / "eval.json").read_text())
+    assert again.summary == first.summary and "relative-pose AUC" in again.summary
+    assert not ev.evaluate_stage(orbit_ws, overwrite=True).skipped
+
+
 def test_evaluate_workspace_against_itself(orbit_ws):
     (orbit_ws.root / "splat").mkdir()
     (orbit_ws.root / "splat" / "metrics.json").write_text(json.dumps({"psnr": 31.5, "ssim": 0.93}))

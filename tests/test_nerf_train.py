@@ -17,6 +17,7 @@ import torch
 
 from recon3d.cli import main
 from recon3d.core.errors import UserError
+from recon3d.nerf.checkpoint import stage_key
 from recon3d.nerf.config import preset_nerf_fast
 from recon3d.nerf.train import train
 from recon3d.scenes import scene_workspace
@@ -60,13 +61,14 @@ def test_outputs_marker_and_rerun_skips(trained, capsys):
               ws.reports / "nerf_test_views.png", ws.reports / "nerf_depth.png"):
         assert p.is_file(), p
     assert cv2.imread(str(ws.reports / "nerf_test_views.png")).shape[0] >= 3 * 60
-    assert ws.is_done("nerf", config)
+    assert ws.is_done("nerf", stage_key(config)) and ws.stage_info("nerf")["info"] == {"steps": STEPS}
     assert "steps: 350" in (ws.nerf / "config.yaml").read_text().replace("{", "").replace("}", "")
     mtime = (ws.nerf / "model.pt").stat().st_mtime_ns
     t0 = time.perf_counter()
-    train(config, ws)
+    result = train(config, ws)
     assert time.perf_counter() - t0 < 10
-    assert "already trained" in capsys.readouterr().err
+    assert result.skipped and "already trained" in result.summary
+    assert result.outputs["model"] == ws.nerf / "model.pt"
     assert (ws.nerf / "model.pt").stat().st_mtime_ns == mtime
 
 
@@ -172,14 +174,29 @@ def test_interrupt_resume_extend(orbit_ws, capsys):
         train(_tiny(steps=6), ws, monitor=_StopAt(3))
     assert (ws.nerf / "checkpoints" / "step_000003.pt").is_file()
     assert not (ws.nerf / "model.pt").exists() and not ws.is_done("nerf")
-    train(_tiny(steps=6), ws)
+    result = train(_tiny(steps=6), ws)
     assert "resuming from step 3" in capsys.readouterr().err
-    assert json.loads((ws.nerf / "metrics.json").read_text())["steps"] == 6 and ws.is_done("nerf", _tiny(steps=6))
-    train(_tiny(steps=8), ws)  # more steps: continues from the step-6 checkpoint
-    assert "resuming from step 6" in capsys.readouterr().err
-    assert json.loads((ws.nerf / "metrics.json").read_text())["steps"] == 8
+    assert not result.skipped and result.outputs["folder"] == ws.nerf and "resumed from" in result.summary
+    assert json.loads((ws.nerf / "metrics.json").read_text())["steps"] == 6
+    assert ws.is_done("nerf", stage_key(_tiny(steps=6)))
+    assert train(_tiny(steps=6), ws).skipped
+    with pytest.raises(UserError, match="--overwrite"):
+        train(_tiny(steps=4), ws)  # fewer steps than the finished run: refused
     with pytest.raises(UserError, match="--overwrite"):
         train(_tiny(steps=8, num_levels=4), ws)  # another architecture cannot resume
+    assert ws.is_done("nerf")  # refusals leave the finished run as it was
+
+
+def test_more_steps_after_a_finished_run_train_on(orbit_ws, capsys):
+    """The rule both backends share: a finished run asked for more steps resumes from its last checkpoint."""
+    ws = orbit_ws
+    assert not train(_tiny(steps=4), ws).skipped
+    capsys.readouterr()
+    result = train(_tiny(steps=7), ws)  # more steps: continues from the step-4 checkpoint
+    assert "resuming from step 4" in capsys.readouterr().err and not result.skipped
+    metrics = json.loads((ws.nerf / "metrics.json").read_text())
+    assert metrics["steps"] == 7 and ws.stage_info("nerf")["info"] == {"steps": 7}
+    assert train(_tiny(steps=7), ws).skipped
     train(_tiny(steps=2, num_levels=4), ws, overwrite=True)
     assert [p.name for p in (ws.nerf / "checkpoints").iterdir()] == ["step_000002.pt"]
 

@@ -84,3 +84,31 @@ def test_bad_options_fail_before_any_work(tmp_path, capsys):
     assert main(["run", "-o", str(tmp_path / "ws"), "--fixed-intrinsics"]) == 2
     assert "--fixed-intrinsics needs --camera" in capsys.readouterr().err
     assert not (tmp_path / "ws").exists()
+
+
+def test_python_api_runs_the_same_pipeline(rendered_ws, first_run):
+    import recon3d
+    from recon3d.cli import build_parser
+    from recon3d.cli.sfm import config_from_args
+
+    config = config_from_args(build_parser().parse_args(["run", "-o", str(rendered_ws), *FAST]))
+    shown = []
+    result = recon3d.run(None, rendered_ws, sfm=config, train="none", on_summary=shown.append)
+    assert [result.stages[k].skipped for k in ("scene", "sfm", "eval")] == [True, True, True]
+    assert "train" not in result.stages and result.method is None
+    assert result.summary == "\n".join(shown) and "eval: already done" in result.summary
+    assert result.stages["eval"].data == json.loads((rendered_ws / "reports" / "eval.json").read_text())
+
+
+def test_import_recon3d_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, recon3d; recon3d.Workspace; recon3d.run; recon3d.evaluate_workspace; "
+            "from recon3d.cli import build_parser; build_parser(); "
+            "assert not {'torch', 'pycolmap'} & set(sys.modules), sorted({'torch', 'pycolmap'} & set(sys.modules))")
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr

@@ -23,6 +23,7 @@ from recon3d.core.config import from_dict, load_yaml
 from recon3d.core.workspace import Workspace
 from recon3d.io.gaussians_ply import SH_C0, Splats, read_splat_ply
 from recon3d.scenes import scene_workspace
+from recon3d.splat.checkpoint import stage_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,11 +73,13 @@ def test_orbit_cpu_reaches_25db_on_held_out_views(trained):
     assert metrics["num_gaussians"] > 3000  # densification ran on the torch rasterizer
     for name in ("point_cloud.ply", "config.yaml", "metrics.json"):
         assert (trained.splat / name).is_file()
-    assert not (trained.splat / "ckpt").exists()  # checkpoints go once the stage is done
+    # the last checkpoint stays, so that more --steps train on from it
+    assert [p.name for p in (trained.splat / "ckpt").glob("step_*.pt")] == ["step_0000500.pt"]
     for name in ("000", "008", "016"):
         pic = cv2.imread(str(trained.reports / f"splat_test_view_{name}.png"))
         assert pic.shape == (120, 2 * 160 + 4, 3)
-    assert trained.is_done("splat", _config(trained))
+    assert trained.is_done("splat", stage_key(_config(trained)))
+    assert trained.stage_info("splat")["info"] == {"steps": 500}
 
 
 @pytest.mark.slow
@@ -128,10 +131,11 @@ def test_rerun_skips_a_finished_stage(trained, capsys):
     assert main(_args(trained.root, ORBIT)) == 0
     assert "already trained" in capsys.readouterr().out
     assert (trained.splat / "point_cloud.ply").stat().st_mtime_ns == before
-    # other settings without --overwrite: refused, nothing touched
-    assert main(_args(trained.root, ORBIT + ["--steps", "501"])) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    assert (trained.splat / "point_cloud.ply").stat().st_mtime_ns == before
+    # other settings, or fewer steps, without --overwrite: refused, nothing touched
+    for more in (["--set", "ssim_lambda=0.3"], ["--steps", "499"]):
+        assert main(_args(trained.root, ORBIT + more)) == 2
+        assert "--overwrite" in capsys.readouterr().err
+    assert (trained.splat / "point_cloud.ply").stat().st_mtime_ns == before and trained.is_done("splat")
 
 
 def test_splat_records_layout():
@@ -179,11 +183,43 @@ def test_kill_and_resume_matches_uninterrupted_run(orbit_scene, tmp_path):
 
     proc = _cli(_args(ws.root, SMALL), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"resuming from {saved[-1].name}" in proc.stdout
+    assert f"resuming from {saved[-1].name}" in proc.stderr and f"resumed from  {saved[-1].name}" in proc.stdout
     metrics = json.loads((ws.splat / "metrics.json").read_text())
     assert metrics["resumed_from"] == int(saved[-1].stem.split("_")[1]) > 0
     assert abs(metrics["psnr"] - ref_metrics["psnr"]) < 0.1, (metrics["psnr"], ref_metrics["psnr"])
     assert metrics["num_gaussians"] == ref_metrics["num_gaussians"]
+
+
+def test_more_steps_after_a_finished_run_train_on(orbit_ws):
+    """The rule both backends share: a finished run asked for more steps resumes from its last
+    checkpoint; the same steps are skipped; fewer steps or other settings need --overwrite."""
+    import dataclasses
+
+    from recon3d.core.errors import UserError
+    from recon3d.core.registry import make_config
+    from recon3d.splat.train import train
+
+    base = dataclasses.replace(make_config("splat-fast"), device="cpu", downscale=16, init_num_points=300,
+                               report_views=0, refine_start=1000)
+
+    def run(**kw):
+        return train(dataclasses.replace(base, **kw), orbit_ws)
+
+    first = run(steps=6)
+    assert not first.skipped and first.outputs["ply"] == orbit_ws.splat / "point_cloud.ply"
+    assert "resumed from" not in first.summary
+    more = run(steps=10)
+    assert not more.skipped and "resumed from  step_0000006.pt (step 6)" in more.summary
+    metrics = json.loads((orbit_ws.splat / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and metrics["resumed_from"] == 6
+    assert [p.name for p in (orbit_ws.splat / "ckpt").glob("step_*.pt")] == ["step_0000010.pt"]
+    again = run(steps=10, device="auto")  # device and threads do not identify a run
+    assert again.skipped and "already trained" in again.summary and again.outputs == more.outputs
+    for other in ({"steps": 8}, {"steps": 12, "ssim_lambda": 0.5}):
+        with pytest.raises(UserError, match="--overwrite"):
+            run(**other)
+    assert orbit_ws.is_done("splat") and orbit_ws.stage_info("splat")["info"] == {"steps": 10}
+    assert not train(dataclasses.replace(base, steps=4), orbit_ws, overwrite=True).skipped
 
 
 # ------------------------------------------------------------------------------------ bad input
@@ -228,7 +264,7 @@ def test_model_without_points_falls_back_to_random_init(orbit_ws, capsys):
     config = dataclasses.replace(make_config("splat-fast"), device="cpu", steps=20, downscale=16,
                                  init_num_points=500, log_every=5, report_views=0)
     events = []
-    ply = train(config, orbit_ws, monitor=events.append)
+    ply = train(config, orbit_ws, monitor=events.append).outputs["ply"]
     captured = capsys.readouterr()
     assert "warning: the model has no 3D points" in captured.err
     assert read_splat_ply(ply).means.shape == (500, 3)

@@ -66,6 +66,38 @@ def test_stage_markers(tmp_path):
     assert not ws.is_done("sfm")
 
 
+def test_stage_context_skips_clears_and_marks(tmp_path):
+    ws = Workspace(tmp_path).create()
+    out = ws.root / "out.txt"
+    with ws.stage("demo", Cfg()) as run:
+        assert not run.skipped and run.previous is None
+        out.write_text("x")
+        run.outputs, run.info = {"out": out}, {"steps": 3}
+    with ws.stage("demo", Cfg(), check=lambda o: o["out"].is_file()) as run:
+        assert run.skipped and run.previous_outputs == {"out": out} and run.previous_info == {"steps": 3}
+    with pytest.raises(RuntimeError):  # an error inside the block leaves no marker
+        with ws.stage("demo", Cfg(steps=4)) as run:
+            assert not run.skipped
+            raise RuntimeError("killed")
+    assert not ws.is_done("demo")
+
+
+def test_finished_steps_rule(tmp_path):
+    """Training stages: same settings and more steps train on; fewer steps or other settings: --overwrite."""
+    from recon3d.core.workspace import finished_steps
+
+    ws = Workspace(tmp_path).create()
+    key = {"lr": 0.1}
+    assert finished_steps(ws, "t", key, 10, ws.root) is None
+    ws.mark_done("t", key, info={"steps": 10})
+    assert finished_steps(ws, "t", key, 10, ws.root) == 10
+    assert finished_steps(ws, "t", key, 20, ws.root) == 10
+    with pytest.raises(UserError, match="more than the 5 asked for.*--overwrite"):
+        finished_steps(ws, "t", key, 5, ws.root)
+    with pytest.raises(UserError, match="other settings; pass --overwrite"):
+        finished_steps(ws, "t", {"lr": 0.2}, 20, ws.root)
+
+
 def test_save_config_writes_docs(tmp_path):
     ws = Workspace(tmp_path).create()
     path = ws.save_config(Cfg(steps=7), ws.splat)

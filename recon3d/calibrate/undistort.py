@@ -2,7 +2,7 @@
 
   new = undistorted_camera(camera, alpha=0.0)      # the pinhole camera of the output images
   out = undistort_image(image, camera, new)        # (H', W'[, C]) image
-  undistort_images([Path("photos/")], Path("camera.json"), Path("out"), UndistortConfig())
+  undistort_images([Path("photos/")], Path("camera.json"), Path("out"), UndistortConfig())  # -> StageResult
 
 :func:`undistort_images` writes ``OUT/images/<same names>`` and ``OUT/camera.json`` (model
 pinhole, no distortion), so ``OUT`` is a workspace: ``recon3d sfm OUT/images --camera
@@ -19,6 +19,8 @@ import numpy as np
 
 from recon3d import geometry
 from recon3d.core.errors import UserError
+from recon3d.core.progress import summary
+from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
 from recon3d.io.cameras import load_camera, save_camera
 
@@ -152,20 +154,21 @@ def _collect(inputs: list[Path]) -> list[Path]:
 
 
 def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config: UndistortConfig,
-                     overwrite: bool = False) -> tuple[Path, Camera, int]:
-    """Undistort photos (files, folders, or a workspace's ``images/``) into ``output``.
+                     overwrite: bool = False) -> StageResult:
+    """Undistort photos (files, folders, or a workspace's ``images/``) into ``output`` (the ``undistort`` stage).
 
     Writes ``output/images/<name>`` (same names and formats) and ``output/camera.json``.
     A finished output with the same inputs and settings is kept unless ``overwrite``.
 
     Returns:
-        the output folder, the new camera (at the calibration's size) and the number of images written
-        (0 when skipped).
+        :class:`StageResult` with outputs ``images`` and ``camera``; its ``data`` is the new camera
+        (at the calibration's size).
     """
-    from recon3d.core.atomic import atomic_dir
-    from recon3d.core.progress import progress
+    import time
+
     from recon3d.core.workspace import Workspace
 
+    t0 = time.perf_counter()
     camera = load_camera(camera_path)
     paths = _collect([Path(p) for p in inputs])
     ws = Workspace(output)
@@ -176,10 +179,30 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
     key = {"config": config, "camera": camera.to_json(),
            "images": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]}
     new_base = undistorted_camera(camera, config.alpha)
-    if not overwrite and ws.is_done("undistort", key) and (ws.root / "camera.json").is_file():
-        return ws.root, new_base, 0
-    ws.create()
-    ws.clear_done("undistort")
+    with ws.stage("undistort", key, overwrite, check=lambda _: (ws.root / "camera.json").is_file()) as run:
+        if run.skipped:
+            return StageResult(run.previous_outputs, skipped=True, data=new_base,
+                               summary=f"{ws.root}: already undistorted with these settings (use --overwrite to redo)")
+        ws.create()
+        new = _undistort_all(paths, camera, camera_path, ws, config, new_base)
+        run.outputs = {"images": ws.images, "camera": ws.root / "camera.json"}
+    rows = [("camera", f"{ws.root / 'camera.json'} (pinhole, no distortion)"),
+            ("fx, fy", f"{new.K[0, 0]:.2f}, {new.K[1, 1]:.2f} px"),
+            ("cx, cy", f"{new.K[0, 2]:.2f}, {new.K[1, 2]:.2f} px (COLMAP pixel centres)"),
+            ("size", f"{new.width}x{new.height}"),
+            ("time", f"{time.perf_counter() - t0:.1f} s")]
+    text = summary(f"undistorted {len(paths)} images into {ws.images}", rows)
+    if new.extras.get("note"):
+        text += f"\nnote: {new.extras['note']}"
+    return StageResult(run.outputs, skipped=False, summary=text, data=new)
+
+
+def _undistort_all(paths: list[Path], camera: Camera, camera_path: Path, ws, config: UndistortConfig,
+                   new_base: Camera) -> Camera:
+    """Write the undistorted images and ``camera.json`` into ``ws``; returns the new camera."""
+    from recon3d.core.atomic import atomic_dir
+    from recon3d.core.progress import progress
+
     cache: dict[tuple[int, int], tuple[Camera, tuple[np.ndarray, np.ndarray]]] = {}
     sizes = set()
     with atomic_dir(ws.images) as tmp:
@@ -205,5 +228,4 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
         new.extras["note"] = (f"the inputs have {len(sizes)} image sizes; this camera describes the "
                               f"{camera.width}x{camera.height} ones (the others are scaled copies of it)")
     save_camera(new, ws.root / "camera.json")
-    ws.mark_done("undistort", key, {"images": ws.images, "camera": ws.root / "camera.json"})
-    return ws.root, new, len(paths)
+    return new

@@ -13,7 +13,6 @@ inf where no surface) and scene.yaml; stereo and checkerboard scenes write their
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 
@@ -29,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.core.progress import progress, summary
+    from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace
     from recon3d.scenes import (
         list_scenes,
@@ -44,13 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     spec = load_spec(args.scene)
     ws = Workspace(args.output)
-    t0 = time.perf_counter()
-    info = render_scene_cached(spec, args.output, progress=progress, overwrite=args.overwrite)
-    if info is None:
-        print(f"{args.output}: scene {spec.name!r} already rendered (use --overwrite to render again)")
-    else:
-        rows = [(k, v) for k, v in info.items()] + [("time", f"{time.perf_counter() - t0:.1f} s")]
-        print(summary(f"rendered scene {spec.name!r} ({spec.kind}) into {args.output}", rows))
+    print(render_scene_cached(spec, args.output, progress=progress, overwrite=args.overwrite).summary)
     if args.with_sparse:
         if spec.kind != "multiview":
             from recon3d.core.errors import UserError

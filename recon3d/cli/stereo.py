@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_workspace(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
-    from recon3d.core.progress import progress, summary
+    from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace
     from recon3d.stereo.mvs import FusionConfig, stereo_workspace
 
@@ -104,20 +104,5 @@ def _run_workspace(args: argparse.Namespace) -> int:
     sg.downscale = 1.0
     config = FusionConfig(sgbm=sg, scale=args.scale, max_pairs=args.max_pairs, voxel_size=args.voxel_size,
                           weight_threshold=args.weight_threshold)
-    report = stereo_workspace(config, ws, args.overwrite, progress)
-    rows = [("pairs", report["pairs"]),
-            ("valid depth", f"{100 * report['mean_density']:.1f} % matched, "
-                            f"{100 * report['mean_density_consistent']:.1f} % consistent"),
-            ("TSDF voxel", f"{100 * report['voxel_size']:.1f} cm"),
-            ("mesh", f"{report['mesh_vertices']} vertices, {report['mesh_triangles']} triangles"),
-            ("time", f"depth {report['depth_seconds']:.1f} s, fusion {report['fusion_seconds']:.1f} s")]
-    ev = report.get("evaluation")
-    if ev:
-        rows += [("accuracy", f"median {100 * ev['accuracy_median']:.1f} cm "
-                              f"({100 * ev['accuracy_median'] / ev['scene_extent']:.2f} % of the scene extent)"),
-                 ("completeness", f"{100 * ev['completeness']:.1f} % of GT points within "
-                                  f"{100 * ev['threshold']:.1f} cm (1 % of the extent)")]
-    rows += [("written", f"{ws.stereo}/{{depth/, mesh.ply, fused.ply, report.md}}")]
-    title = f"stereo: {root} (already done; --overwrite to redo)" if report.get("skipped") else f"stereo: {root}"
-    print(summary(title, rows))
+    print(stereo_workspace(config, ws, args.overwrite, progress).summary)
     return 0

@@ -8,7 +8,8 @@
 Methods:
 {methods}
 
-A rerun resumes from the last checkpoint; a finished run is skipped unless --overwrite.
+A rerun resumes from the last checkpoint; a finished run is skipped unless --overwrite, and trains
+on from its last checkpoint when asked for more --steps (other changed settings need --overwrite).
 Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
 """
 
@@ -55,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
         monitor = LiveViewer(ws, host=args.host, port=args.port)
     try:
-        registry.stage_function(args.method)(config, ws, monitor=monitor, overwrite=args.overwrite)
+        result = registry.stage_function(args.method)(config, ws, monitor=monitor, overwrite=args.overwrite)
     finally:
         if monitor is not None and hasattr(monitor, "close"):
             monitor.close()
+    print(result.summary)
     return 0

@@ -34,26 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
     from recon3d.calibrate.undistort import UndistortConfig, undistort_images
-    from recon3d.core.progress import summary
-
-    t0 = time.perf_counter()
     from recon3d.core.config import build_config
 
     flags = {k: v for k, v in (("alpha", args.alpha), ("interpolation", args.interpolation)) if v is not None}
     config = build_config(UndistortConfig, getattr(args, DEST + "file"), flags, getattr(args, DEST + "set"))
-    out, cam, n = undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite)
-    if n == 0:
-        print(f"{out}: already undistorted with these settings (use --overwrite to redo)")
-        return 0
-    print(summary(f"undistorted {n} images into {out / 'images'}", [
-        ("camera", f"{out / 'camera.json'} (pinhole, no distortion)"),
-        ("fx, fy", f"{cam.K[0, 0]:.2f}, {cam.K[1, 1]:.2f} px"),
-        ("cx, cy", f"{cam.K[0, 2]:.2f}, {cam.K[1, 2]:.2f} px (COLMAP pixel centres)"),
-        ("size", f"{cam.width}x{cam.height}"),
-        ("time", f"{time.perf_counter() - t0:.1f} s")]))
-    if cam.extras.get("note"):
-        print(f"note: {cam.extras['note']}")
+    print(undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite).summary)
     return 0

@@ -20,3 +20,8 @@ def summary(title: str, rows: list[tuple[str, object]]) -> str:
     """A short aligned block for the end of a command: ``title`` then ``key: value`` lines."""
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join([title] + [f"  {k.ljust(width)}  {v}" for k, v in rows])
+
+
+def note(message: str) -> None:
+    """One line for the person watching a long stage (on stderr, beside the progress bars)."""
+    print(message, file=sys.stderr, flush=True)

@@ -38,7 +38,7 @@ class Method:
     config: str
     """'module:function' returning the method's config dataclass."""
     stage: str
-    """'module:function' with signature stage(config, workspace, monitor=None, overwrite=False) -> Path."""
+    """'module:function' with signature stage(config, workspace, monitor=None, overwrite=False) -> StageResult."""
     renderer: str | None = None
     """'module:function' load_renderer(workspace, device='auto') -> :data:`RenderFn` of the trained model."""
     exporters: tuple[str, ...] = ()

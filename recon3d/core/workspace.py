@@ -68,10 +68,17 @@ class StageRun:
     """The marker of an earlier finished run (any key), or None."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Set by the stage; recorded in the marker when the block ends without an error."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Set by the stage: small JSON-able facts recorded in the marker (e.g. ``{"steps": 500}``)."""
 
     @property
     def previous_outputs(self) -> dict[str, Path]:
         return {k: Path(v) for k, v in ((self.previous or {}).get("outputs") or {}).items()}
+
+    @property
+    def previous_info(self) -> dict[str, Any]:
+        """The ``info`` an earlier finished run recorded (empty when none)."""
+        return dict((self.previous or {}).get("info") or {})
 
 
 # --------------------------------------------------------------------------------- workspace
@@ -176,19 +183,25 @@ class Workspace:
             return False
         return config is None or info.get("config_hash") == config_hash(config)
 
-    def mark_done(self, stage: str, config: Any = None, outputs: dict[str, Any] | None = None) -> Path:
+    def mark_done(self, stage: str, config: Any = None, outputs: dict[str, Any] | None = None,
+                  info: dict[str, Any] | None = None) -> Path:
         """Record that ``stage`` finished; written last, so its presence means complete outputs."""
-        info = {
+        marker = {
             "stage": stage,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "config_hash": config_hash(config) if config is not None else None,
             "outputs": {k: str(v) for k, v in (outputs or {}).items()},
         }
-        return atomic_write_json(self._marker(stage), info)
+        if info:
+            marker["info"] = info
+        return atomic_write_json(self._marker(stage), marker)
 
     def clear_done(self, stage: str) -> None:
         """Forget that ``stage`` finished (before rerunning it with ``--overwrite``)."""
-        self._marker(stage).unlink(missing_ok=True)
+        try:
+            self._marker(stage).unlink(missing_ok=True)
+        except NotADirectoryError:  # a file where a folder of the path should be: no marker there
+            pass
 
     def save_config(self, config: Any, folder: Path, name: str = "config.yaml") -> Path:
         """Save a stage's resolved config as YAML beside its output folder."""
@@ -233,4 +246,28 @@ class Workspace:
         for later in invalidates:
             self.clear_done(later)
         yield run
-        self.mark_done(name, key, run.outputs)
+        self.mark_done(name, key, run.outputs, run.info)
+
+
+def finished_steps(ws: Workspace, name: str, key: Any, steps: int, folder: Path) -> int | None:
+    """The rule every training stage shares for a finished run (its ``key`` leaves out the step count).
+
+    Same settings and as many steps: the stage is skipped. Same settings and more steps: it resumes
+    from its last checkpoint and trains on to ``steps``. Other settings, or fewer steps: a
+    :class:`UserError` asking for ``--overwrite``.
+
+    Returns:
+        The step count of the finished run (recorded as ``info["steps"]`` in its marker), or None
+        when the stage has not finished.
+    """
+    marker = ws.stage_info(name)
+    if marker is None:
+        return None
+    if marker.get("config_hash") != config_hash(key):
+        raise UserError(f"{folder}: holds a model trained with other settings; pass --overwrite to replace it "
+                        "(a larger --steps alone resumes it)")
+    done = int((marker.get("info") or {}).get("steps", -1))
+    if done > steps:
+        raise UserError(f"{folder}: holds a model trained for {done} steps, more than the {steps} asked for; "
+                        f"ask for {done} or more, or pass --overwrite to train afresh")
+    return done

@@ -12,7 +12,7 @@ from recon3d.evaluate.poses import (
            pose_auc,
            relative_pose_errors,
 )
-from recon3d.evaluate.report import evaluate_workspace, format_report
+from recon3d.evaluate.report import evaluate_stage, evaluate_workspace, format_report
 
-__all__ = ["AUC_THRESHOLDS_DEG", "PoseEvaluation", "evaluate_poses", "evaluate_workspace", "format_report", "pose_auc",
-           "relative_pose_errors"]
+__all__ = ["AUC_THRESHOLDS_DEG", "PoseEvaluation", "evaluate_poses", "evaluate_stage", "evaluate_workspace",
+           "format_report", "pose_auc", "relative_pose_errors"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from recon3d.core.workspace import StageResult
 from recon3d.evaluate.poses import evaluate_poses
 from recon3d.geometry.reprojection import reprojection_errors, reprojection_summary
 
@@ -93,6 +94,28 @@ def evaluate_workspace(ws, gt: Path | str | None = None, write: bool = True) -> 
     if write:
         atomic_write_json(ws.reports / "eval.json", report)
     return report
+
+
+def evaluate_stage(ws, overwrite: bool = False) -> StageResult:
+    """The ``eval`` stage: :func:`evaluate_workspace` unless ``reports/eval.json`` is there from a finished run.
+
+    Args:
+        ws: the workspace.
+        overwrite: evaluate again (e.g. because SfM made a new model).
+    Returns:
+        :class:`StageResult` with output ``report``; ``data`` is the report, ``summary`` its
+        :func:`format_report` text.
+    """
+    import json
+
+    path = ws.reports / "eval.json"
+    with ws.stage("eval", None, overwrite, check=lambda _: path.is_file()) as run:
+        if run.skipped:
+            report = json.loads(path.read_text())
+            return StageResult(run.previous_outputs, skipped=True, summary=format_report(report), data=report)
+        report = evaluate_workspace(ws)
+        run.outputs = {"report": path}
+    return StageResult(run.outputs, skipped=False, summary=format_report(report), data=report)
 
 
 def format_report(report: dict) -> str:

@@ -1,12 +1,51 @@
 """The one reprojection error: every observation of every 3D point of a model projected through
 its image's camera and compared with the measured keypoint (pixels).
+
+It is computed once per model state: the last few results are kept, keyed on a hash of everything
+they depend on (cameras, poses, keypoints, point ids and positions), so the SfM report, the
+refinement's residual statistics and the evaluation of one ``recon3d run`` share one computation
+when they look at the same model (in memory or read back from ``sparse/0``).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 
 from recon3d import geometry
+
+_CACHE: OrderedDict[bytes, dict[str, np.ndarray]] = OrderedDict()
+_CACHE_SIZE = 4
+_STATS = {"hits": 0, "misses": 0}
+
+
+def model_key(model) -> bytes:
+    """A digest of what :func:`reprojection_errors` depends on; equal models (bit for bit) share it."""
+    h = hashlib.blake2b(digest_size=20)
+    for cid, (name, width, height, params) in sorted(model.cameras.items()):
+        h.update(repr((int(cid), name, int(width), int(height), [float(p) for p in params])).encode())
+    h.update(np.ascontiguousarray(model.point_ids, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(model.points, dtype=np.float64).tobytes())
+    for image_id, im in sorted(model.images.items()):  # a model in memory may list its images in another order
+        h.update(f"\0{int(image_id)}\0{im.name}\0{int(im.camera_id)}\0".encode())
+        for array, dtype in ((im.cam_from_world, np.float64), (im.points2D, np.float64), (im.point3D_ids, np.int64)):
+            a = np.ascontiguousarray(array, dtype=dtype)
+            h.update(repr(a.shape).encode())
+            h.update(a.tobytes())
+    return h.digest()
+
+
+def clear_cache() -> None:
+    """Forget the kept results and reset :func:`cache_info` (tests; or to free their memory)."""
+    _CACHE.clear()
+    _STATS.update(hits=0, misses=0)
+
+
+def cache_info() -> dict[str, int]:
+    """``{"hits", "misses", "size"}``: how often :func:`reprojection_errors` reused a result or computed one."""
+    return {**_STATS, "size": len(_CACHE)}
 
 
 # --------------------------------------------------------------------------- reprojection
@@ -56,8 +95,26 @@ def reprojection_errors(model) -> dict[str, np.ndarray]:
         model: a :class:`recon3d.io.colmap.Model`.
     Returns:
         image name -> ``(M,)`` pixel distances between each keypoint with a 3D point and the
-        projection of that point through the image's pose and camera (see :func:`observation_errors`).
+        projection of that point through the image's pose and camera (see :func:`observation_errors`). The
+        arrays are read-only: they may be shared with earlier calls on the same model state.
     """
+    key = model_key(model)
+    if key in _CACHE:
+        _STATS["hits"] += 1
+        _CACHE.move_to_end(key)
+        cached = _CACHE[key]
+        return {im.name: cached[im.name] for im in model.images.values()}  # in this model's order, as computed
+    _STATS["misses"] += 1
+    out = _compute(model)
+    for err in out.values():
+        err.flags.writeable = False
+    _CACHE[key] = out
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return dict(out)
+
+
+def _compute(model) -> dict[str, np.ndarray]:
     return {model.images[image_id].name: err for image_id, (_, err) in observation_errors(model).items()}
 
 

@@ -18,6 +18,11 @@ RESUME_IGNORES = {"steps", "device", "checkpoint_every", "monitor_every", "repor
                   "compile", "mixed_precision", "lr_final_factor", "cpu_threads", "eval_every"}
 """Config fields that may change between a checkpoint and the run that resumes it."""
 
+
+def stage_key(config: Any) -> dict[str, Any]:
+    """The settings a run (and its stage marker) is identified by: all but :data:`RESUME_IGNORES`."""
+    return {k: v for k, v in to_dict(config).items() if k not in RESUME_IGNORES}
+
 _PATTERN = re.compile(r"step_(\d+)\.pt$")
 
 

@@ -3,14 +3,13 @@
 Writes ``WS/nerf/``: ``model.pt`` (trained model), ``checkpoints/step_N.pt`` (resumable),
 ``metrics.json`` (held-out PSNR/SSIM, speed), ``config.yaml`` (the resolved config); and
 ``WS/reports/nerf_test_views.png`` and ``nerf_depth.png``. A finished run is skipped unless
-``overwrite``; an interrupted one resumes from its last checkpoint.
+``overwrite`` (asked for more steps, it trains on); an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from recon3d.core.atomic import atomic_path, atomic_write_json
 from recon3d.core.errors import UserError
-from recon3d.core.workspace import Workspace
+from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.nerf.config import NerfConfig
 
 STAGE = "nerf"
@@ -68,7 +67,6 @@ def check_config(config: NerfConfig) -> None:
 
 
 def _clear_outputs(ws: Workspace) -> None:
-    ws.clear_done(STAGE)
     for p in (ws.nerf / "checkpoints",):
         shutil.rmtree(p, ignore_errors=True)
     for p in (ws.nerf / "model.pt", ws.nerf / "metrics.json"):
@@ -107,8 +105,12 @@ def load_trained(ws: Workspace, device="cpu"):
     return model
 
 
-def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> Path:
-    """Train a NeRF on a workspace and evaluate it on the held-out views.
+def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> StageResult:
+    """Train a NeRF on a workspace and evaluate it on the held-out views (the ``nerf`` stage).
+
+    A finished run with the same settings is skipped; asked for more ``steps`` it resumes from its
+    last checkpoint and trains on; other settings need ``overwrite`` (see
+    :func:`recon3d.core.workspace.finished_steps`).
 
     Args:
         config: resolved :class:`~recon3d.nerf.config.NerfConfig`.
@@ -117,7 +119,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
             ``config.monitor_every`` steps.
         overwrite: discard earlier checkpoints and outputs.
     Returns:
-        ``ws.nerf``.
+        :class:`StageResult` with outputs ``folder`` (``ws.nerf``), ``model``, ``metrics`` and the pictures.
     """
     import torch
 
@@ -130,10 +132,30 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
         torch.set_num_threads(threads)
 
 
-def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> Path:
+def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> StageResult:
+    from recon3d.nerf.checkpoint import stage_key
+
+    check_config(config)
+    ws.require_model()
+    resolve_device(config.device)
+    key = stage_key(config)
+    done_before = None if overwrite else finished_steps(ws, STAGE, key, config.steps, ws.nerf)
+    model_pt = ws.nerf / "model.pt"
+    with ws.stage(STAGE, key, overwrite, check=lambda _: done_before == config.steps and model_pt.is_file()) as run:
+        if run.skipped:
+            return StageResult(run.previous_outputs, skipped=True,
+                               summary=f"nerf: already trained with this config ({ws.nerf}); "
+                                       "use --overwrite to train again")
+        run.outputs, summary = _fit(config, ws, monitor, overwrite)
+        run.info = {"steps": config.steps}
+    return StageResult(run.outputs, skipped=False, summary=summary)
+
+
+def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[dict[str, Path], str]:
+    """Train (resuming from the newest checkpoint), write the outputs; returns (outputs, summary)."""
     import torch
 
-    from recon3d.core.progress import progress
+    from recon3d.core.progress import note, progress
     from recon3d.io.dataset import load_scene
     from recon3d.nerf.checkpoint import (
         list_checkpoints,
@@ -145,19 +167,13 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     from recon3d.nerf.rays import RayBatches
     from recon3d.nerf.scene import SceneFrame, scene_frame
 
-    check_config(config)
-    ws.require_model()
     device = resolve_device(config.device)
-    if not overwrite and ws.is_done(STAGE, config) and (ws.nerf / "model.pt").is_file():
-        print(f"nerf: already trained with this config ({ws.nerf}); use --overwrite to train again", file=sys.stderr)
-        return ws.nerf
     scene = load_scene(ws, config.downscale, config.test_every)
     if not scene.train:
         raise UserError(f"{ws.model}: no training views left after holding out every {config.test_every}th image; "
                         "set --set test_every=0 or add images")
     if overwrite:
         _clear_outputs(ws)
-    ws.clear_done(STAGE)
     torch.manual_seed(config.seed)
 
     state = None
@@ -183,7 +199,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, elapsed0 = int(state["step"]), list(state.get("history", [])), float(state.get("elapsed", 0.0))
-        print(f"nerf: resuming from step {start} ({ckpts[-1][1].name})", file=sys.stderr)
+        note(f"nerf: resuming from step {start} ({ckpts[-1][1].name})")
 
     cuda = device.type == "cuda"
     amp = cuda and config.mixed_precision
@@ -306,8 +322,6 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     atomic_write_json(ws.nerf / "metrics.json", metrics)
     pictures = write_report_pictures(ws.reports, eval_views, rows, renders, config.report_views)
     ws.save_config(config, ws.nerf)
-    ws.mark_done(STAGE, config, outputs={"model": ws.nerf / "model.pt", "metrics": ws.nerf / "metrics.json",
-                                         **{p.stem: p for p in pictures}})
     if monitor is not None:
         from recon3d.core.monitor import TrainEvent
 
@@ -316,12 +330,14 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
                            render=render, done=True))
     from recon3d.core.progress import summary
 
-    print(summary(f"nerf: trained {total_steps} steps on {len(scene.train)} views ({device})", [
+    text = summary(f"nerf: trained {total_steps} steps on {len(scene.train)} views ({device})", [
         (f"{metrics['split']} PSNR", f"{metrics['psnr']:.2f} dB over {len(rows)} views"),
         (f"{metrics['split']} SSIM", f"{metrics['ssim']:.4f}"),
         ("speed", f"{metrics['rays_per_s']:.4g} rays/s, {train_seconds:.0f} s"),
         ("outputs", f"{ws.nerf / 'model.pt'}, {ws.nerf / 'metrics.json'}"),
         ("pictures", ", ".join(str(p) for p in pictures)),
-    ]))
-    return ws.nerf
+    ] + ([("resumed from", f"step {start}")] if start else []))
+    outputs = {"folder": ws.nerf, "model": ws.nerf / "model.pt", "metrics": ws.nerf / "metrics.json",
+               **{p.stem: p for p in pictures}}
+    return outputs, text
 

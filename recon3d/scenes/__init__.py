@@ -16,7 +16,7 @@ from typing import Callable
 
 from recon3d.core.atomic import atomic_write_text
 from recon3d.core.config import dump_yaml
-from recon3d.core.workspace import Workspace
+from recon3d.core.workspace import StageResult, Workspace
 from recon3d.scenes.spec import SceneSpec, list_scenes, load_spec
 
 __all__ = ["SceneSpec", "list_scenes", "load_spec", "render_scene", "render_scene_cached", "scene_workspace",
@@ -46,27 +46,37 @@ def render_scene(spec: SceneSpec, out: Path | str, progress: Callable | None = N
 
 
 def render_scene_cached(spec: SceneSpec, out: Path | str, progress: Callable | None = None,
-                        overwrite: bool = False) -> dict | None:
-    """Render ``spec`` into folder ``out`` unless ``out`` already holds it.
+                        overwrite: bool = False) -> StageResult:
+    """Render ``spec`` into folder ``out`` unless ``out`` already holds it (the ``scene`` stage).
 
     Renders are deterministic, so a folder keeps one: the workspace's ``scene`` stage marker records
-    the spec's hash, and only a missing marker or another spec renders again. The marker is removed
-    before rendering and written last, so an interrupted render is never taken for a finished one.
+    the spec's hash, and only a missing marker or another spec renders again
+    (:meth:`~recon3d.core.workspace.Workspace.stage`).
 
     Args:
         spec, out, progress: as :func:`render_scene`.
         overwrite: render even if ``out`` holds the scene.
     Returns:
-        :func:`render_scene`'s summary, or None when ``out`` already held the scene (nothing rendered).
+        :class:`StageResult` with output ``scene`` (``out/scene.yaml``); ``skipped`` when ``out`` already
+        held the scene, else its ``data`` is :func:`render_scene`'s summary dict.
     """
+    import time
+
+    from recon3d.core.progress import summary
+
     ws = Workspace(Path(out))
-    if not overwrite and ws.is_done("scene", spec):
-        return None
-    ws.create()
-    ws.clear_done("scene")
-    summary = render_scene(spec, ws.root, progress)
-    ws.mark_done("scene", spec, {"scene": ws.root / "scene.yaml"})
-    return summary
+    with ws.stage("scene", spec, overwrite) as run:
+        if run.skipped:
+            return StageResult(run.previous_outputs, skipped=True,
+                               summary=f"{ws.root}: scene {spec.name!r} already rendered "
+                                       "(use --overwrite to render again)")
+        t0 = time.perf_counter()
+        ws.create()
+        info = render_scene(spec, ws.root, progress)
+        run.outputs = {"scene": ws.root / "scene.yaml"}
+    rows = [(k, v) for k, v in info.items()] + [("time", f"{time.perf_counter() - t0:.1f} s")]
+    return StageResult(run.outputs, skipped=False, data=info,
+                       summary=summary(f"rendered scene {spec.name!r} ({spec.kind}) into {ws.root}", rows))
 
 
 def scene_workspace(scene: Path | str, root: Path | str) -> Workspace:

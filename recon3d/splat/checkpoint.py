@@ -2,7 +2,8 @@
 
 A checkpoint is ``WS/splat/ckpt/step_NNNNNNN.pt`` (``torch.save`` of a dict); it is written to a
 temporary file and renamed, so a run killed at any moment leaves only complete checkpoints. The
-``config_hash`` it stores (of the config without ``device`` and ``threads``) guards against resuming a different run.
+``config_hash`` it stores (of the config without ``steps``, ``device`` and ``threads``) guards against resuming
+a different run; ``steps`` may grow, so a finished run asked for more steps trains on from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ from recon3d.core.workspace import config_hash
 from recon3d.splat.model import make_optimizers, warn
 
 
+def stage_key(config: Any) -> Any:
+    """The settings a run (and its stage marker) is identified by: all but ``steps``, ``device`` and ``threads``."""
+    return dataclasses.replace(config, steps=0, device="any", threads=0)
+
+
 def run_hash(config: Any) -> str:
-    """Hash of the settings that shape the result (everything but ``device`` and ``threads``)."""
-    return config_hash(dataclasses.replace(config, device="any", threads=0))
+    """Hash of :func:`stage_key`: checkpoints with another hash belong to another run."""
+    return config_hash(stage_key(config))
 
 
 def _to(obj: Any, device: torch.device) -> Any:

@@ -2,8 +2,9 @@
 
 Writes ``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
 PSNR/SSIM), ``WS/splat/config.yaml`` (the resolved config), ``WS/reports/splat_test_*.png`` and the
-stage marker. While it runs, ``WS/splat/ckpt/`` holds checkpoints; a rerun of a killed run resumes from
-the newest one and reaches the same result (the view order and every random draw are seeded).
+stage marker (through :meth:`~recon3d.core.workspace.Workspace.stage`). While it runs, ``WS/splat/ckpt/`` holds checkpoints; a rerun of a killed run resumes from
+the newest one and reaches the same result (the view order and every random draw are seeded). The last
+checkpoint stays after the run, so that a finished run asked for more ``steps`` trains on from it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from recon3d.core.errors import UserError
-from recon3d.core.workspace import Workspace
+from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.splat.config import SplatConfig
 
 
@@ -107,14 +108,20 @@ def _loss(img: torch.Tensor, gt: torch.Tensor, params: dict, config: SplatConfig
     return loss
 
 
-def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bool = False) -> Path:
-    """Train Gaussian splats on a workspace; returns the path of ``point_cloud.ply``.
+def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bool = False) -> StageResult:
+    """Train Gaussian splats on a workspace (the ``splat`` stage).
+
+    A finished run with the same settings is skipped; asked for more ``steps`` it resumes from its
+    last checkpoint and trains on; other settings need ``overwrite`` (see
+    :func:`recon3d.core.workspace.finished_steps`).
 
     Args:
         config: the run's settings (:class:`SplatConfig`).
         workspace: workspace with ``sparse/0`` and ``images/``.
         monitor: optional callable receiving :class:`~recon3d.monitor.TrainEvent` every ``log_every`` steps.
         overwrite: discard checkpoints and outputs of an earlier run first.
+    Returns:
+        :class:`StageResult` with outputs ``ply`` (``splat/point_cloud.ply``), ``metrics`` and ``config``.
     """
     threads = torch.get_num_threads()
     if config.threads > 0:
@@ -125,8 +132,27 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         torch.set_num_threads(threads)
 
 
-def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) -> Path:
-    from recon3d.core.progress import progress, summary
+def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool) -> StageResult:
+    from recon3d.splat.checkpoint import stage_key
+
+    ply = ws.splat / "point_cloud.ply"
+    key = stage_key(config)
+    done_before = None if overwrite else finished_steps(ws, "splat", key, config.steps, ws.splat)
+    with ws.stage("splat", key, overwrite, check=lambda _: done_before == config.steps and ply.is_file()) as run:
+        if run.skipped:
+            return StageResult(run.previous_outputs, skipped=True,
+                               summary=f"splat: already trained with these settings ({ply}); "
+                                       "pass --overwrite to train again")
+        if overwrite:
+            shutil.rmtree(ws.splat / "ckpt", ignore_errors=True)
+        run.outputs, summary = _fit(config, ws, monitor)
+        run.info = {"steps": config.steps}
+    return StageResult(run.outputs, skipped=False, summary=summary)
+
+
+def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], str]:
+    """Train (resuming from the newest checkpoint of this run), write the outputs; (outputs, summary)."""
+    from recon3d.core.progress import note, progress, summary
     from recon3d.io.gaussians_ply import write_splat_ply
     from recon3d.splat import checkpoint as ckpt
     from recon3d.splat import model as M
@@ -134,17 +160,8 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     from recon3d.splat.render import final_sh_degree
     from recon3d.splat.strategy import after_backward, before_backward, make_strategy
 
-    ws = workspace
     ply = ws.splat / "point_cloud.ply"
     ckpt_dir = ws.splat / "ckpt"
-    if overwrite:
-        ws.clear_done("splat")
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    elif ws.is_done("splat"):
-        if ws.is_done("splat", config) and ply.is_file():
-            print(f"splat: already trained with these settings ({ply}); pass --overwrite to train again")
-            return ply
-        raise UserError(f"{ws.splat}: holds a model trained with other settings; pass --overwrite to replace it")
     device, backend = resolve_device(config)
     if config.device == "auto" and device.type == "cpu" and config.max_image_side > 400:
         M.warn("no CUDA GPU found: training on the CPU with the torch rasterizer, which is slow and meant for "
@@ -167,8 +184,11 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     resumed = ckpt.load_latest(ckpt_dir, config)
     if resumed is not None:
         params, optimizers, state, start = ckpt.restore(resumed, config, scale, device)
+        if start > config.steps:
+            raise UserError(f"{resumed['path']}: this run is at step {start}, past --steps {config.steps}; "
+                            "ask for more steps or rerun with --overwrite")
         strategy, _ = make_strategy(config, scale, device)
-        print(f"splat: resuming from {resumed['path'].name} (step {start}/{config.steps})")
+        note(f"splat: resuming from {resumed['path'].name} (step {start}/{config.steps})")
     else:
         params = M.params_from_splats(M.init_splats(scene, config), device)
         optimizers = M.make_optimizers(params, config, scale)
@@ -179,8 +199,8 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
     h, w = train_views[0][0].shape[:2]
-    print(f"splat: {len(train_views)} training views ({w}x{h} px), {len(params['means'])} Gaussians, "
-          f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}", flush=True)
+    note(f"splat: {len(train_views)} training views ({w}x{h} px), {len(params['means'])} Gaussians, "
+          f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}")
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
     pyramid: dict[tuple[int, int], tuple] = {}
     done, updating = start, False
@@ -227,6 +247,8 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
         raise
     bar.close()
     seconds = time.perf_counter() - t0
+    # the last checkpoint stays: asked for more steps, a finished run trains on from here
+    ckpt.save_checkpoint(ckpt_dir, config.steps, params, optimizers, state, config, keep=1)
 
     sh = final_sh_degree(config)
     write_splat_ply(ply, M.splats_from_params(params))
@@ -236,17 +258,18 @@ def _train(config: SplatConfig, workspace: Workspace, monitor, overwrite: bool) 
                       extra={"steps": config.steps, "train_seconds": round(seconds, 2), "device": device.type,
                              "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None})
     cfg_path = ws.save_config(config, ws.splat)
-    ws.mark_done("splat", config, outputs={"ply": ply, "metrics": ws.splat / "metrics.json", "config": cfg_path})
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
     if monitor is not None:
         final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
         monitor(_event(config.steps, config, params, final, sh, bg, backend, tile, done=True))
-    print(summary("splat: done", [
+    rows = [
         ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
         ("gaussians", len(params["means"])),
         (f"{split} PSNR", f"{result['psnr']:.2f} dB over {result['num_views']} views"),
         (f"{split} SSIM", f"{result['ssim']:.4f}"),
         ("model", ply),
         ("metrics", ws.splat / "metrics.json"),
-    ]))
-    return ply
+    ]
+    if resumed is not None:
+        rows.insert(1, ("resumed from", f"{resumed['path'].name} (step {start})"))
+    outputs = {"ply": ply, "metrics": ws.splat / "metrics.json", "config": cfg_path}
+    return outputs, summary("splat: done", rows)

@@ -27,7 +27,7 @@ import numpy as np
 from recon3d.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from recon3d.core.config import to_dict
 from recon3d.core.errors import UserError
-from recon3d.core.workspace import Workspace, config_hash
+from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.io.colmap import read_model
 from recon3d.stereo.depth import colorize_disparity, depth_from_disparity
 from recon3d.stereo.disparity import SGBMConfig, compute_disparity
@@ -116,7 +116,7 @@ def auto_voxel_size(frames: list[DepthFrame]) -> float:
     return 1.5 * med / focal
 
 
-def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = False, progress=None) -> dict:
+def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = False, progress=None) -> StageResult:
     """The stage: depth maps of auto-selected pairs, consistency filter, TSDF fusion, report.
 
     Args:
@@ -125,17 +125,47 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
         overwrite: recompute everything even if finished.
         progress: optional ``tqdm``-like wrapper.
     Returns:
-        The report (also written to ``WS/stereo/report.json``).
+        :class:`StageResult` with outputs ``mesh``, ``points`` and ``report``; its ``data`` is the
+        report (the content of ``WS/stereo/report.json``).
     """
     ws.require_model()
     out = ws.stereo
-    if not overwrite and ws.is_done(STAGE, config) and (out / "report.json").is_file():
-        report = json.loads((out / "report.json").read_text())
-        report["skipped"] = True
-        return report
-    ws.clear_done(STAGE)
     if not 0 < config.scale <= 1:
         raise UserError(f"scale {config.scale}: give a factor in (0, 1], e.g. 0.5")
+    with ws.stage(STAGE, config, overwrite, check=lambda _: (out / "report.json").is_file()) as run:
+        if run.skipped:
+            report = json.loads((out / "report.json").read_text())
+            return StageResult(run.previous_outputs, skipped=True, summary=format_summary(report, ws, skipped=True),
+                               data=report)
+        report = _fuse(config, ws, overwrite, progress)
+        run.outputs = {"mesh": out / "mesh.ply", "points": out / "fused.ply", "report": out / "report.json"}
+    return StageResult(run.outputs, skipped=False, summary=format_summary(report, ws), data=report)
+
+
+def format_summary(report: dict, ws: Workspace, skipped: bool = False) -> str:
+    """The terminal summary of a stereo workspace report."""
+    from recon3d.core.progress import summary
+
+    rows = [("pairs", report["pairs"]),
+            ("valid depth", f"{100 * report['mean_density']:.1f} % matched, "
+                            f"{100 * report['mean_density_consistent']:.1f} % consistent"),
+            ("TSDF voxel", f"{100 * report['voxel_size']:.1f} cm"),
+            ("mesh", f"{report['mesh_vertices']} vertices, {report['mesh_triangles']} triangles"),
+            ("time", f"depth {report['depth_seconds']:.1f} s, fusion {report['fusion_seconds']:.1f} s")]
+    ev = report.get("evaluation")
+    if ev:
+        rows += [("accuracy", f"median {100 * ev['accuracy_median']:.1f} cm "
+                              f"({100 * ev['accuracy_median'] / ev['scene_extent']:.2f} % of the scene extent)"),
+                 ("completeness", f"{100 * ev['completeness']:.1f} % of GT points within "
+                                  f"{100 * ev['threshold']:.1f} cm (1 % of the extent)")]
+    rows += [("written", f"{ws.stereo}/{{depth/, mesh.ply, fused.ply, report.md}}")]
+    title = f"stereo: {ws.root} (already done; --overwrite to redo)" if skipped else f"stereo: {ws.root}"
+    return summary(title, rows)
+
+
+def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dict:
+    """Depth of every pair (resuming finished pairs), consistency filter, fusion, reports; returns the report."""
+    out = ws.stereo
     model = read_model(ws.model)
     pairs = select_pairs(model, config.min_baseline_ratio, config.max_baseline_ratio, max_pairs=config.max_pairs)
     if not pairs:
@@ -202,7 +232,6 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
     ws.save_config(config, out)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
-    ws.mark_done(STAGE, config, {"mesh": out / "mesh.ply", "points": out / "fused.ply"})
     return report
 
 
