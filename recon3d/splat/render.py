@@ -69,7 +69,6 @@ def load_renderer(ws: Workspace, device: str = "auto") -> Callable[[np.ndarray, 
     """
     from recon3d.io.gaussians_ply import read_splat_ply
     from recon3d.splat.model import params_from_splats
-    from recon3d.splat.train import resolve_device
 
     ply = ws.splat / "point_cloud.ply"
     if not ply.is_file():
@@ -89,3 +88,21 @@ def load_renderer(ws: Workspace, device: str = "auto") -> Callable[[np.ndarray, 
         return to_uint8(render_image(params, cam_from_world, K, width, height, sh_degree, background, backend, tile))
 
     return render
+
+
+def resolve_device(config: SplatConfig) -> tuple[torch.device, str]:
+    """The torch device and rasterizer backend (``"cuda"`` or ``"torch"``) a config asks for."""
+    name = config.device
+    if name not in ("auto", "cuda", "cpu"):
+        raise UserError(f"device {name!r}: expected auto, cuda or cpu")
+    has_cuda = torch.cuda.is_available()
+    if name == "cuda" and not has_cuda:
+        raise UserError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; "
+                        "train with --device cpu (slow, small scenes) or on a machine with a GPU")
+    device = torch.device("cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu")
+    backend = config.rasterizer
+    if backend == "auto":
+        backend = "cuda" if device.type == "cuda" else "torch"
+    if backend == "cuda" and device.type != "cuda":
+        raise UserError("rasterizer=cuda needs a CUDA device; use --device cuda or --set rasterizer=torch")
+    return device, backend

@@ -19,24 +19,7 @@ import torch
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.splat.config import SplatConfig
-
-
-def resolve_device(config: SplatConfig) -> tuple[torch.device, str]:
-    """The torch device and rasterizer backend (``"cuda"`` or ``"torch"``) a config asks for."""
-    name = config.device
-    if name not in ("auto", "cuda", "cpu"):
-        raise UserError(f"device {name!r}: expected auto, cuda or cpu")
-    has_cuda = torch.cuda.is_available()
-    if name == "cuda" and not has_cuda:
-        raise UserError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; "
-                        "train with --device cpu (slow, small scenes) or on a machine with a GPU")
-    device = torch.device("cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu")
-    backend = config.rasterizer
-    if backend == "auto":
-        backend = "cuda" if device.type == "cuda" else "torch"
-    if backend == "cuda" and device.type != "cuda":
-        raise UserError("rasterizer=cuda needs a CUDA device; use --device cuda or --set rasterizer=torch")
-    return device, backend
+from recon3d.splat.render import resolve_device
 
 
 def view_order(step: int, n: int, seed: int) -> int:
