@@ -10,7 +10,7 @@ nor pycolmap)::
     import recon3d
 
     recon3d.run("photos/", "ws", train="splat-cpu")     # recon3d.pipeline.run
-    recon3d.run_sfm(recon3d.Workspace("ws"), "photos/")  # recon3d.sfm.pipeline.run_sfm
+    recon3d.run_sfm("ws", "photos/")                     # recon3d.sfm.pipeline.run_sfm
     recon3d.evaluate_workspace(recon3d.Workspace("ws"))  # recon3d.evaluate.report.evaluate_workspace
 """
 
@@ -25,14 +25,16 @@ _LAZY = {
     "run_sfm": "recon3d.sfm.pipeline",
     "evaluate_workspace": "recon3d.evaluate.report",
     "Workspace": "recon3d.core.workspace",
+    "SfmConfig": "recon3d.sfm.config",
 }
 
-__all__ = ["__version__", "run", "run_sfm", "evaluate_workspace", "Workspace"]
+__all__ = ["__version__", "run", "run_sfm", "evaluate_workspace", "Workspace", "SfmConfig"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on first use
     from recon3d.core.workspace import Workspace
     from recon3d.evaluate.report import evaluate_workspace
     from recon3d.pipeline import run
+    from recon3d.sfm.config import SfmConfig
     from recon3d.sfm.pipeline import run_sfm
 
 

@@ -313,13 +313,13 @@ def check_pycolmap_options(config: SfmConfig) -> None:
     pipeline_options(config)
 
 
-def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig | None = None,
+def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
             log: Callable[[str], None] = _stderr) -> SfmResult:
     """Structure from motion from a folder of photos into workspace ``ws``.
 
     Args:
-        ws: the workspace (created if missing).
+        ws: the workspace, or its folder (created if missing).
         images: folder of photos; ``None`` uses ``ws.images``.
         config: options (defaults: :class:`SfmConfig`).
         overwrite: map again even when a finished result with the same photos and config exists.
@@ -339,6 +339,7 @@ def run_sfm(ws: Workspace, images: Path | str | None = None, config: SfmConfig |
     from recon3d.sfm.images import scan_images
     from recon3d.sfm.report import format_summary
 
+    ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     config = config or SfmConfig()
     check_pycolmap_options(config)
     t_start = time.perf_counter()
