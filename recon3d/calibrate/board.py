@@ -14,118 +14,16 @@ of a stereo rig, matching the synthetic scenes' ``gt/corners.npy``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from recon3d.core.errors import UserError
+from recon3d.calibrate.config import Board as Board
+from recon3d.calibrate.config import dictionary_name as dictionary_name
+from recon3d.calibrate.config import parse_board_size as parse_board_size
 
 _TERM = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)
-
-
-@dataclass
-class Board:
-    """The calibration target."""
-
-    cols: int = 9
-    """Checkerboard: inner corners along the board's x axis. ChArUco: squares along x."""
-    rows: int = 6
-    """Checkerboard: inner corners along y. ChArUco: squares along y."""
-    square: float = 0.025
-    """Side of one square in metres (sets the unit of translations and the baseline)."""
-    charuco: str | None = None
-    """ArUco dictionary of a ChArUco board (e.g. 'DICT_4X4_50'); None for a plain checkerboard."""
-    marker: float | None = None
-    """ChArUco marker side in metres (default 0.75 x square)."""
-    legacy: bool = False
-    """ChArUco boards printed by OpenCV < 4.6 with an even number of rows use the legacy layout."""
-
-    def __post_init__(self) -> None:
-        if self.cols < 2 or self.rows < 2:
-            raise UserError(f"--board {self.cols}x{self.rows}: a board needs at least 2x2 corners")
-        if not self.square > 0:
-            raise UserError(f"--square {self.square}: the square size must be positive (metres)")
-        if self.charuco is not None:
-            self.charuco = dictionary_name(self.charuco)
-            if self.cols < 3 or self.rows < 3:
-                raise UserError(f"--board {self.cols}x{self.rows}: a ChArUco board needs at least 3x3 squares")
-            if self.marker is None:
-                self.marker = 0.75 * self.square
-            if not 0 < self.marker < self.square:
-                raise UserError(f"--marker {self.marker}: the marker side must lie between 0 and the square "
-                                f"side ({self.square})")
-
-    @property
-    def kind(self) -> str:
-        return "charuco" if self.charuco else "checkerboard"
-
-    @property
-    def corner_grid(self) -> tuple[int, int]:
-        """(cols, rows) of inner corners."""
-        return (self.cols - 1, self.rows - 1) if self.charuco else (self.cols, self.rows)
-
-    @property
-    def n_corners(self) -> int:
-        c, r = self.corner_grid
-        return c * r
-
-    def object_points(self) -> np.ndarray:
-        """``(n_corners, 3)`` board-frame corners; a checkerboard's index ``j * cols + i`` is at ``(i s, j s, 0)``.
-
-        For ChArUco, OpenCV's corner ids follow the same layout, but its board frame starts at the
-        outer corner, so corner ``(i, j)`` lies at ``((i + 1) s, (j + 1) s, 0)``.
-        """
-        if self.charuco:
-            return np.asarray(self.charuco_board().getChessboardCorners(), np.float64).reshape(-1, 3)
-        c, r = self.corner_grid
-        i, j = np.meshgrid(np.arange(c), np.arange(r))
-        return np.stack([i.ravel() * self.square, j.ravel() * self.square, np.zeros(i.size)], axis=1)
-
-    def describe(self) -> str:
-        """One line for summaries, e.g. 'checkerboard 9x6 inner corners, squares of 25 mm'."""
-        def length(x: float) -> str:
-            return f"{x * 1000:g} mm" if x < 1 else f"{x:g} m"
-
-        if self.charuco:
-            return (f"ChArUco {self.cols}x{self.rows} squares of {length(self.square)}, markers "
-                    f"{length(self.marker)} ({self.charuco})")
-        return f"checkerboard {self.cols}x{self.rows} inner corners, squares of {length(self.square)}"
-
-    def to_json(self) -> dict:
-        data = {"type": self.kind, "cols": self.cols, "rows": self.rows, "square": self.square}
-        if self.charuco:
-            data.update(dictionary=self.charuco, marker=self.marker, legacy=self.legacy)
-        return data
-
-    def charuco_board(self) -> "cv2.aruco.CharucoBoard":
-        """The OpenCV ChArUco board (marker layout as printed by ``generateImage``)."""
-        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.charuco))
-        board = cv2.aruco.CharucoBoard((self.cols, self.rows), self.square, self.marker, dictionary)
-        if self.legacy:
-            board.setLegacyPattern(True)
-        return board
-
-
-def parse_board_size(text: str) -> tuple[int, int]:
-    """``'9x6'`` -> ``(9, 6)``; anything else is a :class:`UserError`."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
-    if not m:
-        raise UserError(f"--board {text!r}: give the size as COLSxROWS, e.g. --board 9x6 "
-                        "(a checkerboard's inner corners; a ChArUco board's squares)")
-    return int(m.group(1)), int(m.group(2))
-
-
-def dictionary_name(text: str) -> str:
-    """Normalise an ArUco dictionary name: '4x4_50' or 'dict_4x4_50' -> 'DICT_4X4_50'."""
-    name = str(text).strip().upper()
-    if not name.startswith("DICT_"):
-        name = "DICT_" + name
-    if not isinstance(getattr(cv2.aruco, name, None), int):
-        known = sorted({n[5:].upper() for n in dir(cv2.aruco) if n.startswith("DICT_")})
-        raise UserError(f"--charuco {text!r}: unknown ArUco dictionary; use one of {', '.join(known)}")
-    return name
 
 
 @dataclass

@@ -12,40 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.calibrate.board import Board, Detection, detect_board
+from recon3d.calibrate.board import Detection, detect_board
+from recon3d.calibrate.config import CalibrationConfig as CalibrationConfig
+from recon3d.calibrate.config import config_path as config_path
 from recon3d.core.atomic import atomic_path
 from recon3d.core.errors import UserError
-from recon3d.geometry.camera import CAMERA_MODELS, Camera
+from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import Rectification, StereoRig
 from recon3d.io.images import IMAGE_EXTENSIONS, list_images
-
-
-@dataclass
-class CalibrationConfig:
-    """How to calibrate."""
-
-    board: Board = field(default_factory=Board)
-    """The calibration target."""
-    model: str = "pinhole"
-    """Lens model: 'pinhole' (k1, k2, p1, p2, k3), 'rational' (+ k4, k5, k6) or 'fisheye' (k1..k4)."""
-    min_views: int = 5
-    """Fewest usable views (pairs, for a rig) to calibrate from."""
-    outlier_factor: float = 3.0
-    """A view is dropped when its RMS error exceeds this many times the median ..."""
-    outlier_min_px: float = 0.1
-    """... and also exceeds the median by this many pixels."""
-    min_corners: int = 8
-    """ChArUco views with fewer detected corners are skipped."""
-    max_detect_size: int = 1600
-    """Checkerboards are searched in a copy downscaled to this longer side, then refined at full size."""
-    refine_rig: bool = True
-    """Stereo: after fixing each camera's intrinsics, refine intrinsics and rig jointly."""
-
-    def __post_init__(self) -> None:
-        if self.model not in CAMERA_MODELS:
-            raise UserError(f"--model {self.model!r}: unknown lens model; use one of {', '.join(CAMERA_MODELS)}")
-        if self.min_views < 3:
-            raise UserError("at least 3 views are needed to calibrate a camera")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -247,3 +221,16 @@ class StereoResult:
     """RMS reprojection error of the stereo calibration over the used pairs (px)."""
     epipolar_rms: float
     """RMS vertical disparity of the detected corners after rectification, used pairs (px)."""
+
+
+def skipped_lines(items: list[tuple[str, str]]) -> list[str]:
+    """'skipped N:' and one line per skipped view or pair (none when nothing was skipped)."""
+    return [f"skipped {len(items)}:", *(f"  {name}: {why}" for name, why in items)] if items else []
+
+
+def coverage_hint(cov: float) -> list[str]:
+    """A note when the board's corners cover little of the sensor."""
+    if cov < 0.6:
+        return [f"note: the board's corners cover only {cov:.0%} of the sensor; for a distortion model that "
+                "holds at the image edges add photos with the board near the edges and corners"]
+    return []

@@ -36,18 +36,23 @@ from recon3d.calibrate.common import (
     camera_yaml_entries,
     check_output,
     collect_images,
+    config_path,
     coverage,
+    coverage_hint,
     detect_all,
     opencv_flag,
     outlier_views,
     project_board,
     sidecars,
+    skipped_lines,
     solve_board_pose,
     too_few,
     write_opencv_yaml,
 )
 from recon3d.core.atomic import atomic_path
+from recon3d.core.config import save_config
 from recon3d.core.errors import UserError
+from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
 from recon3d.io.cameras import save_camera
 
@@ -219,14 +224,16 @@ def mono_json(result: MonoResult, config: CalibrationConfig) -> Camera:
     return cam
 
 
-def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: Path) -> tuple[Path, MonoResult]:
-    """Calibrate one camera from photos; write ``output`` (camera.json), its .yaml and its .png.
+def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: Path) -> StageResult:
+    """Calibrate one camera from photos; write ``output`` (camera.json), its .yaml, its .png and the
+    resolved config (``camera.config.yaml``, which ``recon3d calibrate --config`` reads back).
 
     Args:
         inputs: image files and/or folders of images.
         output: the camera.json path.
     Returns:
-        ``output`` and the :class:`MonoResult`.
+        A :class:`~recon3d.core.workspace.StageResult`: ``outputs`` json, yaml, png and config;
+        ``data`` the :class:`MonoResult`; ``summary`` the lines ``recon3d calibrate`` prints.
     """
     from recon3d.calibrate.plots import plot_mono
 
@@ -242,4 +249,28 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
                "avg_reprojection_error": result.rms, "views_used": int(result.used.sum())}
     write_opencv_yaml(yaml_path, entries, YAML_NOTE)
     save_camera(camera, output)
-    return output, result
+    cfg_path = save_config(config, config_path(output))
+    outputs = {"json": output, "yaml": yaml_path, "png": png_path, "config": cfg_path}
+    return StageResult(outputs, skipped=False, summary=mono_summary(result, config, outputs), data=result)
+
+
+def mono_summary(result: MonoResult, config: CalibrationConfig, outputs: dict[str, Path]) -> str:
+    """What ``recon3d calibrate`` prints for one camera."""
+    from recon3d.core.progress import summary
+
+    cam = result.camera
+    rows = [("board", config.board.describe()), ("model", cam.model),
+            ("fx, fy", f"{cam.K[0, 0]:.2f}, {cam.K[1, 1]:.2f} px"),
+            ("cx, cy", f"{cam.K[0, 2]:.2f}, {cam.K[1, 2]:.2f} px (COLMAP pixel centres)"),
+            ("dist", np.array2string(cam.dist, precision=5, separator=", ")),
+            ("RMS error", f"{result.rms:.3f} px"),
+            ("views", f"{int(result.used.sum())} used of {len(result.detections)} "
+                      f"({sum(d.found for d in result.detections)} with the board)"),
+            ("coverage", f"{cam.extras['coverage']:.0%} of the sensor"),
+            ("wrote", f"{outputs['json']}, {outputs['yaml']}, {outputs['png']}")]
+    lines = [summary(f"calibrated {cam.width}x{cam.height} camera", rows)]
+    lines += skipped_lines([(d.image, result.notes[i]) for i, d in enumerate(result.detections) if i in result.notes])
+    if result.model_note:
+        lines.append(f"note: {result.model_note}")
+    lines += coverage_hint(cam.extras["coverage"])
+    return "\n".join(lines)

@@ -26,16 +26,21 @@ from recon3d.calibrate.common import (
     camera_yaml_entries,
     check_output,
     collect_images,
+    config_path,
     coverage,
+    coverage_hint,
     detect_all,
     outlier_views,
     sidecars,
+    skipped_lines,
     too_few,
     write_opencv_yaml,
 )
 from recon3d.calibrate.mono import calibrate_views, distortion_folds
 from recon3d.core.atomic import atomic_path
+from recon3d.core.config import save_config
 from recon3d.core.errors import UserError
+from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
 from recon3d.geometry.rig import StereoRig
 from recon3d.io.cameras import save_rig
@@ -199,14 +204,16 @@ def calibrate_rig(left: list[Detection], right: list[Detection], config: Calibra
 
 
 def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | str], config: CalibrationConfig,
-                     output: Path) -> tuple[Path, StereoResult]:
-    """Calibrate a stereo rig; write ``output`` (stereo.json), its .yaml and its .png.
+                     output: Path) -> StageResult:
+    """Calibrate a stereo rig; write ``output`` (stereo.json), its .yaml, its .png and the resolved
+    config (``stereo.config.yaml``, which ``recon3d calibrate --config`` reads back).
 
     Args:
         left_inputs, right_inputs: files and/or folders; pairs are matched by sorted position.
         output: the stereo.json path.
     Returns:
-        ``output`` and the :class:`StereoResult`.
+        A :class:`~recon3d.core.workspace.StageResult`: ``outputs`` json, yaml, png and config;
+        ``data`` the :class:`StereoResult`; ``summary`` the lines ``recon3d calibrate`` prints.
     """
     from recon3d.calibrate.plots import plot_stereo
 
@@ -235,7 +242,34 @@ def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | st
     write_opencv_yaml(yaml_path, entries, YAML_NOTE + "\nR, T map left-camera points to the right camera: "
                       "X_r = R X_l + T (metres).")
     save_rig(rig, output, rect)
-    return output, result
+    cfg_path = save_config(config, config_path(output))
+    outputs = {"json": output, "yaml": yaml_path, "png": png_path, "config": cfg_path}
+    return StageResult(outputs, skipped=False, summary=stereo_summary(result, config, outputs), data=result)
+
+
+def stereo_summary(result: StereoResult, config: CalibrationConfig, outputs: dict[str, Path]) -> str:
+    """What ``recon3d calibrate --left --right`` prints."""
+    from recon3d.core.progress import summary
+
+    rig = result.rig
+    rows = [("board", config.board.describe()), ("model", rig.left.model),
+            ("baseline", f"{rig.baseline * 1000:.2f} mm"),
+            ("rotation", f"{float(geometry.rotation_angle_deg(np.eye(3), rig.R)):.3f} deg between the cameras"),
+            ("left fx, fy, cx, cy", ", ".join(f"{v:.2f}" for v in rig.left.K[[0, 1, 0, 1], [0, 1, 2, 2]])),
+            ("right fx, fy, cx, cy", ", ".join(f"{v:.2f}" for v in rig.right.K[[0, 1, 0, 1], [0, 1, 2, 2]])),
+            ("RMS error", f"{result.rms:.3f} px (left alone {result.left.rms:.3f}, right alone "
+                          f"{result.right.rms:.3f})"),
+            ("rectified", f"vertical disparity {result.epipolar_rms:.3f} px RMS"),
+            ("pairs", f"{sum(p['used'] for p in result.pairs)} used of {len(result.pairs)}"),
+            ("wrote", f"{outputs['json']}, {outputs['yaml']}, {outputs['png']}")]
+    lines = [summary(f"calibrated stereo rig ({rig.left.width}x{rig.left.height})", rows)]
+    lines += skipped_lines([(f"{Path(p['left']).name} / {Path(p['right']).name}", p["note"])
+                            for p in result.pairs if "note" in p])
+    for side, cam in (("left", rig.left), ("right", rig.right)):
+        if cam.extras.get("note"):
+            lines.append(f"note ({side}): {cam.extras['note']}")
+    lines += coverage_hint(min(rig.left.extras["coverage"], rig.right.extras["coverage"]))
+    return "\n".join(lines)
 
 
 def _F_opencv(rig: StereoRig) -> np.ndarray:

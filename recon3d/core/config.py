@@ -257,19 +257,21 @@ DEST = "config:"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type, title: str = "options",
-                         overrides: bool = True, **override_help: str) -> None:
+                         overrides: bool = True, skip: tuple[str, ...] = (), **override_help: str) -> None:
     """Add one flag per field of config dataclass ``cls`` (nested dataclasses: one group each).
 
     Flags default to "not given", so :func:`config_from_args` can tell explicit flags from
     defaults. With ``overrides``, also adds ``--config`` and ``--set`` (:func:`add_override_arguments`,
-    which ``override_help`` goes to).
+    which ``override_help`` goes to). ``skip``: dotted fields or sections that get no flag here
+    (a command's own flag sets them, or another config's flags already do; ``--set`` still can).
     """
-    _add_fields(parser, cls, "", title, None)
+    _add_fields(parser, cls, "", title, None, tuple(skip))
     if overrides:
         add_override_arguments(parser, **override_help)
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str, description: str | None) -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str, description: str | None,
+                skip: tuple[str, ...] = ()) -> None:
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(title, description)
@@ -277,6 +279,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: 
     for f in dataclasses.fields(cls):
         tp = _flag_type(hints[f.name])
         path = prefix + f.name
+        if path in skip:
+            continue
         if dataclasses.is_dataclass(tp):
             nested.append((f, tp, path))
             continue
@@ -304,7 +308,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, prefix: str, title: 
             kw["metavar"] = f.metadata["metavar"]
         group.add_argument(flag, **kw)
     for f, tp, path in nested:
-        _add_fields(parser, tp, path + ".", path, docs.get(f.name))
+        _add_fields(parser, tp, path + ".", path, docs.get(f.name), skip)
 
 
 def add_override_arguments(parser: argparse.ArgumentParser, example: str = "key=value",
