@@ -20,53 +20,14 @@ invalid pixels are NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import cv2
 import numpy as np
 
 from recon3d.core.errors import UserError
+from recon3d.stereo.config import SGBMConfig as SGBMConfig
 
 MODES = {"sgbm": cv2.STEREO_SGBM_MODE_SGBM, "3way": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
          "hh": cv2.STEREO_SGBM_MODE_HH, "hh4": cv2.STEREO_SGBM_MODE_HH4}
-
-
-@dataclass
-class SGBMConfig:
-    """Semi-global matching settings (disparities in pixels of the input resolution)."""
-
-    max_disparity: int = 0
-    """Largest disparity searched; 0 = automatic (image width / 8, at least 32)."""
-    min_disparity: int = 0
-    """Smallest disparity searched (negative for converging cameras)."""
-    block_size: int = 3
-    """Matching block side (odd, 1-11); small blocks keep edges sharp, SGM's smoothness does the rest."""
-    p1: int = 0
-    """Penalty for disparity changes of 1 px between neighbours; 0 = 2 * channels * block_size^2."""
-    p2: int = 0
-    """Penalty for larger disparity jumps; 0 = 16 * channels * block_size^2."""
-    uniqueness: int = 5
-    """Best cost must beat the second best by this many percent (0 = off)."""
-    lr_max_diff: int = 1
-    """Left-right consistency: largest allowed difference (px) between the left and right match; -1 = off."""
-    speckle_window: int = 100
-    """Disconnected disparity blobs smaller than this many pixels are removed (0 = off)."""
-    speckle_range: int = 2
-    """Largest disparity step (px) inside one blob for speckle filtering."""
-    mode: Literal["sgbm", "3way", "hh", "hh4"] = "3way"
-    """OpenCV SGBM variant: '3way' (fast, multi-threaded), 'sgbm' (5 paths), 'hh' (8 paths, 2x slower), 'hh4'."""
-    pad: bool = True
-    """Pad the left border so its pixels can be matched (see the module docstring)."""
-    refine_iters: int = 1
-    """Sub-pixel refinement steps after SGBM (0 = SGBM's own parabola fit only)."""
-    refine_window: int = 7
-    """Window side (px) of the sub-pixel refinement."""
-    min_texture: float = 0.0
-    """Drop disparities where the left image's 9x9 grey-level standard deviation is below this
-    (e.g. 1.0 removes flat sky; 0 = keep all: SGM fills flat regions from their borders)."""
-    downscale: float = 1.0
-    """Match at this fraction of the resolution (e.g. 0.5), then upsample the disparity; 1 = full."""
 
 
 def auto_max_disparity(width: int) -> int:

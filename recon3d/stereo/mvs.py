@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -29,6 +28,7 @@ from recon3d.core.config import to_dict
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.io.colmap import read_model
+from recon3d.stereo.config import FusionConfig as FusionConfig
 from recon3d.stereo.depth import colorize_disparity, depth_from_disparity
 from recon3d.stereo.disparity import SGBMConfig, compute_disparity
 from recon3d.stereo.fusion import (
@@ -41,32 +41,6 @@ from recon3d.stereo.rectify import check_horizontal, load_image, rectify_pair
 from recon3d.stereo.sfm_pairs import PairChoice, disparity_range, pair_rig, select_pairs
 
 STAGE = "stereo"
-
-
-@dataclass
-class FusionConfig:
-    """Settings of ``recon3d stereo WS``: pairs, matching, consistency filter and TSDF fusion."""
-
-    sgbm: SGBMConfig = field(default_factory=SGBMConfig)
-    """Matching settings (the disparity range comes from the sparse points)."""
-    scale: float = 0.5
-    """Image scale the depth maps are computed at (0.5 = half resolution)."""
-    max_pairs: int = 0
-    """Use at most this many pairs, evenly spread over the images (0 = one per image)."""
-    min_baseline_ratio: float = 0.05
-    """Smallest accepted baseline / scene depth of a pair."""
-    max_baseline_ratio: float = 0.45
-    """Largest accepted baseline / scene depth of a pair."""
-    consistency_neighbours: int = 2
-    """Depth maps each depth map is checked against (0 = no consistency filter)."""
-    consistency_tol: float = 0.02
-    """Relative depth difference under which two depth maps agree."""
-    voxel_size: float = 0.0
-    """TSDF voxel side in metres; 0 = automatic (1.5 pixel footprints at the median scene depth)."""
-    trunc_voxels: float = 4.0
-    """TSDF truncation distance in voxels."""
-    weight_threshold: float = 2.0
-    """Mesh only surfaces seen by at least this many depth maps."""
 
 
 def _rectified_depth(ws: Workspace, model, pair: PairChoice,

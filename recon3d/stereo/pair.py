@@ -20,23 +20,24 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from recon3d.core.atomic import check_writable
-from recon3d.core.config import to_dict
+from recon3d.core.config import save_config, to_dict
 from recon3d.core.errors import UserError
+from recon3d.core.workspace import StageResult
 from recon3d.io.images import IMAGE_EXTENSIONS
+from recon3d.stereo.config import PairConfig as PairConfig
 from recon3d.stereo.depth import (
     colorize_disparity,
     depth_from_disparity,
     ply_bytes,
     points_from_depth,
 )
-from recon3d.stereo.disparity import SGBMConfig, compute_disparity, search_range
+from recon3d.stereo.disparity import compute_disparity, search_range
 from recon3d.stereo.pfm import write_pfm
 from recon3d.stereo.rectify import (
     RectifiedPair,
@@ -50,18 +51,6 @@ from recon3d.stereo.rectify import (
 
 MIN_DENSITY = 0.001
 """Fewer valid disparities than this fraction of the pixels counts as an empty result."""
-
-
-@dataclass
-class PairConfig:
-    """Settings of ``recon3d stereo LEFT RIGHT``."""
-
-    sgbm: SGBMConfig = field(default_factory=SGBMConfig)
-    """Semi-global matching settings."""
-    point_stride: int = 1
-    """Write every n-th pixel (in x and y) to points.ply."""
-    max_depth: float = 0.0
-    """Leave points farther than this (m) out of points.ply; 0 = keep all."""
 
 
 def load_pair(left_path: Path, right_path: Path, calib: Path | None = None, rectified: bool = False) -> RectifiedPair:
@@ -170,7 +159,7 @@ def match_folders(left_dir: Path, right_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None = None, calib: Path | None = None,
-                 rectified: bool = False, overwrite: bool = False, progress=None) -> list[dict]:
+                 rectified: bool = False, overwrite: bool = False, progress=None) -> StageResult:
     """The stage: one pair (two files) into ``out``, or folders of pairs into ``out/<name>/``.
 
     Args:
@@ -180,7 +169,10 @@ def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None =
         overwrite: recompute pairs whose output exists (folder mode skips them otherwise).
         progress: optional ``tqdm``-like wrapper.
     Returns:
-        The ``stereo.json`` summary of each pair.
+        A :class:`~recon3d.core.workspace.StageResult`: ``outputs`` the output folder and the resolved
+        config (``OUT/config.yaml``, which ``recon3d stereo --config`` reads back); ``data`` the
+        ``stereo.json`` summary of each pair; ``skipped`` when every pair of a folder was done before;
+        ``summary`` the lines ``recon3d stereo`` prints.
     """
     config = config or PairConfig()
     left, right, out = Path(left), Path(right), Path(out)
@@ -197,17 +189,43 @@ def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None =
         pair = load_pair(left, right, calib, rectified)
         result = process_pair(pair, config, left.name)
         write_pair(result, out, pair)
-        return [result["info"]]
+        return _finish([result["info"]], left, right, out, config, skipped=False)
     jobs = match_folders(left, right)
     infos = []
+    reused = 0
     it = progress(jobs, desc="stereo", unit="pair") if progress else jobs
     for lp, rp in it:
         dest = out / lp.stem
         if not overwrite and (dest / "stereo.json").is_file():
             infos.append(json.loads((dest / "stereo.json").read_text()))
+            reused += 1
             continue
         pair = load_pair(lp, rp, calib, rectified)
         result = process_pair(pair, config, lp.name)
         write_pair(result, dest, pair)
         infos.append(result["info"])
-    return infos
+    return _finish(infos, left, right, out, config, skipped=reused == len(jobs))
+
+
+def _finish(infos: list[dict], left: Path, right: Path, out: Path, config: PairConfig, skipped: bool) -> StageResult:
+    cfg = save_config(config, out / "config.yaml")
+    return StageResult({"output": out, "config": cfg}, skipped=skipped,
+                       summary=pairs_summary(infos, left, right, out), data=infos)
+
+
+def pairs_summary(infos: list[dict], left: Path, right: Path, out: Path) -> str:
+    """What ``recon3d stereo LEFT RIGHT`` prints."""
+    from recon3d.core.progress import summary
+
+    rows = [("pairs", len(infos)),
+            ("valid pixels", f"{100 * sum(i['density'] for i in infos) / len(infos):.1f} % (mean)"),
+            ("disparity range", f"{infos[0]['disparity_range'][0]:g} .. {infos[0]['disparity_range'][1]:g} px"),
+            ("match time", f"{sum(i['match_seconds'] for i in infos):.2f} s")]
+    if infos[0].get("calibrated"):
+        rows += [("median depth", f"{infos[0]['depth_median']:.3f} m"),
+                 ("baseline / focal", f"{infos[0]['baseline']:.4f} m / {infos[0]['focal']:.1f} px")]
+    else:
+        rows += [("depth", "not computed (no calibration: add --calib stereo.json)")]
+    files = "disparity.pfm, disparity.png" + (", depth.npy, points.ply" if infos[0].get("calibrated") else "")
+    rows += [("written", f"{out}/{'<name>/' if left.is_dir() else ''}{{{files}, stereo.json}}")]
+    return summary(f"stereo: {left} + {right}", rows)
