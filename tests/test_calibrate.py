@@ -353,3 +353,44 @@ def test_board_argument_checks():
         parse_board_size("9")
     with pytest.raises(UserError, match="unknown ArUco dictionary"):
         Board(5, 7, 0.04, "7x7_1234")
+
+
+# ------------------------------------------------------------------------------ config: --set, --config
+def test_set_overrides_a_field_and_config_repeats_the_run(checkerboard_scene, tmp_path, capsys):
+    """--set reaches any CalibrationConfig field, the resolved config is saved beside the output
+    (camera.config.yaml), and --config reads it back without --board or --square."""
+    import yaml
+
+    folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 8)
+    out = tmp_path / "a" / "camera.json"
+    assert main(["calibrate", str(folder), "--board", "9x6", "--square", "0.025", "--set", "outlier_factor=4.5",
+                 "--set", "board.square=0.03", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("calibrated 640x480 camera") and "squares of 30 mm" in printed  # --set > --square
+    saved = out.with_name("camera.config.yaml")
+    data = yaml.safe_load(saved.read_text())
+    assert data["outlier_factor"] == 4.5 and data["board"] == {"cols": 9, "rows": 6, "square": 0.03, "charuco": None,
+                                                               "marker": None, "legacy": False}
+    assert json.loads(out.read_text())["board"]["square"] == 0.03
+
+    again = tmp_path / "b" / "camera.json"
+    assert main(["calibrate", str(folder), "--config", str(saved), "-o", str(again)]) == 0
+    assert again.with_name("camera.config.yaml").read_text() == saved.read_text()
+    np.testing.assert_allclose(load_camera(again).K, load_camera(out).K)
+
+    # no board size at all, or a value out of range: one line, exit 2
+    assert main(["calibrate", str(folder), "-o", str(tmp_path / "c" / "camera.json")]) == 2
+    assert main(["calibrate", str(folder), "--board", "9x6", "--set", "min_views=2",
+                 "-o", str(tmp_path / "c" / "camera.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--board COLSxROWS" in err[0] and "min_views: 2 is out of range" in err[1]
+    assert not (tmp_path / "c").exists()
+
+
+def test_calibrate_stage_returns_a_stage_result(checkerboard_scene, tmp_path):
+    from recon3d.calibrate.mono import calibrate_mono
+
+    folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 6)
+    res = calibrate_mono([folder], CalibrationConfig(board=Board(9, 6, 0.025)), tmp_path / "camera.json")
+    assert set(res.outputs) == {"json", "yaml", "png", "config"} and all(p.is_file() for p in res.outputs.values())
+    assert not res.skipped and res.summary.startswith("calibrated 640x480 camera") and res.data.rms < 1.0

@@ -134,3 +134,38 @@ def test_undistort_takes_set_and_config(tmp_path):
                   tmp_path / "u.yaml")
     assert res.returncode == 2
     assert_one_line_error(res, "--interpolation 'bicubic'")
+
+
+@pytest.mark.parametrize("command", ["calibrate", "stereo"])
+def test_config_driven_help_imports_neither_cv2_nor_torch(command):
+    """calibrate and stereo build their flags from their config dataclasses, which import no OpenCV."""
+    code = ("import sys\nfrom recon3d.cli import main\ntry:\n    main([%r, '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('cv2', 'torch') if m in sys.modules))" % command)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("[]")
+    assert "config files and overrides:" in res.stdout and "--set KEY=VALUE" in res.stdout
+    for flag in (["--board COLSxROWS", "--square M", "--charuco DICT", "--marker M", "--legacy-charuco",
+                  "--model {pinhole,rational,fisheye}", "--min-views N"] if command == "calibrate" else
+                 ["--max-disparity N", "--min-disparity N", "--block-size N", "--downscale X", "--no-refine",
+                  "--mode {3way,sgbm,hh,hh4}", "--min-texture X", "--pairs {auto}", "--max-pairs N", "--scale X",
+                  "--voxel-size X", "--weight-threshold X", "--sgbm.uniqueness N"]):
+        assert res.stdout.count(flag) >= 1, flag
+
+
+def test_calibrate_and_stereo_bad_values_exit_2(tmp_path):
+    res = recon3d("calibrate", tmp_path, "--board", "9x6", "--set", "board.square=-1")
+    assert res.returncode == 2
+    assert_one_line_error(res, "config.board.square: -1.0 is out of range")
+    res = recon3d("calibrate", tmp_path, "--board", "9x6", "--set", "nope")
+    assert_one_line_error(res, "--set 'nope': expected KEY=VALUE")
+    res = recon3d("calibrate", "--left", tmp_path, "--right", tmp_path, "--board", "9x6")
+    assert_one_line_error(res, "needs --square")
+    res = recon3d("calibrate", tmp_path, "--min-views", "2")
+    assert res.returncode == 2 and "--min-views: 2 is out of range" in res.stderr
+    res = recon3d("stereo", tmp_path, "--set", "scale=3")
+    assert_one_line_error(res, "config.scale: 3.0 is out of range")
+    res = recon3d("stereo", tmp_path, "--point-stride", "2")
+    assert_one_line_error(res, "--point-stride applies to LEFT RIGHT pairs")
+    res = recon3d("stereo", tmp_path, "--block-size", "0")
+    assert res.returncode == 2 and "--block-size: 0 is out of range" in res.stderr

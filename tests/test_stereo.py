@@ -275,3 +275,50 @@ def test_bad_input_is_one_line_and_writes_nothing(stereo_scene, tmp_path, capsys
     write_pfm(tmp_path / "half.pfm", np.ones((240, 320), np.float32))
     _fails(["eval-stereo", str(tmp_path / "half.pfm"), str(gt_path)], capsys, "same rectified image size")
     _fails(["eval-stereo", str(tmp_path / "nope.pfm"), str(gt_path)], capsys, "no such")
+
+
+def test_cli_set_and_config_read_back(stereo_scene, tmp_path, capsys):
+    """--set reaches any PairConfig field (sgbm.* too), OUT/config.yaml holds the resolved settings,
+    and --config repeats the run; --no-refine keeps its meaning; flags of the other mode are errors."""
+    import yaml
+
+    left = stereo_scene / "rectified" / "left" / "pair_00.png"
+    right = stereo_scene / "rectified" / "right" / "pair_00.png"
+    out = tmp_path / "a"
+    assert main(["stereo", str(left), str(right), "--rectified", "-o", str(out), "--max-disparity", "48",
+                 "--no-refine", "--set", "sgbm.uniqueness=12", "--downscale", "0.5"]) == 0
+    assert capsys.readouterr().out.startswith(f"stereo: {left} + {right}")
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["sgbm"]["uniqueness"] == 12 and saved["sgbm"]["max_disparity"] == 48
+    assert saved["sgbm"]["refine_iters"] == 0 and saved["sgbm"]["downscale"] == 0.5
+    assert json.loads((out / "stereo.json").read_text())["config"] == saved
+
+    again = tmp_path / "b"
+    assert main(["stereo", str(left), str(right), "--rectified", "-o", str(again), "--config",
+                 str(out / "config.yaml")]) == 0
+    assert (again / "config.yaml").read_text() == (out / "config.yaml").read_text()
+    np.testing.assert_array_equal(read_pfm(again / "disparity.pfm"), read_pfm(out / "disparity.pfm"))
+
+    bad = tmp_path / "c"
+    _fails(["stereo", str(left), str(right), "--rectified", "-o", str(bad), "--set", "sgbm.block_size=13"], capsys,
+           "sgbm.block_size: 13 is out of range")
+    _fails(["stereo", str(left), str(right), "--rectified", "-o", str(bad), "--set", "sgbm.uniqueness"], capsys,
+           "expected KEY=VALUE")
+    _fails(["stereo", str(left), str(right), "--rectified", "-o", str(bad), "--scale", "0.5"], capsys,
+           "--scale applies to a workspace")
+    assert not bad.exists()
+
+
+def test_stereo_pairs_returns_a_stage_result(stereo_scene, tmp_path):
+    from recon3d.stereo.pair import PairConfig, stereo_pairs
+
+    left_dir, right_dir = tmp_path / "L", tmp_path / "R"
+    for side, d in (("left", left_dir), ("right", right_dir)):
+        d.mkdir()
+        shutil.copy(stereo_scene / "rectified" / side / "pair_03.png", d)
+    config = PairConfig(sgbm=SGBMConfig(max_disparity=48, downscale=0.5))
+    res = stereo_pairs(left_dir, right_dir, tmp_path / "out", config, rectified=True)
+    assert not res.skipped and res.outputs["config"].is_file() and res.data[0]["name"] == "pair_03.png"
+    assert "valid pixels" in res.summary
+    again = stereo_pairs(left_dir, right_dir, tmp_path / "out", config, rectified=True)
+    assert again.skipped and again.data == res.data
