@@ -1,9 +1,10 @@
 """Camera calibration from checkerboard or ChArUco photos: one camera, or a stereo rig.
 
-  calibrate_mono([Path("photos/")], CalibrationConfig(board=Board(9, 6, 0.025)), Path("camera.json"))
-  calibrate_stereo([Path("left/")], [Path("right/")], config, Path("stereo.json"))  # recon3d.calibrate_stereo
+  result = calibrate_mono([Path("photos/")], CalibrationConfig(board=Board(9, 6, 0.025)), Path("camera.json"))
+  result.data.camera, result.outputs["json"], print(result.summary)          # a StageResult
+  calibrate_stereo([Path("left/")], [Path("right/")], config, Path("stereo.json"))  # recon3d.calibrate.stereo
 
-Each finds the board in every photo (:mod:`recon3d.calibrate_board`), calibrates with OpenCV,
+Each finds the board in every photo (:mod:`recon3d.calibrate.board`), calibrates with OpenCV,
 drops views whose reprojection error is far above the rest, calibrates again, and writes:
 
 * ``camera.json`` (:class:`recon3d.geometry.camera.Camera`, K in COLMAP pixel centres) with ``rms_px``,
@@ -13,10 +14,11 @@ drops views whose reprojection error is far above the rest, calibrates again, an
 * the same as an OpenCV FileStorage YAML beside it (``camera.yaml``; OpenCV pixel centres there,
   as OpenCV tools expect);
 * a picture beside it (``camera.png``): detected corners of one view, per-view errors, and where
-  the corners fell on the sensor.
+  the corners fell on the sensor;
+* the resolved :class:`~recon3d.calibrate.config.CalibrationConfig` (``camera.config.yaml``).
 
 Nothing is written unless calibration succeeds; every file is written atomically. The stereo
-half lives in :mod:`recon3d.calibrate_stereo`.
+half lives in :mod:`recon3d.calibrate.stereo`.
 """
 
 from __future__ import annotations

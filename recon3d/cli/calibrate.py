@@ -4,6 +4,8 @@
   recon3d calibrate img1.jpg img2.jpg ... --board 9x6 --square 0.025 --model rational -o camera.json
   recon3d calibrate photos/ --board 7x5 --square 0.04 --charuco 4x4_50 --marker 0.03 -o camera.json
   recon3d calibrate --left left/ --right right/ --board 9x6 --square 0.025 -o stereo.json
+  recon3d calibrate photos/ --config camera.config.yaml -o again.json   # repeat a run (its saved settings)
+  recon3d calibrate photos/ --board 9x6 --set outlier_factor=2.5          # any CalibrationConfig field
 
 --board counts a checkerboard's INNER corners (a board of 10x7 squares is 9x6) and a ChArUco
 board's squares. --square is the side of one square in metres; it sets the unit of the stereo
@@ -16,7 +18,8 @@ Writes camera.json (K in COLMAP pixel centres, dist in OpenCV order, rms_px, cov
 per-view table), camera.yaml (the same for OpenCV's cv2.FileStorage, OpenCV pixel centres) and
 camera.png (detected corners, per-view errors, where corners fell on the sensor, distortion).
 A stereo run writes stereo.json/.yaml/.png with R, T (right_from_left), E, F, the rectification
-(R1, R2, P1, P2, Q), the baseline and the per-pair errors. Use the result with
+(R1, R2, P1, P2, Q), the baseline and the per-pair errors. Both also write the resolved settings
+(camera.config.yaml / stereo.config.yaml), which --config reads back. Use the result with
 `recon3d undistort`, `recon3d sfm --camera camera.json` and `recon3d stereo`.
 """
 
