@@ -72,6 +72,11 @@ def test_workspace_stereo_fuses_an_accurate_complete_mesh(orbit_ws, capsys):
     # a finished stage is skipped; eval-stereo reads the same mesh and agrees
     assert main(["stereo", str(ws.root), "--voxel-size", "0.04"]) == 0
     assert "already done" in capsys.readouterr().out
+    # the saved config reads back to the same settings (so: the same stage key), --set reaches any field
+    assert main(["stereo", str(ws.root), "--config", str(ws.stereo / "config.yaml")]) == 0
+    assert "already done" in capsys.readouterr().out
+    assert main(["stereo", str(ws.root), "--set", "voxel_size=0.04", "--set", "sgbm.downscale=0.5"]) == 0
+    assert "already done" in capsys.readouterr().out  # downscale is for pairs: a workspace keeps 1
     assert main(["eval-stereo", str(ws.root), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["mesh"]
     assert again["completeness"] == pytest.approx(ev["completeness"])
