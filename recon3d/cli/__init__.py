@@ -44,8 +44,15 @@ def _placeholder(name: str):
     return add_arguments, run
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors (a bad flag, a value out of range) are one line, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recon3d",
         description="recon3d: from a folder of photos to calibrated cameras, bundle-adjusted SfM, "
         "Gaussian splats, NeRFs and stereo depth, with evaluation and a browser viewer. "
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`recon3d COMMAND --help` explains each command.",
     )
     parser.add_argument("--version", action="version", version=f"recon3d {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     for name, module, help_text in COMMANDS:
         try:
             mod = importlib.import_module(f"recon3d.cli.{module}")
