@@ -25,9 +25,6 @@ from pathlib import Path
 
 from recon3d.core.config import DEST
 
-PAIR_ONLY = ("point_stride", "max_depth")
-"""PairConfig fields a workspace does not have (their flags are errors there)."""
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recon3d.core.config import add_config_arguments
