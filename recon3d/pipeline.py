@@ -113,7 +113,8 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         progress: tqdm-like wrapper for progress bars, or None.
         on_summary: called with each stage's summary as soon as the stage ends (e.g. ``print``).
     Returns:
-        :class:`PipelineResult`. Errors a user can act on are :class:`~recon3d.core.errors.UserError`.
+        :class:`PipelineResult`. Errors a user can act on are :class:`~recon3d.core.errors.UserError`,
+        among them another process writing the workspace (:meth:`Workspace.lock`).
     """
     from recon3d.core import registry
     from recon3d.evaluate.report import evaluate_stage
@@ -127,29 +128,31 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         if on_summary is not None:
             on_summary(text)
 
-    if images is None:
-        result.stages["scene"] = scene_stage(ws, overwrite, progress)
-        show(result.stages["scene"].summary)
-    sfm_result = run_sfm(ws, images, sfm, overwrite=overwrite, progress=progress)
-    result.stages["sfm"] = sfm_result
-    show((f"sfm: already done for these photos and options ({ws.model})\n" if sfm_result.skipped else "")
-         + sfm_result.summary)
+    # one writer at a time; re-entrant, so under `recon3d run` (which holds it already) this is a no-op
+    with ws.lock(f"recon3d.run({str(images) if images is not None else None!r}, {str(ws.root)!r})"):
+        if images is None:
+            result.stages["scene"] = scene_stage(ws, overwrite, progress)
+            show(result.stages["scene"].summary)
+        sfm_result = run_sfm(ws, images, sfm, overwrite=overwrite, progress=progress)
+        result.stages["sfm"] = sfm_result
+        show((f"sfm: already done for these photos and options ({ws.model})\n" if sfm_result.skipped else "")
+             + sfm_result.summary)
 
-    redo = overwrite or not sfm_result.skipped  # a new model: evaluate and train it afresh
-    evaluation = result.stages["eval"] = evaluate_stage(ws, overwrite=redo)
-    show(("eval: already done (reports/eval.json)\n" if evaluation.skipped else "") + evaluation.summary)
+        redo = overwrite or not sfm_result.skipped  # a new model: evaluate and train it afresh
+        evaluation = result.stages["eval"] = evaluate_stage(ws, overwrite=redo)
+        show(("eval: already done (reports/eval.json)\n" if evaluation.skipped else "") + evaluation.summary)
 
-    method = resolve_method(train)
-    if method == "none":
-        show("train: skipped (--train none)")
-    elif not registry.available(method):
-        module = registry.get(method).stage.split(":")[0]
-        show(f"train: skipped, the `{method}` backend ({module}) is not available in this install")
-    else:
-        result.method = method
-        trained = result.stages["train"] = train_stage(ws, method, steps, train_device, overwrite=redo)
-        main = next(iter(trained.outputs.values()), None)
-        show(trained.summary + "\n" + f"train: `{method}` finished" + (f", outputs in {main}" if main else ""))
-    show(f"reports: {ws.reports / 'sfm.md'}, {ws.reports / 'eval.json'}\n"
-         f"view it in the browser: recon3d view {ws.root}")
-    return result
+        method = resolve_method(train)
+        if method == "none":
+            show("train: skipped (--train none)")
+        elif not registry.available(method):
+            module = registry.get(method).stage.split(":")[0]
+            show(f"train: skipped, the `{method}` backend ({module}) is not available in this install")
+        else:
+            result.method = method
+            trained = result.stages["train"] = train_stage(ws, method, steps, train_device, overwrite=redo)
+            main = next(iter(trained.outputs.values()), None)
+            show(trained.summary + "\n" + f"train: `{method}` finished" + (f", outputs in {main}" if main else ""))
+        show(f"reports: {ws.reports / 'sfm.md'}, {ws.reports / 'eval.json'}\n"
+             f"view it in the browser: recon3d view {ws.root}")
+        return result

@@ -3,18 +3,28 @@
 Each subcommand lives in ``recon3d/cli/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; heavy imports happen inside ``run`` so ``--help`` stays fast. Errors a
 user can act on (:class:`~recon3d.errors.UserError`) print one line and exit non-zero; set
-``RECON3D_DEBUG=1`` to see tracebacks of unexpected errors.
+``RECON3D_DEBUG=1`` to see tracebacks of unexpected errors. Ctrl-C and SIGTERM stop a command the
+same way (checkpoints kept, no stage marker), one line, exit 130 and 143.
+
+A module that writes a workspace defines ``workspace_written(args) -> Path | None``: ``main`` holds
+that workspace's lock (:meth:`recon3d.core.workspace.Workspace.lock`) while the command runs, so a
+second command writing it stops at once (exit 2) naming the first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import shlex
 import sys
+from typing import Iterator
 
 from recon3d import __version__
 from recon3d.core.errors import UserError
+from recon3d.core.signals import EXIT_CODE as TERMINATED_EXIT
+from recon3d.core.signals import Terminated, sigterm_as_interrupt
 
 COMMANDS: list[tuple[str, str, str]] = [
     ("run", "run", "the main job: photos (or the default scene) -> SfM -> evaluation -> training"),
@@ -67,17 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(f"recon3d.cli.{module}")
             add_arguments, run = mod.add_arguments, mod.run
+            writes = getattr(mod, "workspace_written", None)
             description = mod.__doc__ or help_text
         except ModuleNotFoundError as exc:
             if exc.name != f"recon3d.cli.{module}":
                 raise
             add_arguments, run = _placeholder(name)
+            writes = None
             description = help_text + " (not available yet)"
         p = sub.add_parser(name, help=help_text, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
-        p.set_defaults(func=run)
+        p.set_defaults(func=run, workspace_written=writes)
     return parser
+
+
+@contextlib.contextmanager
+def _workspace_lock(args: argparse.Namespace, command_line: str) -> Iterator[None]:
+    """Hold the lock of the workspace the command writes (``workspace_written(args)`` of its module)."""
+    writes = getattr(args, "workspace_written", None)
+    root = writes(args) if writes is not None else None
+    if root is None:
+        yield
+        return
+    from recon3d.core.workspace import Workspace
+
+    with Workspace(root).lock(command_line) as lock:
+        if lock is not None and lock.note:
+            print(f"recon3d {args.command}: note: {lock.note}", file=sys.stderr)
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,11 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    command_line = " ".join(["recon3d", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt(), _workspace_lock(args, command_line):
+            return int(args.func(args) or 0)
     except UserError as exc:
         print(f"recon3d {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print(f"recon3d {args.command}: stopped (SIGTERM); rerun the same command to resume", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
         print(f"recon3d {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def workspace_written(args: argparse.Namespace) -> Path:
+    """The workspace this command writes reports/eval.json into (the CLI holds its lock)."""
+    return args.workspace
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.workspace import Workspace
     from recon3d.evaluate.report import evaluate_workspace, format_report

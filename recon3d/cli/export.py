@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="output path (default: inside the workspace)")
 
 
+def workspace_written(args: argparse.Namespace) -> Path | None:
+    """The workspace, when the export goes inside it (no -o); the CLI holds its lock."""
+    return args.workspace if args.output is None else None
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.workspace import Workspace
 

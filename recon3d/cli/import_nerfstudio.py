@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace images/ and sparse/0 of an existing workspace")
 
 
+def workspace_written(args: argparse.Namespace) -> Path:
+    """The workspace this command writes (the CLI holds its lock)."""
+    return args.output
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.progress import summary
     from recon3d.io.colmap import read_model

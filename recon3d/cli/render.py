@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="where to render")
 
 
+def workspace_written(args: argparse.Namespace) -> Path | None:
+    """The workspace, when the video goes into its reports/ (no -o); the CLI holds its lock."""
+    return args.workspace if args.output is None else None
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
     from recon3d.core.workspace import Workspace

@@ -46,6 +46,11 @@ def _show(text: str) -> None:
     sys.stdout.flush()
 
 
+def workspace_written(args: argparse.Namespace) -> Path:
+    """The workspace this command writes (the CLI holds its lock through every stage)."""
+    return args.output
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.cli.sfm import config_from_args
     from recon3d.core.progress import progress

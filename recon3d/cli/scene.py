@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--overwrite", action="store_true", help="render again even if the folder holds this scene")
 
 
+def workspace_written(args: argparse.Namespace) -> Path | None:
+    """The folder `scene render` writes (the CLI holds its lock); None for `scene list`."""
+    return args.output if args.action == "render" else None
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace

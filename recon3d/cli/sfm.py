@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sfm_options(parser)
 
 
+def workspace_written(args: argparse.Namespace) -> Path:
+    """The workspace this command writes (the CLI holds its lock)."""
+    return args.output
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace

@@ -70,6 +70,13 @@ def _config(cls: type, args: argparse.Namespace, mode: str):
     return build_config(cls, getattr(args, DEST + "file"), flags, getattr(args, DEST + "set"))
 
 
+def workspace_written(args: argparse.Namespace) -> Path | None:
+    """The workspace of `recon3d stereo WS` (the CLI holds its lock); None for pairs."""
+    if len(args.inputs) == 1 and not args.inputs[0].is_file():
+        return args.inputs[0]
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
     from recon3d.core.progress import progress

@@ -33,6 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_arguments(parser, example="jpeg_quality=90", saved="a YAML of UndistortConfig fields")
 
 
+def workspace_written(args: argparse.Namespace) -> Path:
+    """The folder this command writes (the CLI holds its lock)."""
+    return args.output
+
+
 def run(args: argparse.Namespace) -> int:
     from recon3d.calibrate.undistort import UndistortConfig, undistort_images
     from recon3d.core.config import build_config

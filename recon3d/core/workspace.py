@@ -162,6 +162,18 @@ class Workspace:
             )
         return self.model
 
+    def lock(self, command: str):
+        """Context manager: hold this workspace's lock (``.recon3d.lock``) while writing it.
+
+        ``command`` (e.g. ``"recon3d sfm photos -o ws"``) is what a second command is told holds it;
+        that command gets a :class:`UserError` (exit 2) and writes nothing. Re-entrant within a
+        process. Yields a :class:`recon3d.core.lock.WorkspaceLock` (its ``note`` says when a lock
+        left by a dead process was taken over), or None when the folder cannot hold a lock file.
+        """
+        from recon3d.core.lock import workspace_lock
+
+        return workspace_lock(self.root, command)
+
     # -- stage bookkeeping
     def _marker(self, stage: str) -> Path:
         return self.reports / "stages" / f"{stage}.json"
