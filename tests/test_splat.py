@@ -288,3 +288,32 @@ def test_config_fields_are_documented():
     assert {f.name for f in dataclasses.fields(SplatConfig)} <= set(docs)
     assert make_config("splat").strategy == "default" and make_config("splat-mcmc").strategy == "mcmc"
     assert make_config("splat-cpu").steps < make_config("splat-fast").steps < make_config("splat").steps
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_a_checkpoint_and_the_rerun_resumes(orbit_ws, tmp_path):
+    """`kill`/`timeout`/`docker stop` is handled like Ctrl-C: the step reached is saved, one line,
+    exit 143 and no native stack trace; the same command then resumes from that checkpoint."""
+    args = _args(orbit_ws.root, SMALL + ["--steps", "200", "--set", "checkpoint_every=1000"])  # later ones win
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "recon3d", *args], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 300
+        while "steps 0..200" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3)  # some steps done, no checkpoint yet (every 1000)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode == 143, text[-2000:]
+    assert "*** Aborted" not in text and "SIGTERM received" not in text and "Traceback" not in text
+    assert text.strip().splitlines()[-1] == "recon3d train: stopped (SIGTERM); rerun the same command to resume"
+    saved = sorted((orbit_ws.splat / "ckpt").glob("step_*.pt"))
+    assert len(saved) == 1 and 0 < int(saved[0].stem.split("_")[1]) < 200
+    assert not (orbit_ws.splat / "metrics.json").exists()
+
+    proc = _cli(args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resuming from {saved[0].name}" in proc.stderr
+    assert json.loads((orbit_ws.splat / "metrics.json").read_text())["resumed_from"] == int(saved[0].stem.split("_")[1])
