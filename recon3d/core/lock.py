@@ -107,8 +107,11 @@ def workspace_lock(root: Path, command: str) -> Iterator[WorkspaceLock | None]:
     :class:`UserError` (exit 2) naming the holder when another process holds the lock. On release
     the lock file, and folders the lock alone made, are removed.
     """
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no lock
+        yield None
+        return
     root = Path(root)
     if root.exists() and not root.is_dir():
         yield None
