@@ -206,8 +206,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
     if cuda and config.compile:
         model.enable_compile()
     batches = RayBatches(scene.train, device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(config.seed * 1_000_003 + start)
+    gen = torch.Generator(device=device)  # reseeded every step: a resumed run draws what an uninterrupted one does
     lock = threading.Lock()
 
     def render(cam_from_world, K, width, height):
@@ -238,6 +237,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * config.lr_final_factor ** frac
             anneal = min(1.0, (step + 1) / config.proposal_anneal_steps) if config.proposal_anneal_steps > 0 else 1.0
+            gen.manual_seed(config.seed * 1_000_003 + step)
             origins, dirs, target, view = batches.sample(config.batch_rays, gen)
             with lock:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
