@@ -322,7 +322,8 @@ def test_missing_and_outlier_views_are_listed_and_skipped(checkerboard_scene, st
     assert sum(v["used"] for v in views.values()) == 10
 
 
-@pytest.mark.parametrize("case", ["few", "wrong-board", "unreadable", "stereo-count"])
+@pytest.mark.parametrize("case", ["few", "wrong-board", "smaller-board", "larger-board", "stereo-smaller-board",
+                                  "unreadable", "stereo-count"])
 def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, stereo_scene, tmp_path, capsys):
     out = tmp_path / "out" / "camera.json"
     if case == "few":
@@ -330,7 +331,17 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, s
         expect = "need at least 5"
     elif case == "wrong-board":
         args = [str(_copy_views(checkerboard_scene, tmp_path / "imgs", 6)), "--board", "8x6"]
-        expect = "--board"
+        expect = "rerun with --board 9x6"
+    elif case == "smaller-board":  # found inside the 9x6 board: used to write a garbage calibration
+        args = [str(checkerboard_scene / "images"), "--board", "7x5"]
+        expect = "the photos show a checkerboard of 9x6 inner corners, not --board 7x5"
+    elif case == "larger-board":
+        args = [str(_copy_views(checkerboard_scene, tmp_path / "imgs", 6)), "--board", "10x7"]
+        expect = "rerun with --board 9x6"
+    elif case == "stereo-smaller-board":
+        args = ["--left", str(stereo_scene / "calib" / "left"), "--right", str(stereo_scene / "calib" / "right"),
+                "--board", "7x5", "--square", "0.025"]
+        expect = "rerun with --board 9x6"
     elif case == "unreadable":
         folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 6)
         (folder / "broken.png").write_bytes(b"not a png")
@@ -342,8 +353,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, s
         expect = "same number"
     rc = main(["calibrate", *args, "-o", str(out)])
     err = capsys.readouterr().err.strip()
-    assert rc != 0
-    assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err, err
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
