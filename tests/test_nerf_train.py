@@ -228,7 +228,7 @@ def test_bad_input(orbit_ws, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no COLMAP model" in _cli_error(["train", str(empty), "--method", "nerf-fast"], capsys)
-    assert "steps must be" in _cli_error(["train", str(orbit_ws.root), "--method", "nerf-fast", "--steps", "0",
+    assert "steps: 0 is out of range" in _cli_error(["train", str(orbit_ws.root), "--method", "nerf-fast", "--steps", "0",
                                           "--device", "cpu"], capsys)
     if not torch.cuda.is_available():
         assert "no CUDA GPU" in _cli_error(["train", str(orbit_ws.root), "--method", "nerf-fast", "--device", "cuda"],

@@ -52,7 +52,7 @@ from recon3d.calibrate.common import (
     write_opencv_yaml,
 )
 from recon3d.core.atomic import atomic_path
-from recon3d.core.config import save_config
+from recon3d.core.config import save_config, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
@@ -239,6 +239,7 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
     """
     from recon3d.calibrate.plots import plot_mono
 
+    validate(config)
     output = check_output(output)
     paths = collect_images(inputs)
     detections = detect_all(paths, config)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from recon3d.core.atomic import atomic_path, atomic_write_json
+from recon3d.core.config import validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.nerf.config import NerfConfig
@@ -42,7 +43,9 @@ def resolve_device(name: str):
 
 
 def check_config(config: NerfConfig) -> None:
-    """One-line errors for values that cannot work."""
+    """One-line errors for values that cannot work: each field's range (:func:`validate`), then what
+    fields must satisfy together."""
+    validate(config)
     checks = [
         (config.steps >= 1, "steps must be >= 1"),
         (config.batch_rays >= 1, "batch_rays must be >= 1"),
@@ -123,6 +126,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
     """
     import torch
 
+    check_config(config)  # before any work: one line naming a field out of range
     threads = torch.get_num_threads()
     if config.cpu_threads > 0 and resolve_device(config.device).type == "cpu":
         torch.set_num_threads(config.cpu_threads)

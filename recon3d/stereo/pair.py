@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from recon3d.core.atomic import check_writable
-from recon3d.core.config import save_config, to_dict
+from recon3d.core.config import save_config, to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult
 from recon3d.io.images import IMAGE_EXTENSIONS
@@ -181,7 +181,7 @@ def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None =
         ``stereo.json`` summary of each pair; ``skipped`` when every pair of a folder was done before;
         ``summary`` the lines ``recon3d stereo`` prints.
     """
-    config = config or PairConfig()
+    config = validate(config or PairConfig())
     left, right, out = Path(left), Path(right), Path(out)
     for p in (left, right):
         if not p.exists():
