@@ -231,6 +231,19 @@ def test_outlier_view_is_dropped(checkerboard_scene):
     assert res.rms < 0.1
 
 
+def test_implausible_fit_is_refused(checkerboard_scene):
+    """fx/fy far from square pixels, or a large RMS error, is what a wrong board calibrates to: refused."""
+    gt = np.load(checkerboard_scene / "gt" / "corners.npy")
+    board, ids = Board(9, 6, 0.025), np.arange(54)
+    squeezed = [Detection(f"v{k}", (640, 480), True, c * [1.0, 0.75], ids) for k, c in enumerate(gt)]
+    with pytest.raises(UserError, match=r"implausible .*fx/fy 1\.3"):
+        calibrate_views(squeezed, CalibrationConfig(board=board))
+    rng = np.random.default_rng(2)
+    noisy = [Detection(f"v{k}", (640, 480), True, c + rng.normal(0, 8.0, c.shape), ids) for k, c in enumerate(gt)]
+    with pytest.raises(UserError, match="implausible.*--board 9x6"):
+        calibrate_views(noisy, CalibrationConfig(board=board))
+
+
 def test_charuco_calibration(tmp_path):
     true = Camera(640, 480, [[520.0, 0, 322.4], [0, 518.0, 238.7], [0, 0, 1]], [-0.2, 0.05, 0.001, -0.0005, 0])
     board = Board(7, 5, 0.04, "4x4_50", 0.03)
