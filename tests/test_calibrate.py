@@ -231,6 +231,19 @@ def test_outlier_view_is_dropped(checkerboard_scene):
     assert res.rms < 0.1
 
 
+def test_implausible_fit_is_refused(checkerboard_scene):
+    """fx/fy far from square pixels, or a large RMS error, is what a wrong board calibrates to: refused."""
+    gt = np.load(checkerboard_scene / "gt" / "corners.npy")
+    board, ids = Board(9, 6, 0.025), np.arange(54)
+    squeezed = [Detection(f"v{k}", (640, 480), True, c * [1.0, 0.75], ids) for k, c in enumerate(gt)]
+    with pytest.raises(UserError, match=r"implausible .*fx/fy 1\.3"):
+        calibrate_views(squeezed, CalibrationConfig(board=board))
+    rng = np.random.default_rng(2)
+    noisy = [Detection(f"v{k}", (640, 480), True, c + rng.normal(0, 8.0, c.shape), ids) for k, c in enumerate(gt)]
+    with pytest.raises(UserError, match="implausible.*--board 9x6"):
+        calibrate_views(noisy, CalibrationConfig(board=board))
+
+
 def test_charuco_calibration(tmp_path):
     true = Camera(640, 480, [[520.0, 0, 322.4], [0, 518.0, 238.7], [0, 0, 1]], [-0.2, 0.05, 0.001, -0.0005, 0])
     board = Board(7, 5, 0.04, "4x4_50", 0.03)
@@ -322,7 +335,8 @@ def test_missing_and_outlier_views_are_listed_and_skipped(checkerboard_scene, st
     assert sum(v["used"] for v in views.values()) == 10
 
 
-@pytest.mark.parametrize("case", ["few", "wrong-board", "unreadable", "stereo-count"])
+@pytest.mark.parametrize("case", ["few", "wrong-board", "smaller-board", "larger-board", "stereo-smaller-board",
+                                  "unreadable", "stereo-count"])
 def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, stereo_scene, tmp_path, capsys):
     out = tmp_path / "out" / "camera.json"
     if case == "few":
@@ -330,7 +344,17 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, s
         expect = "need at least 5"
     elif case == "wrong-board":
         args = [str(_copy_views(checkerboard_scene, tmp_path / "imgs", 6)), "--board", "8x6"]
-        expect = "--board"
+        expect = "rerun with --board 9x6"
+    elif case == "smaller-board":  # found inside the 9x6 board: used to write a garbage calibration
+        args = [str(checkerboard_scene / "images"), "--board", "7x5"]
+        expect = "the photos show a checkerboard of 9x6 inner corners, not --board 7x5"
+    elif case == "larger-board":
+        args = [str(_copy_views(checkerboard_scene, tmp_path / "imgs", 6)), "--board", "10x7"]
+        expect = "rerun with --board 9x6"
+    elif case == "stereo-smaller-board":
+        args = ["--left", str(stereo_scene / "calib" / "left"), "--right", str(stereo_scene / "calib" / "right"),
+                "--board", "7x5", "--square", "0.025"]
+        expect = "rerun with --board 9x6"
     elif case == "unreadable":
         folder = _copy_views(checkerboard_scene, tmp_path / "imgs", 6)
         (folder / "broken.png").write_bytes(b"not a png")
@@ -342,8 +366,8 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, checkerboard_scene, s
         expect = "same number"
     rc = main(["calibrate", *args, "-o", str(out)])
     err = capsys.readouterr().err.strip()
-    assert rc != 0
-    assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and expect in err and "Traceback" not in err, err
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 

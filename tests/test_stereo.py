@@ -253,10 +253,20 @@ def test_bad_input_is_one_line_and_writes_nothing(stereo_scene, tmp_path, capsys
     cv2.imwrite(str(big_r), cv2.resize(cv2.imread(str(right)), (800, 600)))
     _fails(["stereo", str(big_l), str(big_r), "--calib", str(calib), "-o", str(out)], capsys, "calibrated for 640x480")
 
-    flat = tmp_path / "flat.png"
+    flat, flat2 = tmp_path / "flat.png", tmp_path / "flat2.png"
     cv2.imwrite(str(flat), np.full((120, 160, 3), 128, np.uint8))
-    _fails(["stereo", str(flat), str(flat), "--rectified", "--min-texture", "1", "-o", str(out)], capsys,
+    cv2.imwrite(str(flat2), np.full((120, 160, 3), 131, np.uint8))
+    _fails(["stereo", str(flat), str(flat2), "--rectified", "--min-texture", "1", "-o", str(out)], capsys,
            "disparity is empty")
+
+    # identical left and right photos: zero baseline, refused in both modes (as `epipolar` does)
+    raw = stereo_scene / "left" / "pair_00.png"
+    _fails(["stereo", str(raw), str(raw), "--calib", str(calib), "-o", str(out)], capsys, "identical")
+    _fails(["stereo", str(left), str(left), "--rectified", "-o", str(out)], capsys, "identical")
+    copy = tmp_path / "copy.png"
+    shutil.copy(left, copy)
+    _fails(["stereo", str(left), str(copy), "--rectified", "--calib", str(calib), "-o", str(out)], capsys,
+           "identical")
 
     _fails(["stereo", str(left), str(right), "-o", str(out)], capsys, "--calib")
     _fails(["stereo", str(left), str(tmp_path / "nope.png"), "--rectified", "-o", str(out)], capsys, "no such")

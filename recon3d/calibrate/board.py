@@ -163,3 +163,23 @@ def detect_board(gray: np.ndarray, board: Board, image: str = "", max_size: int 
     if corners is None:
         return Detection(image, size, False, method=method)
     return Detection(image, size, True, corners + 0.5, ids, method)
+
+
+def board_size_shown(gray: np.ndarray, board: Board, max_size: int = 1600) -> tuple[int, int] | None:
+    """The ``(cols, rows)`` of inner corners of the whole checkerboard in a photo, in ``board``'s orientation.
+
+    OpenCV's SB detector with ``CALIB_CB_LARGER`` grows a found grid to the whole board it lies in, so
+    the size is found even when ``board`` is smaller or larger than the photographed one (it looks for
+    ``board``'s pattern, then for any 3x3 one). None when no checkerboard is seen (or for ChArUco).
+    """
+    flag = getattr(cv2, "CALIB_CB_LARGER", None)
+    if board.charuco or flag is None or not hasattr(cv2, "findChessboardCornersSBWithMeta"):
+        return None
+    scale = min(1.0, max_size / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    for pattern in dict.fromkeys([(board.cols, board.rows), (3, 3)]):
+        ok, _, meta = cv2.findChessboardCornersSBWithMeta(small, pattern, flag)
+        if ok and meta is not None:
+            a, b = sorted(meta.shape[:2], reverse=True)
+            return (a, b) if board.cols >= board.rows else (b, a)
+    return None

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from recon3d.calibrate.board import Detection, detect_board
+from recon3d.calibrate.board import Detection, board_size_shown, detect_board
 from recon3d.calibrate.config import CalibrationConfig as CalibrationConfig
 from recon3d.calibrate.config import config_path as config_path
 from recon3d.core.atomic import atomic_path
@@ -64,7 +64,36 @@ def detect_all(paths: list[Path], config: CalibrationConfig, desc: str = "detect
         other = next(d for d in detections if d.size != first.size)
         raise UserError(f"{other.image}: image size {other.size[0]}x{other.size[1]} differs from "
                         f"{first.image} ({first.size[0]}x{first.size[1]}); calibrate one camera (one image size) at a time")
+    check_board_size(paths, detections, config)
     return detections
+
+
+PROBE_VIEWS = 5
+"""How many photos :func:`check_board_size` measures the photographed board in."""
+
+
+def check_board_size(paths: list[Path], detections: list[Detection], config: CalibrationConfig) -> None:
+    """A :class:`UserError` naming the size the photos show when it is not ``--board``.
+
+    A checkerboard smaller than the photographed one is found inside it and calibrates to garbage
+    (a 7x5 grid inside a 9x6 board: focal length 4x off, fx/fy 1.25); a larger one is found nowhere.
+    The whole board is measured in up to :data:`PROBE_VIEWS` photos (those where ``--board`` was
+    found first); the size most of them show, when it differs from ``--board``, stops the run.
+    """
+    board = config.board
+    if board.charuco:
+        return
+    order = sorted(range(len(paths)), key=lambda i: not detections[i].found)[:PROBE_VIEWS]
+    shown = [board_size_shown(read_gray(paths[i]), board, config.max_detect_size) for i in order]
+    votes = [s for s in shown if s is not None]
+    if not votes:
+        return
+    best = max(set(votes), key=votes.count)
+    if 2 * votes.count(best) <= len(votes) or sorted(best) == sorted((board.cols, board.rows)):
+        return
+    raise UserError(f"the photos show a checkerboard of {best[0]}x{best[1]} inner corners, not --board "
+                    f"{board.cols}x{board.rows} (in {votes.count(best)} of the {len(order)} photos measured); "
+                    f"rerun with --board {best[0]}x{best[1]}")
 
 
 # ----------------------------------------------------------------------------- single camera

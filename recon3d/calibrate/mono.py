@@ -52,7 +52,7 @@ from recon3d.calibrate.common import (
     write_opencv_yaml,
 )
 from recon3d.core.atomic import atomic_path
-from recon3d.core.config import save_config
+from recon3d.core.config import save_config, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
@@ -140,6 +140,24 @@ def distortion_folds(camera: Camera) -> bool:
     return not reach > 1.01 * rd_max
 
 
+IMPLAUSIBLE_RMS_PX = 5.0
+"""A calibration whose RMS reprojection error exceeds this (px) is refused: the board or model is wrong."""
+IMPLAUSIBLE_ASPECT = 0.15
+"""A calibration whose fx/fy differs from 1 (square pixels) by more than this is refused."""
+
+
+def check_plausible(camera: Camera, rms: float, config: CalibrationConfig) -> None:
+    """:class:`UserError` for a fit no real camera gives: a large RMS error or fx/fy far from square pixels
+    (what a board found inside a larger one, or a wrong lens model, calibrates to)."""
+    aspect = float(camera.K[0, 0] / camera.K[1, 1])
+    if rms > IMPLAUSIBLE_RMS_PX or abs(aspect - 1.0) > IMPLAUSIBLE_ASPECT:
+        board = config.board
+        raise UserError(f"the calibration is implausible (RMS {rms:.1f} px, fx/fy {aspect:.2f} where square pixels "
+                        f"give 1.00), so nothing was written; check --board {board.cols}x{board.rows} "
+                        f"({'squares' if board.charuco else 'inner corners'}), --model {config.model}, and that "
+                        "every photo shows the same flat board")
+
+
 def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> MonoResult:
     """Calibrate from detections; drop views whose error is far above the rest and calibrate again.
 
@@ -195,6 +213,7 @@ def calibrate_views(detections: list[Detection], config: CalibrationConfig) -> M
     err2 = np.concatenate([np.sum((project_board(camera, all_poses[i], detections[i].object_points(board))
                                    - detections[i].corners) ** 2, -1) for i in used])
     total = float(np.sqrt(err2.mean()))
+    check_plausible(camera, total, config)
     camera.extras = {"rms_px": total}
     return MonoResult(camera, detections, used_mask, view_rms, all_poses, total, notes, list(fixed), fold_note)
 
@@ -239,6 +258,7 @@ def calibrate_mono(inputs: list[Path | str], config: CalibrationConfig, output: 
     """
     from recon3d.calibrate.plots import plot_mono
 
+    validate(config)
     output = check_output(output)
     paths = collect_images(inputs)
     detections = detect_all(paths, config)

@@ -38,7 +38,7 @@ from recon3d.calibrate.common import (
 )
 from recon3d.calibrate.mono import calibrate_views, distortion_folds
 from recon3d.core.atomic import atomic_path
-from recon3d.core.config import save_config
+from recon3d.core.config import save_config, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult
 from recon3d.geometry.camera import Camera
@@ -217,6 +217,7 @@ def calibrate_stereo(left_inputs: list[Path | str], right_inputs: list[Path | st
     """
     from recon3d.calibrate.plots import plot_stereo
 
+    validate(config)
     output = check_output(output)
     lpaths = collect_images(left_inputs, "--left")
     rpaths = collect_images(right_inputs, "--right")

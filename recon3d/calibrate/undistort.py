@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from recon3d import geometry
+from recon3d.core.config import option, validate
 from recon3d.core.errors import UserError
 from recon3d.core.progress import summary
 from recon3d.core.workspace import StageResult
@@ -34,7 +35,7 @@ class UndistortConfig:
     (black corners); values in between blend the two."""
     interpolation: str = "cubic"
     """Resampling: 'nearest', 'linear', 'cubic' or 'lanczos'."""
-    jpeg_quality: int = 95
+    jpeg_quality: int = option(95, min=0, max=100)
     """Quality of JPEG outputs (outputs keep their input's format)."""
 
     def __post_init__(self) -> None:
@@ -168,6 +169,7 @@ def undistort_images(inputs: list[Path], camera_path: Path, output: Path, config
 
     from recon3d.core.workspace import Workspace
 
+    validate(config)
     t0 = time.perf_counter()
     camera = load_camera(camera_path)
     paths = _collect([Path(p) for p in inputs])

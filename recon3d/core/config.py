@@ -132,7 +132,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     for f in dataclasses.fields(cls):
         if f.name in kwargs:
-            check_range(f, kwargs[f.name], f"{where}.{f.name}")
+            value = kwargs[f.name]
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                check_range(f, item, f"{where}.{f.name}" + (f"[{i}]" if isinstance(value, list) else ""))
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -214,9 +216,36 @@ def check_range(f: dataclasses.Field, value: Any, where: str) -> None:
     lo, hi = f.metadata.get("min"), f.metadata.get("max")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if value != value and (lo is not None or hi is not None):
+        raise UserError(f"{where}: nan is not a number; give a value")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         span = f"at least {lo}" if hi is None else (f"at most {hi}" if lo is None else f"between {lo} and {hi}")
         raise UserError(f"{where}: {value} is out of range; use a value {span}")
+
+
+def validate(config: Any, where: str = "") -> Any:
+    """Check every field of a (nested) config dataclass against its declared range and choices.
+
+    The ``min``/``max`` metadata of :func:`option` (also on each number of a list field) and the
+    values of a ``Literal`` annotation are the one statement of what a field accepts; the command
+    line, ``--set`` and YAML check them as they parse, and every stage calls this first, so a config
+    built in Python is checked before any work too. Returns ``config``.
+
+    Raises:
+        UserError: one line naming the first field out of range, e.g. ``steps: -5 is out of range; ...``.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), where + f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, name + ".")
+            continue
+        tp = _flag_type(hints[f.name])
+        if typing.get_origin(tp) is typing.Literal and value not in typing.get_args(tp):
+            raise UserError(f"{name}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            check_range(f, item, name if not isinstance(value, (list, tuple)) else f"{name}[{i}]")
+    return config
 
 
 def _flag_type(tp: Any) -> Any:

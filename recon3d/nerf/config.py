@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from recon3d.core.config import option
 
 
 @dataclass
@@ -11,59 +13,59 @@ class NerfConfig:
     """Everything that shapes a NeRF run; saved as ``nerf/config.yaml`` beside the outputs."""
 
     # -- run
-    steps: int = 20000
+    steps: int = option(20000, min=1)
     """Training steps (one batch of rays each)."""
     device: str = "auto"
     """'auto' (CUDA when present), 'cuda' or 'cpu'."""
-    seed: int = 0
+    seed: int = option(0, min=0)
     """Seed of the ray sampling and of the weight initialisation."""
-    downscale: float = 1.0
+    downscale: float = option(1.0, min=0.01)
     """Divide image sizes by this factor before training (1 = as in images/)."""
-    test_every: int = 8
+    test_every: int = option(8, min=0)
     """Hold out every n-th image by name for evaluation (0: none); the same split as the splat backend."""
-    batch_rays: int = 4096
+    batch_rays: int = option(4096, min=1)
     """Rays per training step."""
-    lr: float = 1e-2
+    lr: float = option(1e-2, min=1e-09)
     """Adam learning rate of grids and MLPs at the start."""
-    lr_final_factor: float = 0.03
+    lr_final_factor: float = option(0.03, min=1e-09)
     """The learning rate decays exponentially to lr * lr_final_factor at the last step."""
     # -- field
-    num_levels: int = 16
+    num_levels: int = option(16, min=1)
     """Hash-grid levels of the main field."""
-    features_per_level: int = 2
+    features_per_level: int = option(2, min=1)
     """Features per hash-grid level."""
-    log2_hashmap_size: int = 19
+    log2_hashmap_size: int = option(19, min=1, max=26)
     """log2 of the entries per hashed level (coarse levels that fit are stored densely)."""
-    base_resolution: int = 16
+    base_resolution: int = option(16, min=1)
     """Grid resolution of the coarsest level."""
-    max_resolution: int = 2048
+    max_resolution: int = option(2048, min=1)
     """Grid resolution of the finest level (over the whole contracted or boxed scene)."""
-    hidden_dim: int = 64
+    hidden_dim: int = option(64, min=1)
     """Width of the density MLP."""
-    geo_feat_dim: int = 15
+    geo_feat_dim: int = option(15, min=1)
     """Geometry features passed from the density MLP to the colour MLP."""
-    color_hidden_dim: int = 64
+    color_hidden_dim: int = option(64, min=1)
     """Width of the colour MLP."""
-    color_layers: int = 2
+    color_layers: int = option(2, min=1)
     """Hidden layers of the colour MLP."""
-    sh_degree: int = 4
+    sh_degree: int = option(4, min=1, max=4)
     """Spherical-harmonic degree of the view-direction encoding (1..4; degree d uses d*d terms)."""
-    appearance_dim: int = 32
+    appearance_dim: int = option(32, min=0)
     """Per-image appearance embedding size (0: none). Held-out views use the mean embedding."""
     # -- sampling
-    proposal_samples: list[int] = field(default_factory=lambda: [256, 96])
+    proposal_samples: list[int] = option(default_factory=lambda: [256, 96], min=1)
     """Samples per ray of the two proposal levels (the first is uniform in lin-disp spacing)."""
-    nerf_samples: int = 48
+    nerf_samples: int = option(48, min=1)
     """Samples per ray of the final (colour) level."""
-    proposal_levels: int = 5
+    proposal_levels: int = option(5, min=1)
     """Hash-grid levels of each proposal density field."""
-    proposal_max_resolution: list[int] = field(default_factory=lambda: [128, 256])
+    proposal_max_resolution: list[int] = option(default_factory=lambda: [128, 256], min=1)
     """Finest grid resolution of each proposal field."""
-    proposal_log2_hashmap_size: int = 17
+    proposal_log2_hashmap_size: int = option(17, min=1, max=26)
     """log2 of the hash-table size of the proposal fields."""
-    proposal_hidden_dim: int = 16
+    proposal_hidden_dim: int = option(16, min=1)
     """Width of the proposal density MLPs."""
-    proposal_anneal_steps: int = 1000
+    proposal_anneal_steps: int = option(1000, min=0)
     """Steps over which proposal weights are sharpened from uniform (exponent 0) to exact (exponent 1)."""
     # -- scene
     scene: Literal["auto", "unbounded", "object"] = "auto"
@@ -71,34 +73,34 @@ class NerfConfig:
     'auto': unbounded."""
     contraction_norm: Literal["l2", "linf"] = "linf"
     """Norm of the scene contraction: 'linf' (nerfacto, uses the grid's corners) or 'l2' (mip-NeRF 360)."""
-    near: float = 0.0
+    near: float = option(0.0, min=0.0)
     """Near plane in world units (0: from the sparse points, or the camera spacing when there are none)."""
-    far: float = 0.0
+    far: float = option(0.0, min=0.0)
     """Far plane in world units (0: from the sparse points; unbounded scenes sample out to 1000 scene radii)."""
     background: Literal["last_sample", "white", "black"] = "last_sample"
     """Colour behind the last sample: that sample's colour (nerfacto), or a fixed white/black."""
     # -- losses
-    interlevel_weight: float = 1.0
+    interlevel_weight: float = option(1.0, min=0.0)
     """Weight of the proposal (interlevel) loss that teaches proposal fields to bound the final weights."""
-    distortion_weight: float = 0.002
+    distortion_weight: float = option(0.002, min=0.0)
     """Weight of the mip-NeRF 360 distortion loss on the final weights (0: off)."""
     # -- speed
     mixed_precision: bool = True
     """bfloat16 autocast of the MLPs on CUDA (ignored on CPU)."""
     compile: bool = True
     """torch.compile the fields on CUDA (ignored on CPU)."""
-    cpu_threads: int = 0
+    cpu_threads: int = option(0, min=0)
     """Torch threads when training on the CPU (0: torch's default). 1 is often fastest on a busy machine."""
-    eval_chunk: int = 16384
+    eval_chunk: int = option(16384, min=1)
     """Rays per chunk when rendering whole images."""
-    eval_every: int = 0
+    eval_every: int = option(0, min=0)
     """Also measure held-out PSNR every this many steps, into metrics.json's history (0: only at the end)."""
     # -- outputs
-    checkpoint_every: int = 2000
+    checkpoint_every: int = option(2000, min=1)
     """Save a checkpoint (atomically) every this many steps; the last two are kept."""
-    monitor_every: int = 10
+    monitor_every: int = option(10, min=1)
     """Report progress to a monitor (the live viewer) every this many steps."""
-    report_views: int = 4
+    report_views: int = option(4, min=0)
     """Held-out views shown in reports/nerf_test_views.png (0: write no report pictures)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from recon3d.core.atomic import atomic_path, atomic_write_json
+from recon3d.core.config import validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.nerf.config import NerfConfig
@@ -42,7 +43,9 @@ def resolve_device(name: str):
 
 
 def check_config(config: NerfConfig) -> None:
-    """One-line errors for values that cannot work."""
+    """One-line errors for values that cannot work: each field's range (:func:`validate`), then what
+    fields must satisfy together."""
+    validate(config)
     checks = [
         (config.steps >= 1, "steps must be >= 1"),
         (config.batch_rays >= 1, "batch_rays must be >= 1"),
@@ -123,6 +126,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
     """
     import torch
 
+    check_config(config)  # before any work: one line naming a field out of range
     threads = torch.get_num_threads()
     if config.cpu_threads > 0 and resolve_device(config.device).type == "cpu":
         torch.set_num_threads(config.cpu_threads)
@@ -206,8 +210,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
     if cuda and config.compile:
         model.enable_compile()
     batches = RayBatches(scene.train, device)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(config.seed * 1_000_003 + start)
+    gen = torch.Generator(device=device)  # reseeded every step: a resumed run draws what an uninterrupted one does
     lock = threading.Lock()
 
     def render(cam_from_world, K, width, height):
@@ -238,6 +241,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * config.lr_final_factor ** frac
             anneal = min(1.0, (step + 1) / config.proposal_anneal_steps) if config.proposal_anneal_steps > 0 else 1.0
+            gen.manual_seed(config.seed * 1_000_003 + step)
             origins, dirs, target, view = batches.sample(config.batch_rays, gen)
             with lock:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

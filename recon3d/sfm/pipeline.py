@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from recon3d.core.atomic import atomic_dir, atomic_write_json, replace_dir
-from recon3d.core.config import to_dict
+from recon3d.core.config import to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.sfm.config import SfmConfig
@@ -340,7 +340,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     from recon3d.sfm.report import format_summary
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
-    config = config or SfmConfig()
+    config = validate(config or SfmConfig())
     check_pycolmap_options(config)
     t_start = time.perf_counter()
     camera = load_camera(config.camera_file) if config.camera_file else None

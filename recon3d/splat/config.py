@@ -8,124 +8,126 @@ Every field can be changed from the command line: ``recon3d train WS --set lr_me
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
+
+from recon3d.core.config import option
 
 
 @dataclass
 class SplatConfig:
     """A Gaussian splatting run."""
 
-    steps: int = 30_000
+    steps: int = option(30_000, min=1)
     """Training steps (one image per step)."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cuda' or 'cpu'."""
     rasterizer: Literal["auto", "cuda", "torch"] = "auto"
     """'auto': gsplat's CUDA kernels on a GPU, the pure-torch twin on CPU; 'torch' forces the twin."""
-    seed: int = 0
+    seed: int = option(0, min=0)
     """Seed of every random choice (initialisation, view order, densification)."""
-    threads: int = 0
+    threads: int = option(0, min=0)
     """CPU threads torch may use while training (0: torch's default). Results are reproducible for a
     fixed number of threads."""
 
     # data
-    downscale: float = 1.0
+    downscale: float = option(1.0, min=0.01)
     """Divide image sizes by this factor before training (1 = full resolution)."""
-    max_image_side: int = 1600
+    max_image_side: int = option(1600, min=0)
     """Downscale further so that no image side exceeds this many pixels (0 = no limit)."""
-    test_every: int = 8
+    test_every: int = option(8, min=0)
     """Hold out every n-th image (sorted by name: 0, n, 2n, ...) for evaluation; 0 = none."""
-    num_downscales: int = 0
+    num_downscales: int = option(0, min=0, max=10)
     """Train at 1/2^n resolution first, doubling it every ``resolution_schedule`` steps (as splatfacto)."""
-    resolution_schedule: int = 3000
+    resolution_schedule: int = option(3000, min=1)
     """Steps per resolution level when ``num_downscales`` > 0."""
-    background: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    background: list[float] = option(default_factory=lambda: [0.0, 0.0, 0.0], min=0.0, max=1.0)
     """RGB colour behind the Gaussians, in [0, 1]."""
 
     # initialisation
     init: Literal["sfm", "random"] = "sfm"
     """'sfm': one Gaussian per sparse point of sparse/0; 'random': uniform in a box (also the
     fallback, with a warning, when the model has no points)."""
-    init_num_points: int = 100_000
+    init_num_points: int = option(100_000, min=1)
     """Number of Gaussians of a random initialisation."""
-    init_extent: float = 3.0
+    init_extent: float = option(3.0, min=1e-09)
     """Half side of the random-initialisation box, in units of the scene scale."""
-    init_opacity: float = 0.1
+    init_opacity: float = option(0.1, min=0.001, max=0.999)
     """Initial opacity of every Gaussian."""
-    init_scale: float = 1.0
+    init_scale: float = option(1.0, min=1e-09)
     """Initial scale = this x the mean distance to the 3 nearest neighbours."""
-    sky_points: int = 0
+    sky_points: int = option(0, min=0)
     """Extra Gaussians on a far sphere (radius ``sky_radius`` x scene scale) along rays through random
     training pixels, coloured by those pixels: a backdrop for sky and distant background."""
-    sky_radius: float = 3.0
+    sky_radius: float = option(3.0, min=1e-09)
     """Radius of the backdrop sphere in units of the scene scale."""
 
     # appearance and loss
-    sh_degree: int = 3
+    sh_degree: int = option(3, min=0, max=4)
     """Highest spherical-harmonics degree of the view-dependent colour."""
-    sh_degree_interval: int = 1000
+    sh_degree_interval: int = option(1000, min=1)
     """Raise the active SH degree by one every this many steps."""
-    ssim_lambda: float = 0.2
+    ssim_lambda: float = option(0.2, min=0.0, max=1.0)
     """Loss = (1 - ssim_lambda) L1 + ssim_lambda (1 - SSIM)."""
-    opacity_reg: float = 0.0
+    opacity_reg: float = option(0.0, min=0.0)
     """Weight of the mean-opacity regulariser (the MCMC preset uses 0.01)."""
-    scale_reg: float = 0.0
+    scale_reg: float = option(0.0, min=0.0)
     """Weight of the mean-scale regulariser (the MCMC preset uses 0.01)."""
 
     # learning rates (Adam, eps 1e-15)
-    lr_means: float = 1.6e-4
+    lr_means: float = option(1.6e-4, min=1e-09)
     """Initial learning rate of the centres, times the scene scale."""
-    lr_means_final: float = 1.6e-6
+    lr_means_final: float = option(1.6e-6, min=0.0)
     """Final learning rate of the centres (exponential decay), times the scene scale."""
-    lr_scales: float = 5e-3
+    lr_scales: float = option(5e-3, min=0.0)
     """Learning rate of the log scales."""
-    lr_quats: float = 1e-3
+    lr_quats: float = option(1e-3, min=0.0)
     """Learning rate of the rotations."""
-    lr_opacities: float = 5e-2
+    lr_opacities: float = option(5e-2, min=0.0)
     """Learning rate of the opacity logits."""
-    lr_sh0: float = 2.5e-3
+    lr_sh0: float = option(2.5e-3, min=0.0)
     """Learning rate of the degree-0 SH coefficients."""
-    lr_shN: float = 2.5e-3 / 20
+    lr_shN: float = option(2.5e-3 / 20, min=0.0)
     """Learning rate of the higher SH coefficients."""
 
     # densification (gsplat strategies)
     strategy: Literal["default", "mcmc"] = "default"
     """'default': gsplat.DefaultStrategy (clone/split/prune as in 3DGS); 'mcmc': gsplat.MCMCStrategy."""
-    refine_start: int = 500
+    refine_start: int = option(500, min=0)
     """First step that densifies."""
-    refine_stop: int = 15_000
+    refine_stop: int = option(15_000, min=0)
     """No densification from this step on."""
-    refine_every: int = 100
+    refine_every: int = option(100, min=1)
     """Densify every this many steps."""
-    reset_every: int = 3000
+    reset_every: int = option(3000, min=1)
     """Default strategy: reset opacities every this many steps."""
-    grow_grad2d: float = 0.0002
+    grow_grad2d: float = option(0.0002, min=0.0)
     """Default strategy: clone/split Gaussians whose mean 2D gradient exceeds this."""
-    grow_scale3d: float = 0.01
+    grow_scale3d: float = option(0.01, min=0.0)
     """Default strategy: clone below, split above this 3D scale (x scene scale)."""
-    prune_opacity: float = 0.005
+    prune_opacity: float = option(0.005, min=0.0, max=1.0)
     """Prune (default) or relocate (MCMC) Gaussians less opaque than this."""
-    prune_scale3d: float = 0.1
+    prune_scale3d: float = option(0.1, min=0.0)
     """Default strategy: prune Gaussians larger than this (x scene scale) after the first reset."""
-    cap_max: int = 1_000_000
+    cap_max: int = option(1_000_000, min=1)
     """MCMC strategy: the most Gaussians."""
-    noise_lr: float = 5e5
+    noise_lr: float = option(5e5, min=0.0)
     """MCMC strategy: scale of the position noise."""
     absgrad: bool = False
     """Default strategy, CUDA only: use absolute 2D gradients (AbsGS; raise grow_grad2d to ~0.0008)."""
 
     # rasterizer
-    tile_size: int = 16
+    tile_size: int = option(16, min=1, max=64)
     """Tile side in pixels of the CUDA rasterizer."""
 
     # bookkeeping
-    checkpoint_every: int = 1000
+    checkpoint_every: int = option(1000, min=1)
     """Write a checkpoint every this many steps (a rerun resumes from the last one)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = option(2, min=1)
     """How many recent checkpoints to keep."""
-    log_every: int = 10
+    log_every: int = option(10, min=1)
     """Update the progress bar and the monitor every this many steps."""
-    report_views: int = 3
+    report_views: int = option(3, min=0)
     """Side-by-side pictures (render | photo) of this many held-out views in reports/."""
 
 

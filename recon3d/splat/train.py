@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon3d.core.config import validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.splat.config import SplatConfig
@@ -106,6 +107,7 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
     Returns:
         :class:`StageResult` with outputs ``ply`` (``splat/point_cloud.ply``), ``metrics`` and ``config``.
     """
+    validate(config)  # before any work: one line naming a field out of range
     threads = torch.get_num_threads()
     if config.threads > 0:
         torch.set_num_threads(config.threads)

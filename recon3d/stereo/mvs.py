@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from recon3d.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from recon3d.core.config import to_dict
+from recon3d.core.config import to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.io.colmap import read_model
@@ -102,6 +102,7 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
         :class:`StageResult` with outputs ``mesh``, ``points`` and ``report``; its ``data`` is the
         report (the content of ``WS/stereo/report.json``).
     """
+    validate(config)
     ws.require_model()
     out = ws.stereo
     if not 0 < config.scale <= 1:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from recon3d.core.atomic import check_writable
-from recon3d.core.config import save_config, to_dict
+from recon3d.core.config import save_config, to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult
 from recon3d.io.images import IMAGE_EXTENSIONS
@@ -53,15 +53,22 @@ MIN_DENSITY = 0.001
 """Fewer valid disparities than this fraction of the pixels counts as an empty result."""
 
 
+IDENTICAL_LEVELS = 0.5
+"""Left and right photos differing by less than this mean grey level (of 255) count as identical."""
+
+
 def load_pair(left_path: Path, right_path: Path, calib: Path | None = None, rectified: bool = False) -> RectifiedPair:
     """Read a pair and rectify it (``calib``) or take it as rectified (``rectified``).
 
     Raises:
-        UserError: unreadable images, different sizes, a calibration for another image size,
+        UserError: unreadable images, different sizes, identical photos, a calibration for another image size,
             or neither a calibration nor ``rectified``.
     """
     left, right = load_image(left_path), load_image(right_path)
     check_same_size(left, right, str(left_path), str(right_path))
+    if np.mean(np.abs(left.astype(np.int16) - right.astype(np.int16))) < IDENTICAL_LEVELS:
+        raise UserError(f"{left_path.name} / {right_path.name}: the photos are identical (no baseline); "
+                        "a stereo pair needs two views from different positions")
     if calib is None:
         if not rectified:
             raise UserError(f"{left_path}: raw photos need the rig's calibration; give --calib stereo.json "
@@ -174,7 +181,7 @@ def stereo_pairs(left: Path, right: Path, out: Path, config: PairConfig | None =
         ``stereo.json`` summary of each pair; ``skipped`` when every pair of a folder was done before;
         ``summary`` the lines ``recon3d stereo`` prints.
     """
-    config = config or PairConfig()
+    config = validate(config or PairConfig())
     left, right, out = Path(left), Path(right), Path(out)
     for p in (left, right):
         if not p.exists():
