@@ -1,6 +1,7 @@
 """Workspace layout, atomic writes and stage bookkeeping."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,23 @@ def test_list_images_errors(tmp_path):
     (tmp_path / "b.JPG").write_bytes(b"")
     (tmp_path / "a.png").write_bytes(b"")
     assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG"]
+
+
+def test_stale_temporaries_of_the_atomic_writers_are_removed_and_nothing_else(tmp_path):
+    """What a kill -9 leaves mid-write (temporary files and folders, a folder moved aside) goes; photos
+    and other hidden files stay."""
+    import os
+    import tempfile
+
+    from recon3d.core.atomic import remove_stale_temporaries
+
+    fd, tmp_file = tempfile.mkstemp(prefix=".sfm_track_length.", suffix=".tmp.png", dir=tmp_path)
+    os.close(fd)
+    tmp_dir = tempfile.mkdtemp(prefix=".0.", suffix=".tmp", dir=tmp_path)
+    (tmp_path / ".sparse.old.123.456").mkdir()
+    keep = [tmp_path / "view 001.png", tmp_path / ".hidden.png", tmp_path / "a.tmp"]
+    for p in keep:
+        p.touch()
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([Path(tmp_file), Path(tmp_dir), tmp_path / ".sparse.old.123.456"])
+    assert sorted(tmp_path.iterdir()) == sorted(keep)

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -128,3 +129,28 @@ def to_dict(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars
         return obj.tolist()
     return obj
+
+
+TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$|^\..+\.old\.\d+\.\d+$")
+"""Names the writers above give their temporary files and folders (``.NAME.RANDOM.tmp[.SUFFIX]``) and
+the folders :func:`replace_dir` moves aside (``.NAME.old.PID.NS``)."""
+
+
+def remove_stale_temporaries(root: Path | str) -> list[Path]:
+    """Remove what the atomic writers of an interrupted process (kill -9, power loss) left under ``root``.
+
+    Only names of :data:`TEMPORARY_NAME` are touched. Call it only while no other process writes
+    ``root`` (the workspace lock guarantees that). Returns the paths removed.
+    """
+    removed = []
+    for folder, dirs, files in os.walk(root):
+        for name in [d for d in dirs if TEMPORARY_NAME.match(d)]:
+            dirs.remove(name)
+            shutil.rmtree(Path(folder) / name, ignore_errors=True)
+            removed.append(Path(folder) / name)
+        for name in files:
+            if TEMPORARY_NAME.match(name):
+                with contextlib.suppress(OSError):
+                    (Path(folder) / name).unlink()
+                    removed.append(Path(folder) / name)
+    return removed

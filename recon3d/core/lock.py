@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from recon3d.core.atomic import remove_stale_temporaries
 from recon3d.core.errors import UserError
 
 LOCK_NAME = ".recon3d.lock"
@@ -174,6 +175,7 @@ def workspace_lock(root: Path, command: str) -> Iterator[WorkspaceLock | None]:
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
         handle.flush()
         lock = WorkspaceLock(path, command, taken_over=old or None)
+        remove_stale_temporaries(root)  # no other writer now: what an interrupted one left can go
         with _guard:
             _held[key] = [handle, lock, 1]
         try:
