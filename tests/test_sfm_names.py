@@ -1,0 +1,111 @@
+"""Photo names and links that must not change what structure from motion reports.
+
+Small sets: eight orbit views at 320x240 with few features, so each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from recon3d.core.workspace import Workspace
+from recon3d.sfm.config import ExtractionConfig, SfmConfig
+from recon3d.sfm.pipeline import run_sfm
+
+ODD_NAMES = ["view 000.png", "vue_été_001.png", "it's \"2\".png", "-dash 003.png"]
+
+
+def _config() -> SfmConfig:
+    return SfmConfig(extraction=ExtractionConfig(max_image_size=320, max_num_features=1024))
+
+
+@pytest.fixture(scope="module")
+def small_orbit(orbit_scene, tmp_path_factory) -> Path:
+    """Eight orbit views downscaled to 320x240, plain names."""
+    out = tmp_path_factory.mktemp("small") / "photos"
+    out.mkdir()
+    for i in range(8):
+        Image.open(orbit_scene / "images" / f"view_{i:03d}.png").resize((320, 240), Image.LANCZOS) \
+            .save(out / f"view_{i:03d}.png")
+    return out
+
+
+def _renamed(src: Path, dest: Path, names: list[str]) -> Path:
+    dest.mkdir()
+    for k, p in enumerate(sorted(src.iterdir())):
+        shutil.copy(p, dest / (names[k] if k < len(names) else p.name))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def plain_run(small_orbit, tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("plain") / "ws")
+    return ws, run_sfm(ws, small_orbit, _config())
+
+
+def test_any_file_name_registers(plain_run, small_orbit, tmp_path):
+    """Spaces, unicode, quotes and a leading dash: the same result as the plain names."""
+    import pycolmap
+
+    _, plain = plain_run
+    assert plain.report["registered"] == 8
+    photos = _renamed(small_orbit, tmp_path / "photos", ODD_NAMES)
+    ws = Workspace(tmp_path / "ws")
+    result = run_sfm(ws, photos, _config())
+    assert result.report["registered"] == 8 and result.report["unregistered"] == []
+    assert result.report["matching"]["verified_pairs"] == plain.report["matching"]["verified_pairs"]
+    names = {im.name for im in pycolmap.Reconstruction(str(ws.model)).images.values()}
+    assert names == {p.name for p in photos.iterdir()}
+    db = pycolmap.Database.open(ws.database)  # no alias is left in the database
+    try:
+        assert {im.name for im in db.read_all_images()} == names
+    finally:
+        db.close()
+
+
+def test_aliases_left_by_a_kill_are_undone(tmp_path):
+    """The aliases used while matching carry the name, so a run killed mid-matching loses nothing."""
+    import pycolmap
+
+    from recon3d.sfm.extract import (
+        alias_image_names,
+        restore_image_names,
+        text_safe_name,
+    )
+
+    db = pycolmap.Database.open(tmp_path / "x.db")
+    try:
+        cid = db.write_camera(pycolmap.Camera(model="PINHOLE", width=10, height=10, params=[1, 1, 5, 5]))
+        for name in ODD_NAMES + ["plain.png", "#hash.png", " lead.png"]:
+            db.write_image(pycolmap.Image(name=name, camera_id=cid))
+        alias = alias_image_names(db)
+        assert all(text_safe_name(a) for a in alias.values())
+        assert alias["plain.png"] == "plain.png" and alias["view 000.png"] != "view 000.png"
+        assert restore_image_names(db) == 5  # unicode alone needs no alias
+        assert sorted(im.name for im in db.read_all_images()) == sorted(alias)
+    finally:
+        db.close()
+
+
+def test_import_nerfstudio_keeps_spaced_names(orbit_ws, tmp_path):
+    """The text model the import goes through never sees the photos' names."""
+    from recon3d.io.colmap import read_model
+    from recon3d.io.nerfstudio import export_nerfstudio, import_nerfstudio
+
+    out = export_nerfstudio(orbit_ws, tmp_path / "ns")
+    meta_path = out / "transforms.json" if out.is_dir() else out
+    meta = json.loads(meta_path.read_text())
+    frame = meta["frames"][0]
+    old = meta_path.parent / frame["file_path"]
+    new = old.with_name("a photo é.png")
+    os.replace(old, new)
+    frame["file_path"] = str(Path(frame["file_path"]).with_name(new.name))
+    meta_path.write_text(json.dumps(meta))
+    ws = import_nerfstudio(meta_path, tmp_path / "ws2")
+    names = set(read_model(ws.model).by_name())
+    assert "a photo é.png" in names and len(names) == 24
