@@ -109,3 +109,34 @@ def test_import_nerfstudio_keeps_spaced_names(orbit_ws, tmp_path):
     ws = import_nerfstudio(meta_path, tmp_path / "ws2")
     names = set(read_model(ws.model).by_name())
     assert "a photo é.png" in names and len(names) == 24
+
+
+def test_symlinked_photos_are_read_through(small_orbit, tmp_path):
+    """Relative links (git-annex, DVC) and absolute ones register; a dangling one is named, not dropped."""
+    store = tmp_path / "store"
+    shutil.copytree(small_orbit, store)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, p in enumerate(sorted(store.iterdir())):
+        target = os.path.relpath(p, photos) if k % 2 == 0 else str(p)
+        (photos / p.name).symlink_to(target)
+    (photos / "gone.png").symlink_to("../store/missing.png")
+    ws = Workspace(tmp_path / "ws")
+    logged: list[str] = []
+    result = run_sfm(ws, photos, _config(), log=logged.append)
+    assert result.report["registered"] == 8 and result.report["unregistered"] == []
+    assert [line for line in logged if "gone.png" in line and "missing file" in line]
+    for p in ws.images.iterdir():  # the photos themselves, not links that dangle from ws/images
+        assert not p.is_symlink() and p.is_file()
+
+
+def test_dangling_link_among_calibration_photos_is_named(tmp_path):
+    from recon3d.core.errors import UserError
+    from recon3d.io.images import list_images
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").symlink_to("nowhere/b.png")
+    with pytest.raises(UserError, match="b.png: a link to a missing file"):
+        list_images(tmp_path)
+    found: list[Path] = []
+    assert list_images(tmp_path, found) == [tmp_path / "a.png"] and found == [tmp_path / "b.png"]
