@@ -140,3 +140,46 @@ def test_dangling_link_among_calibration_photos_is_named(tmp_path):
         list_images(tmp_path)
     found: list[Path] = []
     assert list_images(tmp_path, found) == [tmp_path / "a.png"] and found == [tmp_path / "b.png"]
+
+
+# ------------------------------------------------------------------- broken outputs are not "finished"
+@pytest.mark.parametrize("broken", ["images.bin", "points3D.bin"])
+def test_rerun_on_a_corrupted_model_maps_again(plain_run, tmp_path, capsys, broken):
+    """A truncated model file: eval refuses it naming the fix, and the sfm rerun maps again."""
+    from recon3d.cli import main
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(plain_run[0].root, ws.root)
+    f = ws.model / broken
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["eval", str(ws.root)]) == 2
+    err = capsys.readouterr().err
+    assert "could not read this model" in err and f"recon3d sfm {ws.images} -o {ws.root} --overwrite" in err
+    assert main(["sfm", str(ws.images), "-o", str(ws.root), "--set", "extraction.max_image_size=320",
+                 "--set", "extraction.max_num_features=1024"]) == 0
+    out = capsys.readouterr().out
+    assert "already reconstructed" not in out and "8/8" in out
+    assert main(["eval", str(ws.root)]) == 0
+
+
+def test_truncated_splat_or_nerf_output_is_not_finished(tmp_path):
+    import numpy as np
+
+    from recon3d.io.gaussians_ply import Splats, write_splat_ply
+    from recon3d.nerf.train import _model_loads
+    from recon3d.splat.train import _ply_loads
+
+    ply = tmp_path / "splat" / "point_cloud.ply"
+    ply.parent.mkdir()
+    n = 5
+    write_splat_ply(ply, Splats(means=np.zeros((n, 3), np.float32), scales=np.zeros((n, 3), np.float32),
+                                quats=np.tile([1, 0, 0, 0], (n, 1)).astype(np.float32),
+                                opacities=np.zeros(n, np.float32), sh0=np.zeros((n, 1, 3), np.float32),
+                                shN=np.zeros((n, 0, 3), np.float32)))
+    assert _ply_loads(ply)
+    ply.write_bytes(ply.read_bytes()[:-20])
+    assert not _ply_loads(ply)
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(b"PK\x03\x04 truncated")
+    assert not _model_loads(pt) and not _model_loads(tmp_path / "missing.pt")

@@ -92,8 +92,20 @@ def read_model(folder: Path | str) -> Model:
     try:
         rec = pycolmap.Reconstruction(str(folder))
     except Exception as exc:  # pycolmap raises plain RuntimeError / ValueError on corrupt files
-        raise UserError(f"{folder}: COLMAP could not read this model ({str(exc).splitlines()[0]})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{folder}: COLMAP could not read this model ({first}){repair_hint(folder)}") from None
     return model_from_reconstruction(rec)
+
+
+def repair_hint(folder: Path) -> str:
+    """What remakes the model in ``folder``: for a workspace's ``sparse/N`` the sfm rerun that replaces it."""
+    folder = Path(folder)
+    if folder.parent.name == "sparse" and folder.parent.parent.name != "gt":
+        ws = folder.parent.parent
+        return f"; rerun `recon3d sfm {ws / 'images'} -o {ws} --overwrite` to reconstruct it again"
+    if folder.parent.name == "sparse":
+        return "; render the scene again (`recon3d scene`) to remake its ground truth"
+    return "; write the model again"
 
 
 def model_from_reconstruction(rec) -> Model:
