@@ -115,6 +115,45 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def owned_temp_prefix(prefix: str) -> str:
+    """``prefix`` plus this process's id: a temporary folder named so can be told stale once its
+    creator is dead (:func:`remove_stale_temps`)."""
+    return f"{prefix}{os.getpid()}."
+
+
+def remove_stale_temps(folder: Path | str, prefix: str) -> list[Path]:
+    """Remove entries of ``folder`` named ``PREFIX<pid>.*`` whose process is dead (killed runs); returns them."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def to_dict(obj: Any) -> Any:
     """A plain (YAML/JSON-safe) copy of a dataclass, recursing into lists, dicts and paths."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -1,4 +1,5 @@
-"""Photo names and links that must not change what structure from motion reports.
+"""Nothing wrong reported as success: odd photo names, linked photos, corrupted or unwritable outputs,
+runs killed mid-way, ground truth without one valid pixel.
 
 Small sets: eight orbit views at 320x240 with few features, so each run takes seconds.
 """
@@ -183,3 +184,81 @@ def test_truncated_splat_or_nerf_output_is_not_finished(tmp_path):
     pt = tmp_path / "model.pt"
     pt.write_bytes(b"PK\x03\x04 truncated")
     assert not _model_loads(pt) and not _model_loads(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------- killed runs, unwritable outputs
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_rerun_removes_scratch_of_killed_mapper(plain_run, tmp_path):
+    """A kill -9 while mapping leaves .mapper.<pid>.*; the next run removes it (a live owner's stays)."""
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(plain_run[0].root, ws.root)
+    stale = ws.root / f".mapper.{_dead_pid()}.abc123"
+    stale.mkdir()
+    live = ws.root / ".mapper.1.def456"  # pid 1 always runs
+    live.mkdir()
+    result = run_sfm(ws, ws.images, _config(), overwrite=True)
+    assert result.report["registered"] == 8
+    assert not stale.exists() and live.exists()
+    assert not [p for p in ws.root.iterdir() if p.name.startswith(f".mapper.{os.getpid()}.")]
+
+
+def test_unwritable_sparse_is_one_line(plain_run, tmp_path, capsys, monkeypatch):
+    """An immutable sparse/ with --overwrite: exit 2, one line naming the folder and the fix.
+
+    Tests run as root, where permission bits do not stop a rename, so the refusal is simulated."""
+    import errno
+
+    from recon3d.cli import main
+
+    ws = Workspace(tmp_path / "ws")
+    shutil.copytree(plain_run[0].root, ws.root)
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **kw):
+        if Path(src) == ws.sparse:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src), str(dst))
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    rc = main(["sfm", str(ws.images), "-o", str(ws.root), "--overwrite", "--set", "extraction.max_image_size=320",
+               "--set", "extraction.max_num_features=1024"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "internal error" not in err and str(ws.sparse) in err and "chattr -i" in err
+    assert (ws.model / "cameras.bin").is_file()  # the old model is still there
+
+
+def test_os_errors_users_can_fix_are_one_line():
+    import errno
+
+    from recon3d.cli import os_error_line
+
+    line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/x/ws/sparse"))
+    assert line.startswith("/x/ws/sparse: cannot write (Permission denied)")
+    assert "disk is full" in os_error_line(OSError(errno.ENOSPC, "No space left on device", "/x/f"))
+    assert os_error_line(OSError(errno.EBADF, "Bad file descriptor")) is None
+
+
+def test_eval_stereo_refuses_ground_truth_without_a_valid_pixel(tmp_path, capsys):
+    import numpy as np
+
+    from recon3d.cli import main
+
+    np.save(tmp_path / "est.npy", np.full((20, 30), 5.0, np.float32))
+    gt = np.zeros((20, 30), np.float32)
+    gt[:, :10] = np.inf
+    gt[0, 0] = np.nan
+    np.save(tmp_path / "gt.npy", gt)
+    assert main(["eval-stereo", str(tmp_path / "est.npy"), str(tmp_path / "gt.npy")]) == 2
+    captured = capsys.readouterr()
+    assert "not one pixel" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "nan" not in captured.out.lower()
