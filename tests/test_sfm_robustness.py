@@ -262,3 +262,21 @@ def test_eval_stereo_refuses_ground_truth_without_a_valid_pixel(tmp_path, capsys
     captured = capsys.readouterr()
     assert "not one pixel" in captured.err and len(captured.err.strip().splitlines()) == 1
     assert "nan" not in captured.out.lower()
+
+
+def test_atomic_writers_remove_temps_of_killed_runs(tmp_path):
+    from recon3d.core.atomic import atomic_dir, atomic_write_text
+
+    dead = _dead_pid()
+    stale_dir = tmp_path / f".sparse.{dead}.k3j4.tmp"
+    stale_dir.mkdir()
+    stale_file = tmp_path / f".report.{dead}.x1y2.tmp.json"
+    stale_file.write_text("{")
+    foreign = tmp_path / ".sparse.notapid.tmp"  # not ours to judge: kept
+    foreign.mkdir()
+    with atomic_dir(tmp_path / "sparse") as tmp:
+        assert tmp.name.startswith(f".sparse.{os.getpid()}.")
+        (tmp / "x").write_text("1")
+    atomic_write_text(tmp_path / "report.json", "{}")
+    assert not stale_dir.exists() and not stale_file.exists() and foreign.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sparse.notapid.tmp", "report.json", "sparse"]

@@ -22,9 +22,11 @@ from recon3d.core.errors import UserError
 # ------------------------------------------------------------------------------ atomic writes
 def _tmp_sibling(path: Path, is_dir: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # named .NAME.<pid>.<random>.tmp: what a killed run left is removed by the next one (remove_stale_temps)
+    remove_stale_temps(path.parent, f".{path.name}.")
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return Path(tempfile.mkdtemp(prefix=owned_temp_prefix(f".{path.name}."), suffix=".tmp", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=owned_temp_prefix(f".{path.name}."), suffix=".tmp", dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -52,7 +54,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    remove_stale_temps(path.parent, f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(prefix=owned_temp_prefix(f".{path.stem}."), suffix=f".tmp{path.suffix}",
+                                dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -134,14 +138,15 @@ def owned_temp_prefix(prefix: str) -> str:
     return f"{prefix}{os.getpid()}."
 
 
-def remove_stale_temps(folder: Path | str, prefix: str) -> list[Path]:
-    """Remove entries of ``folder`` named ``PREFIX<pid>.*`` whose process is dead (killed runs); returns them."""
+def remove_stale_temps(folder: Path | str, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove entries of ``folder`` named ``PREFIX<pid>.*SUFFIX`` whose process is dead (killed runs);
+    returns them."""
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        if not p.name.startswith(prefix):
+        if not p.name.startswith(prefix) or not p.name.endswith(suffix):
             continue
         pid = p.name[len(prefix):].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
