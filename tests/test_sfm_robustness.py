@@ -280,3 +280,19 @@ def test_atomic_writers_remove_temps_of_killed_runs(tmp_path):
     atomic_write_text(tmp_path / "report.json", "{}")
     assert not stale_dir.exists() and not stale_file.exists() and foreign.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".sparse.notapid.tmp", "report.json", "sparse"]
+
+
+def test_eval_stereo_refuses_mesh_ground_truth_without_a_valid_pixel(orbit_ws, tmp_path, capsys):
+    import numpy as np
+
+    from recon3d.cli import main
+    from recon3d.stereo.fusion import mesh_ply_bytes
+
+    gt = tmp_path / "gt"
+    shutil.copytree(orbit_ws.gt, gt)
+    for f in (gt / "depth").glob("*.npy"):
+        np.save(f, np.full_like(np.load(f), np.inf))
+    (tmp_path / "mesh.ply").write_bytes(mesh_ply_bytes(np.eye(3), np.array([[0, 1, 2]])))
+    assert main(["eval-stereo", str(tmp_path / "mesh.ply"), str(gt)]) == 2
+    captured = capsys.readouterr()
+    assert "not one pixel" in captured.err and "nan" not in captured.out.lower()
