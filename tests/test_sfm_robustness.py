@@ -168,8 +168,8 @@ def test_truncated_splat_or_nerf_output_is_not_finished(tmp_path):
     import numpy as np
 
     from recon3d.io.gaussians_ply import Splats, write_splat_ply
-    from recon3d.nerf.train import _model_loads
-    from recon3d.splat.train import _ply_loads
+    from recon3d.nerf.train import model_file_loads
+    from recon3d.splat.train import ply_loads
 
     ply = tmp_path / "splat" / "point_cloud.ply"
     ply.parent.mkdir()
@@ -178,12 +178,12 @@ def test_truncated_splat_or_nerf_output_is_not_finished(tmp_path):
                                 quats=np.tile([1, 0, 0, 0], (n, 1)).astype(np.float32),
                                 opacities=np.zeros(n, np.float32), sh0=np.zeros((n, 1, 3), np.float32),
                                 shN=np.zeros((n, 0, 3), np.float32)))
-    assert _ply_loads(ply)
+    assert ply_loads(ply)
     ply.write_bytes(ply.read_bytes()[:-20])
-    assert not _ply_loads(ply)
+    assert not ply_loads(ply)
     pt = tmp_path / "model.pt"
     pt.write_bytes(b"PK\x03\x04 truncated")
-    assert not _model_loads(pt) and not _model_loads(tmp_path / "missing.pt")
+    assert not model_file_loads(pt) and not model_file_loads(tmp_path / "missing.pt")
 
 
 # ------------------------------------------------------------------- killed runs, unwritable outputs

@@ -132,7 +132,7 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
         torch.set_num_threads(threads)
 
 
-def _model_loads(path: Path) -> bool:
+def model_file_loads(path: Path) -> bool:
     """Whether a finished run's ``model.pt`` still loads (a truncated one is trained again)."""
     from recon3d.nerf.checkpoint import load_file
 
@@ -154,7 +154,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     key = stage_key(config)
     done_before = None if overwrite else finished_steps(ws, STAGE, key, config.steps, ws.nerf)
     model_pt = ws.nerf / "model.pt"
-    with ws.stage(STAGE, key, overwrite, check=lambda _: done_before == config.steps and _model_loads(model_pt)) as run:
+    with ws.stage(STAGE, key, overwrite, check=lambda _: done_before == config.steps and model_file_loads(model_pt)) as run:
         if run.skipped:
             return StageResult(run.previous_outputs, skipped=True,
                                summary=f"nerf: already trained with this config ({ws.nerf}); "
