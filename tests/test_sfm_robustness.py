@@ -243,7 +243,7 @@ def test_os_errors_users_can_fix_are_one_line():
     from recon3d.cli import os_error_line
 
     line = os_error_line(PermissionError(errno.EACCES, "Permission denied", "/x/ws/sparse"))
-    assert line.startswith("/x/ws/sparse: cannot write (Permission denied)")
+    assert line.startswith("/x/ws/sparse: Permission denied; ") and "chmod" in line
     assert "disk is full" in os_error_line(OSError(errno.ENOSPC, "No space left on device", "/x/f"))
     assert os_error_line(OSError(errno.EBADF, "Bad file descriptor")) is None
 

@@ -118,10 +118,9 @@ def os_error_line(exc: OSError) -> str | None:
     """One line naming the path and the fix for an OSError a user can act on (no permission, a
     read-only, immutable or full disk); ``None`` for others (internal errors)."""
     fixes = {
-        errno.EACCES: "no permission; make it writable (chmod u+w, chattr -i when immutable) or choose another "
-                      "output folder",
-        errno.EPERM: "operation not permitted (an immutable or append-only file? `lsattr`, `chattr -i`); make it "
-                     "writable or choose another output folder",
+        errno.EACCES: "give yourself access (chmod u+rw; chattr -i when immutable) or choose another folder",
+        errno.EPERM: "an immutable or append-only file? (`lsattr`, `chattr -i`); make it writable or choose "
+                     "another output folder",
         errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
         errno.ENOSPC: "the disk is full; free some space or choose an output folder on another disk",
         errno.EDQUOT: "the disk quota is used up; free some space or choose another output folder",
@@ -131,4 +130,4 @@ def os_error_line(exc: OSError) -> str | None:
         return None
     paths = [p for p in (exc.filename, exc.filename2) if p]
     where = " -> ".join(str(os.fsdecode(p)) for p in paths) if paths else "an output file"
-    return f"{where}: cannot write ({exc.strerror or type(exc).__name__}): {fix}"
+    return f"{where}: {exc.strerror or type(exc).__name__}; {fix}"
