@@ -118,8 +118,8 @@ def test_list_images_errors(tmp_path):
 
 
 def test_stale_temporaries_of_the_atomic_writers_are_removed_and_nothing_else(tmp_path):
-    """What a kill -9 leaves mid-write (temporary files and folders, a folder moved aside) goes; photos
-    and other hidden files stay."""
+    """What a kill -9 leaves mid-write (temporary files and folders, a folder moved aside) goes; photos,
+    other hidden files and the temporaries of a live process stay."""
     import os
     import tempfile
 
@@ -129,7 +129,8 @@ def test_stale_temporaries_of_the_atomic_writers_are_removed_and_nothing_else(tm
     os.close(fd)
     tmp_dir = tempfile.mkdtemp(prefix=".0.", suffix=".tmp", dir=tmp_path)
     (tmp_path / ".sparse.old.123.456").mkdir()
-    keep = [tmp_path / "view 001.png", tmp_path / ".hidden.png", tmp_path / "a.tmp"]
+    keep = [tmp_path / "view 001.png", tmp_path / ".hidden.png", tmp_path / "a.tmp",
+            tmp_path / f".model.{os.getpid()}.abcd1234.tmp"]  # a live process's: still being written
     for p in keep:
         p.touch()
     removed = remove_stale_temporaries(tmp_path)

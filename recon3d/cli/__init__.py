@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import shlex
@@ -124,13 +125,42 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"recon3d {args.command}: stopped (SIGTERM); rerun the same command to resume", file=sys.stderr)
         return TERMINATED_EXIT
+    except OSError as exc:
+        msg = os_error_line(exc)
+        if msg is None:
+            return _internal_error(args.command, exc)
+        print(f"recon3d {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"recon3d {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        if os.environ.get("RECON3D_DEBUG"):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"recon3d {args.command}: internal error: {type(exc).__name__}: {first} "
-              "(rerun with RECON3D_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
-        return 1
+        return _internal_error(args.command, exc)
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    if os.environ.get("RECON3D_DEBUG"):
+        raise exc
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"recon3d {command}: internal error: {type(exc).__name__}: {first} "
+          "(rerun with RECON3D_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+    return 1
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line naming the path and the fix for an OSError a user can act on (no permission, a
+    read-only, immutable or full disk); ``None`` for others (internal errors)."""
+    fixes = {
+        errno.EACCES: "give yourself access (chmod u+rw; chattr -i when immutable) or choose another folder",
+        errno.EPERM: "an immutable or append-only file? (`lsattr`, `chattr -i`); make it writable or choose "
+                     "another output folder",
+        errno.EROFS: "the file system is read-only; choose an output folder on a writable disk",
+        errno.ENOSPC: "the disk is full; free some space or choose an output folder on another disk",
+        errno.EDQUOT: "the disk quota is used up; free some space or choose another output folder",
+    }
+    fix = fixes.get(exc.errno)
+    if fix is None:
+        return None
+    paths = [p for p in (exc.filename, exc.filename2) if p]
+    where = " -> ".join(str(os.fsdecode(p)) for p in paths) if paths else "an output file"
+    return f"{where}: {exc.strerror or type(exc).__name__}; {fix}"

@@ -61,6 +61,7 @@ def _load_map(path: Path, what: str):
 def evaluate_disparity(args: argparse.Namespace) -> dict:
     """Disparity (and depth) metrics of a pair's result; returns the JSON-able report."""
     import cv2
+    import numpy as np
 
     from recon3d.core.errors import UserError
     from recon3d.stereo.evaluate import (
@@ -68,6 +69,7 @@ def evaluate_disparity(args: argparse.Namespace) -> dict:
         disparity_metrics,
         nonoccluded_mask,
         textured_mask,
+        valid_gt,
     )
 
     disp_path = args.result / "disparity.pfm" if args.result.is_dir() else args.result
@@ -78,6 +80,9 @@ def evaluate_disparity(args: argparse.Namespace) -> dict:
     if est.shape != gt.shape:
         raise UserError(f"{disp_path} is {est.shape[1]}x{est.shape[0]} but {args.gt} is {gt.shape[1]}x{gt.shape[0]}; "
                         "compare maps of the same rectified image size")
+    if not valid_gt(gt).any():
+        raise UserError(f"{args.gt}: not one pixel of this ground truth holds a disparity (all 0, inf or NaN); "
+                        "give the ground-truth map of this pair")
     regions = {"all": None, "nonoccluded": nonoccluded_mask(gt)}
     image = args.image or (disp_path.parent / "left_rectified.png")
     if image.is_file():
@@ -94,6 +99,9 @@ def evaluate_disparity(args: argparse.Namespace) -> dict:
         gt_depth = cand if cand.is_file() else None
     if depth_path.is_file() and gt_depth is not None:
         est_z, gt_z = _load_map(depth_path, "depth"), _load_map(gt_depth, "ground-truth depth")
+        if not (np.isfinite(gt_z) & (gt_z > 0)).any():
+            raise UserError(f"{gt_depth}: not one pixel of this ground-truth depth holds a depth (all 0, inf or NaN); "
+                            "give the ground-truth depth of this pair")
         report["depth_file"], report["gt_depth_file"] = str(depth_path), str(gt_depth)
         report["depth"] = depth_metrics(est_z, gt_z, regions.get("textured", regions["nonoccluded"]))
         report["depth"]["region"] = "textured" if "textured" in regions else "nonoccluded"

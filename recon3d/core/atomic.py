@@ -23,9 +23,11 @@ from recon3d.core.errors import UserError
 # ------------------------------------------------------------------------------ atomic writes
 def _tmp_sibling(path: Path, is_dir: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # named .NAME.<pid>.<random>.tmp: what a killed run left is removed by the next one (remove_stale_temps)
+    remove_stale_temps(path.parent, f".{path.name}.")
     if is_dir:
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return Path(tempfile.mkdtemp(prefix=owned_temp_prefix(f".{path.name}."), suffix=".tmp", dir=path.parent))
+    fd, name = tempfile.mkstemp(prefix=owned_temp_prefix(f".{path.name}."), suffix=".tmp", dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -53,7 +55,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    remove_stale_temps(path.parent, f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(prefix=owned_temp_prefix(f".{path.stem}."), suffix=f".tmp{path.suffix}",
+                                dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -116,6 +120,46 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def owned_temp_prefix(prefix: str) -> str:
+    """``prefix`` plus this process's id: a temporary folder named so can be told stale once its
+    creator is dead (:func:`remove_stale_temps`)."""
+    return f"{prefix}{os.getpid()}."
+
+
+def remove_stale_temps(folder: Path | str, prefix: str, suffix: str = "") -> list[Path]:
+    """Remove entries of ``folder`` named ``PREFIX<pid>.*SUFFIX`` whose process is dead (killed runs);
+    returns them."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith(prefix) or not p.name.endswith(suffix):
+            continue
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def to_dict(obj: Any) -> Any:
     """A plain (YAML/JSON-safe) copy of a dataclass, recursing into lists, dicts and paths."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -131,25 +175,36 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$|^\..+\.old\.\d+\.\d+$")
-"""Names the writers above give their temporary files and folders (``.NAME.RANDOM.tmp[.SUFFIX]``) and
-the folders :func:`replace_dir` moves aside (``.NAME.old.PID.NS``)."""
+TEMPORARY_NAME = re.compile(r"^\..+?\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp(?:\.[^.]+)?$"
+                            r"|^\..+\.old\.(?P<old_pid>\d+)\.\d+$")
+"""Names the writers above give their temporary files and folders (``.NAME.PID.RANDOM.tmp[.SUFFIX]``;
+``.NAME.RANDOM.tmp`` before the pid was added) and the folders :func:`replace_dir` moves aside
+(``.NAME.old.PID.NS``)."""
+
+
+def _stale(name: str) -> bool:
+    m = TEMPORARY_NAME.match(name)
+    if m is None:
+        return False
+    pid = m.group("pid") or m.group("old_pid")
+    return pid is None or (int(pid) != os.getpid() and not pid_alive(int(pid)))
 
 
 def remove_stale_temporaries(root: Path | str) -> list[Path]:
-    """Remove what the atomic writers of an interrupted process (kill -9, power loss) left under ``root``.
+    """Remove what the atomic writers of interrupted processes (kill -9, power loss) left under ``root``.
 
-    Only names of :data:`TEMPORARY_NAME` are touched. Call it only while no other process writes
-    ``root`` (the workspace lock guarantees that). Returns the paths removed.
+    Only names of :data:`TEMPORARY_NAME` whose process is dead are touched (names without a pid are
+    removed too: call it while holding the workspace lock, as :func:`recon3d.core.lock.workspace_lock`
+    does). Returns the paths removed.
     """
     removed = []
     for folder, dirs, files in os.walk(root):
-        for name in [d for d in dirs if TEMPORARY_NAME.match(d)]:
+        for name in [d for d in dirs if _stale(d)]:
             dirs.remove(name)
             shutil.rmtree(Path(folder) / name, ignore_errors=True)
             removed.append(Path(folder) / name)
         for name in files:
-            if TEMPORARY_NAME.match(name):
+            if _stale(name):
                 with contextlib.suppress(OSError):
                     (Path(folder) / name).unlink()
                     removed.append(Path(folder) / name)

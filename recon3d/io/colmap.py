@@ -82,6 +82,61 @@ def write_text_model(model: Model, folder: Path | str) -> Path:
     return folder
 
 
+def binary_model_problem(folder: Path | str) -> str | None:
+    """What is wrong with the layout of ``images.bin`` / ``points3D.bin`` in ``folder`` (truncated,
+    trailing bytes), or ``None``. Checked before pycolmap reads them: a length read from a cut file
+    makes it allocate without bound instead of failing."""
+    import struct
+
+    folder = Path(folder)
+
+    def walk(name: str, record) -> str | None:
+        path = folder / name
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{name} is truncated"
+            for _ in range(struct.unpack("<Q", head)[0]):
+                if record(f, size) is None or f.tell() > size:
+                    return f"{name} is truncated"
+            if f.tell() != size:
+                return f"{name} has {size - f.tell()} unexpected bytes at its end"
+        return None
+
+    def image(f, size):
+        if len(f.read(4 + 56 + 4)) < 64:
+            return None
+        while True:
+            c = f.read(1)
+            if not c:
+                return None
+            if c == b"\0":
+                break
+        n = f.read(8)
+        if len(n) < 8:
+            return None
+        skip = struct.unpack("<Q", n)[0] * 24
+        if f.tell() + skip > size:
+            return None
+        f.seek(skip, 1)
+        return True
+
+    def point(f, size):
+        head = f.read(8 + 24 + 3 + 8 + 8)
+        if len(head) < 51:
+            return None
+        skip = struct.unpack_from("<Q", head, 43)[0] * 8
+        if f.tell() + skip > size:
+            return None
+        f.seek(skip, 1)
+        return True
+
+    return walk("images.bin", image) or walk("points3D.bin", point)
+
+
 def read_model(folder: Path | str) -> Model:
     """Read a COLMAP model (binary or text) through pycolmap into arrays."""
     import pycolmap
@@ -90,10 +145,25 @@ def read_model(folder: Path | str) -> Model:
     if not any((folder / f"cameras.{ext}").is_file() for ext in ("bin", "txt")):
         raise UserError(f"{folder}: no COLMAP model (cameras.bin or cameras.txt) here")
     try:
+        problem = binary_model_problem(folder) if (folder / "cameras.bin").is_file() else None
+        if problem:
+            raise ValueError(problem)
         rec = pycolmap.Reconstruction(str(folder))
     except Exception as exc:  # pycolmap raises plain RuntimeError / ValueError on corrupt files
-        raise UserError(f"{folder}: COLMAP could not read this model ({str(exc).splitlines()[0]})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{folder}: COLMAP could not read this model ({first}){repair_hint(folder)}") from None
     return model_from_reconstruction(rec)
+
+
+def repair_hint(folder: Path) -> str:
+    """What remakes the model in ``folder``: for a workspace's ``sparse/N`` the sfm rerun that replaces it."""
+    folder = Path(folder)
+    if folder.parent.name == "sparse" and folder.parent.parent.name != "gt":
+        ws = folder.parent.parent
+        return f"; rerun `recon3d sfm {ws / 'images'} -o {ws} --overwrite` to reconstruct it again"
+    if folder.parent.name == "sparse":
+        return "; render the scene again (`recon3d scene`) to remake its ground truth"
+    return "; write the model again"
 
 
 def model_from_reconstruction(rec) -> Model:

@@ -109,7 +109,9 @@ def read_splat_ply(path: Path | str) -> Splats:
             raise UserError(f"{path}: PLY format {fmt.decode()} is not supported (need binary_little_endian)")
         raw = f.read()
     if len(raw) < n * len(names) * 4:
-        raise UserError(f"{path}: truncated PLY ({len(raw)} bytes for {n} splats); export it again")
+        fix = (f"rerun `recon3d train {path.parent.parent} --method splat --overwrite`" if path.parent.name == "splat"
+               else "export it again")
+        raise UserError(f"{path}: truncated PLY ({len(raw)} bytes for {n} splats); {fix}")
     data = np.frombuffer(raw[: n * len(names) * 4], dtype="<f4").reshape(n, len(names))
     col = {name: i for i, name in enumerate(names)}
     required = ["x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0"]

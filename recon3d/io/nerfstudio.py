@@ -307,13 +307,16 @@ def import_nerfstudio(source: Path, output: Path, overwrite: bool = False) -> Wo
     camera_ids: dict[tuple, int] = {}
     cameras: dict[int, tuple] = {}
     images: dict[int, ModelImage] = {}
+    real_names: dict[int, str] = {}
     for image_id, (name, _, cam, pose) in enumerate(sorted(entries, key=lambda e: e[0]), start=1):
         cname, params = cam.colmap_model()
         key = (cname, cam.width, cam.height, tuple(params))
         if key not in camera_ids:
             camera_ids[key] = len(camera_ids) + 1
             cameras[camera_ids[key]] = (cname, cam.width, cam.height, list(params))
-        images[image_id] = ModelImage(name=name, camera_id=camera_ids[key], cam_from_world=pose)
+        # COLMAP's text model splits lines on spaces: a placeholder name there, the real one set below
+        images[image_id] = ModelImage(name=f"image{image_id}", camera_id=camera_ids[key], cam_from_world=pose)
+        real_names[image_id] = name
 
     ws.create()
     for marker in (ws.reports / "stages").glob("*.json"):  # they describe earlier data
@@ -326,6 +329,8 @@ def import_nerfstudio(source: Path, output: Path, overwrite: bool = False) -> Wo
     write_text_model(Model(cameras, images), text_dir)
     try:
         rec = pycolmap.Reconstruction(str(text_dir))
+        for image_id, name in real_names.items():
+            rec.image(image_id).name = name
         with atomic_dir(ws.model) as tmp:
             rec.write_binary(str(tmp))
     finally:

@@ -136,6 +136,19 @@ def train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fal
         torch.set_num_threads(threads)
 
 
+def model_file_loads(path: Path) -> bool:
+    """Whether a finished run's ``model.pt`` still loads (a truncated one is trained again)."""
+    from recon3d.nerf.checkpoint import load_file
+
+    if not path.is_file():
+        return False
+    try:
+        load_file(path, "cpu")
+    except UserError:
+        return False
+    return True
+
+
 def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = False) -> StageResult:
     from recon3d.nerf.checkpoint import stage_key
 
@@ -145,7 +158,7 @@ def _train(config: NerfConfig, ws: Workspace, monitor=None, overwrite: bool = Fa
     key = stage_key(config)
     done_before = None if overwrite else finished_steps(ws, STAGE, key, config.steps, ws.nerf)
     model_pt = ws.nerf / "model.pt"
-    with ws.stage(STAGE, key, overwrite, check=lambda _: done_before == config.steps and model_pt.is_file()) as run:
+    with ws.stage(STAGE, key, overwrite, check=lambda _: done_before == config.steps and model_file_loads(model_pt)) as run:
         if run.skipped:
             return StageResult(run.previous_outputs, skipped=True,
                                summary=f"nerf: already trained with this config ({ws.nerf}); "

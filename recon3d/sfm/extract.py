@@ -61,6 +61,46 @@ def camera_for_size(camera, width: int, height: int):
     return camera.scaled(sx)
 
 
+ALIAS_PREFIX = "recon3d-alias-"
+"""Names of photos COLMAP's text pair lists cannot carry are swapped for this prefix plus the hex of
+the name's UTF-8 bytes while matching (:func:`alias_image_names`); the alias carries the name back."""
+
+
+def text_safe_name(name: str) -> bool:
+    """Whether COLMAP's text readers (pair lists split on spaces, lines trimmed, ``#`` comments) keep
+    ``name`` whole."""
+    return bool(name) and not name.startswith("#") and not any(c.isspace() for c in name)
+
+
+def alias_image_names(db) -> dict[str, str]:
+    """Rename, in the open database ``db``, every photo whose name is not :func:`text_safe_name` to
+    its alias; returns ``{name: alias}`` of all photos (safe names map to themselves).
+
+    The alias holds the name (hex), so :func:`restore_image_names` undoes it even after a kill.
+    """
+    out = {}
+    for im in db.read_all_images():
+        if text_safe_name(im.name):
+            out[im.name] = im.name
+            continue
+        alias = ALIAS_PREFIX + im.name.encode("utf-8").hex()
+        out[im.name] = alias
+        im.name = alias
+        db.update_image(im)
+    return out
+
+
+def restore_image_names(db) -> int:
+    """Give every aliased photo of the open database ``db`` its name back; returns how many."""
+    n = 0
+    for im in db.read_all_images():
+        if im.name.startswith(ALIAS_PREFIX):
+            im.name = bytes.fromhex(im.name[len(ALIAS_PREFIX):]).decode("utf-8")
+            db.update_image(im)
+            n += 1
+    return n
+
+
 def extraction_options(config: ExtractionConfig, num_threads: int = -1):
     """``pycolmap.FeatureExtractionOptions`` for ``config``, then its ``pycolmap_options``."""
     import pycolmap
@@ -98,6 +138,7 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
     database.parent.mkdir(parents=True, exist_ok=True)
     db = pycolmap.Database.open(database)
     try:
+        restore_image_names(db)  # a run killed while matching left aliases behind
         existing = {im.name for im in db.read_all_images() if db.exists_keypoints(im.image_id)}
     finally:
         db.close()

@@ -67,13 +67,16 @@ def scan_images(folder: Path | str, progress: Callable | None = None) -> ImageSc
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
-    from recon3d.io.images import list_images
+    from recon3d.io.images import link_target, list_images
 
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    paths = list_images(folder)
+    dangling: list[Path] = []
+    paths = list_images(folder, dangling)
     wrap = progress or (lambda it, **kw: it)
     good: list[InputImage] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = [(p.name, f"a link to a missing file ({link_target(p)}); restore its target "
+                                               "(e.g. `git annex get`, `dvc pull`) or remove the link")
+                                      for p in dangling]
     seen: dict[str, str] = {}
     for path in wrap(paths, desc="checking images", unit="img"):
         try:
@@ -106,7 +109,8 @@ def scan_images(folder: Path | str, progress: Callable | None = None) -> ImageSc
             skipped.append((path.name, f"identical to {seen[digest]}"))
             continue
         seen[digest] = path.name
-        good.append(InputImage(path, path.name, w, h, digest, transpose, str(exif_camera).strip()))
+        # a link (git-annex, DVC, by hand; relative or absolute) is read through: its target is the photo
+        good.append(InputImage(path.resolve() if path.is_symlink() else path, path.name, w, h, digest, transpose, str(exif_camera).strip()))
     return ImageScan(good, skipped)
 
 
@@ -120,7 +124,7 @@ def ingest_images(images: list[InputImage], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     wanted = {im.name for im in images}
     for p in dest.iterdir():
-        if p.name not in wanted and p.is_file():
+        if p.name not in wanted and (p.is_file() or p.is_symlink()):
             p.unlink()
     for im in images:
         target = dest / im.name
@@ -141,10 +145,10 @@ def ingest_images(images: list[InputImage], dest: Path) -> None:
                     upright.save(tmp, format=src.format, **kwargs)
             else:
                 tmp.unlink()
-                try:
-                    os.link(im.source, tmp)
+                try:  # os.link would link a symbolic link itself (dangling inside dest when relative)
+                    os.link(im.source.resolve(), tmp)
                 except OSError:
-                    shutil.copy2(im.source, tmp)
+                    shutil.copy2(im.source.resolve(), tmp)
             os.replace(tmp, target)
         finally:
             if tmp.exists():

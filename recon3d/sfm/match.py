@@ -12,7 +12,13 @@ from typing import Callable
 import numpy as np
 
 from recon3d.sfm.config import MatchingConfig, apply_pycolmap_options
-from recon3d.sfm.extract import quiet_glog, sift_device, split_chunks
+from recon3d.sfm.extract import (
+    alias_image_names,
+    quiet_glog,
+    restore_image_names,
+    sift_device,
+    split_chunks,
+)
 from recon3d.sfm.pairs import select_pairs
 
 
@@ -55,19 +61,32 @@ def match(database: Path, config: MatchingConfig, progress: Callable | None = No
     mode, pairs = select_pairs(database, config, seed=seed, num_threads=num_threads)
     blocks = split_chunks(pairs, min(40, max(1, len(pairs) // 20)))
     wrap = progress or (lambda it, **kw: it)
-    with tempfile.TemporaryDirectory(prefix="recon3d-pairs-") as tmp:
-        pair_file = Path(tmp) / "pairs.txt"
-        bar = wrap(range(len(pairs)), desc=f"matching ({mode})", unit="pair")
-        it = iter(bar)
-        for chunk in blocks:
-            pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
-            po = pycolmap.ImportedPairingOptions()
-            po.match_list_path = str(pair_file)
-            pycolmap.match_image_pairs(database, mo, po, vo, sift_device(device))
-            for _ in chunk:
-                next(it, None)
-        if hasattr(bar, "close"):
-            bar.close()
+    # COLMAP's pair list is text split on spaces: names it cannot carry go in as reversible aliases
+    db = pycolmap.Database.open(database)
+    try:
+        alias = alias_image_names(db)
+    finally:
+        db.close()
+    try:
+        with tempfile.TemporaryDirectory(prefix="recon3d-pairs-") as tmp:
+            pair_file = Path(tmp) / "pairs.txt"
+            bar = wrap(range(len(pairs)), desc=f"matching ({mode})", unit="pair")
+            it = iter(bar)
+            for chunk in blocks:
+                pair_file.write_text("".join(f"{alias[a]} {alias[b]}\n" for a, b in chunk), encoding="utf-8")
+                po = pycolmap.ImportedPairingOptions()
+                po.match_list_path = str(pair_file)
+                pycolmap.match_image_pairs(database, mo, po, vo, sift_device(device))
+                for _ in chunk:
+                    next(it, None)
+            if hasattr(bar, "close"):
+                bar.close()
+    finally:
+        db = pycolmap.Database.open(database)
+        try:
+            restore_image_names(db)
+        finally:
+            db.close()
     db = pycolmap.Database.open(database)
     try:
         info = {"mode": mode, "pairs": len(pairs), "matched_pairs": db.num_matched_image_pairs(),

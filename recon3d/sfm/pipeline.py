@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from recon3d.core.atomic import atomic_dir, atomic_write_json, replace_dir
+from recon3d.core.atomic import (
+    atomic_dir,
+    atomic_write_json,
+    owned_temp_prefix,
+    remove_stale_temps,
+    replace_dir,
+)
 from recon3d.core.config import to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, config_hash
@@ -39,6 +45,9 @@ from recon3d.sfm.match import PairStats
 
 STAGING = ".sfm-staging"
 """Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
+
+MAPPER_SCRATCH = ".mapper."
+"""Prefix of the mapper's scratch folders in the workspace (``.mapper.<pid>.<random>``)."""
 
 EXIT_NO_MODEL = 3
 """Exit status when the photos are readable but no reconstruction is possible."""
@@ -268,7 +277,8 @@ def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, 
             next(it, None)
 
     work.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".mapper.", dir=work.root) as scratch:
+    remove_stale_temps(work.root, MAPPER_SCRATCH)  # left by a run killed while mapping
+    with tempfile.TemporaryDirectory(prefix=owned_temp_prefix(MAPPER_SCRATCH), dir=work.root) as scratch:
         models = map_database(work.database, work.images, Path(scratch), config, image_names=names, on_image=on_image,
                               refine_extra_params=refine_extra_params)
     if bar is not None and hasattr(bar, "close"):
@@ -293,7 +303,11 @@ def model_loads(model: Path) -> bool:
     """Whether ``model`` holds a COLMAP model that pycolmap reads, with registered images."""
     import pycolmap
 
+    from recon3d.io.colmap import binary_model_problem
+
     if not any((Path(model) / f"cameras.{ext}").is_file() for ext in ("bin", "txt")):
+        return False
+    if (Path(model) / "cameras.bin").is_file() and binary_model_problem(model):
         return False
     try:
         return pycolmap.Reconstruction(str(model)).num_reg_images() > 0

@@ -117,13 +117,24 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
         torch.set_num_threads(threads)
 
 
+def ply_loads(ply: Path) -> bool:
+    """Whether a finished run's ``point_cloud.ply`` still reads (a truncated one is trained again)."""
+    from recon3d.io.gaussians_ply import read_splat_ply
+
+    try:
+        read_splat_ply(ply)
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign: not a finished stage
+        return False
+    return True
+
+
 def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool) -> StageResult:
     from recon3d.splat.checkpoint import stage_key
 
     ply = ws.splat / "point_cloud.ply"
     key = stage_key(config)
     done_before = None if overwrite else finished_steps(ws, "splat", key, config.steps, ws.splat)
-    with ws.stage("splat", key, overwrite, check=lambda _: done_before == config.steps and ply.is_file()) as run:
+    with ws.stage("splat", key, overwrite, check=lambda _: done_before == config.steps and ply_loads(ply)) as run:
         if run.skipped:
             return StageResult(run.previous_outputs, skipped=True,
                                summary=f"splat: already trained with these settings ({ply}); "

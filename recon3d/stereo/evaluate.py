@@ -192,6 +192,12 @@ class GTViews:
             depths.append(np.load(f))
         if not poses:
             raise UserError(f"{gt_dir}/sparse/0: no images in the ground-truth model")
+        if not any((np.isfinite(d) & (d > 0)).any() for d in depths):
+            raise UserError(f"{gt_dir}/depth: not one pixel of the ground-truth depth maps holds a depth (all 0, inf "
+                            "or NaN); render the scene again with `recon3d scene render`")
+        if len(model.points) == 0:
+            raise UserError(f"{gt_dir}/sparse/0: the ground-truth model has no 3D points to score completeness "
+                            "against; render the scene again with `recon3d scene render`")
         return cls(np.stack(Ks), np.stack(poses), np.stack(depths), model.points)
 
 

@@ -203,7 +203,13 @@ def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dic
         if (ws.gt / "depth").is_dir():
             from recon3d.stereo.evaluate import GTViews, mesh_metrics
 
-            report["evaluation"] = mesh_metrics(fused.vertices, fused.triangles, GTViews.load(ws.gt))
+            try:  # a broken ground truth is said once, not scored as a table of NaN
+                report["evaluation"] = mesh_metrics(fused.vertices, fused.triangles, GTViews.load(ws.gt))
+            except UserError as exc:
+                from recon3d.core.progress import note
+
+                note(f"warning: mesh not evaluated: {exc}")
+                report["evaluation_error"] = str(exc)
     ws.save_config(config, out)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
