@@ -79,17 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
             mod = importlib.import_module(f"recon3d.cli.{module}")
             add_arguments, run = mod.add_arguments, mod.run
             writes = getattr(mod, "workspace_written", None)
+            creates = getattr(mod, "CREATES_WORKSPACE", True)
             description = mod.__doc__ or help_text
         except ModuleNotFoundError as exc:
             if exc.name != f"recon3d.cli.{module}":
                 raise
             add_arguments, run = _placeholder(name)
-            writes = None
+            writes, creates = None, True
             description = help_text + " (not available yet)"
         p = sub.add_parser(name, help=help_text, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
-        p.set_defaults(func=run, workspace_written=writes)
+        p.set_defaults(func=run, workspace_written=writes, creates_workspace=creates)
     return parser
 
 
@@ -98,8 +99,8 @@ def _workspace_lock(args: argparse.Namespace, command_line: str) -> Iterator[Non
     """Hold the lock of the workspace the command writes (``workspace_written(args)`` of its module)."""
     writes = getattr(args, "workspace_written", None)
     root = writes(args) if writes is not None else None
-    if root is None:
-        yield
+    if root is None or (not getattr(args, "creates_workspace", True) and not os.path.isdir(root)):
+        yield  # nothing to lock: a command that needs an existing workspace says it is missing
         return
     from recon3d.core.workspace import Workspace
 

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+CREATES_WORKSPACE = False
+"""It reads an existing workspace: a missing one is reported, not created for the lock."""
+
+
 def workspace_written(args: argparse.Namespace) -> Path:
     """The workspace this command writes reports/eval.json into (the CLI holds its lock)."""
     return args.workspace

@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="output path (default: inside the workspace)")
 
 
+CREATES_WORKSPACE = False
+"""It reads an existing workspace: a missing one is reported, not created for the lock."""
+
+
 def workspace_written(args: argparse.Namespace) -> Path | None:
     """The workspace, when the export goes inside it (no -o); the CLI holds its lock."""
     return args.workspace if args.output is None else None

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help="where to render")
 
 
+CREATES_WORKSPACE = False
+"""It reads an existing workspace: a missing one is reported, not created for the lock."""
+
+
 def workspace_written(args: argparse.Namespace) -> Path | None:
     """The workspace, when the video goes into its reports/ (no -o); the CLI holds its lock."""
     return args.workspace if args.output is None else None

@@ -70,6 +70,10 @@ def _config(cls: type, args: argparse.Namespace, mode: str):
     return build_config(cls, getattr(args, DEST + "file"), flags, getattr(args, DEST + "set"))
 
 
+CREATES_WORKSPACE = False
+"""It reads an existing workspace: a missing one is reported, not created for the lock."""
+
+
 def workspace_written(args: argparse.Namespace) -> Path | None:
     """The workspace of `recon3d stereo WS` (the CLI holds its lock); None for pairs."""
     if len(args.inputs) == 1 and not args.inputs[0].is_file():

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_override_arguments(parser, example="sh_degree=2", saved="ws/splat/config.yaml or ws/nerf/config.yaml of an earlier run")
 
 
+CREATES_WORKSPACE = False
+"""It reads an existing workspace: a missing one is reported, not created for the lock."""
+
+
 def workspace_written(args: argparse.Namespace) -> Path:
     """The workspace this command writes (the CLI holds its lock, through --view too)."""
     return args.workspace
