@@ -154,3 +154,19 @@ def test_sigterm_stops_sfm_cleanly_then_two_runs_at_once_leave_one_loadable_work
                                 "wait for it to finish or stop it")
     assert len(read_model(ws / "sparse" / "0").images) == 10
     assert not (ws / LOCK_NAME).exists()
+
+
+def test_interrupts_wait_for_the_end_of_a_deferred_block():
+    """Training wraps each update in `interrupts_deferred`: a Ctrl-C arriving inside it is raised
+    only once the update is complete, so the state left behind can be checkpointed."""
+    import os
+    import signal
+
+    from recon3d.core.signals import interrupts_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(True)  # not cut short
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

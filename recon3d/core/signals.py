@@ -95,3 +95,37 @@ def sigterm_as_interrupt(after_import: tuple[str, ...] = ("pycolmap",)) -> Itera
         if hook is not None and hook in sys.meta_path:
             sys.meta_path.remove(hook)
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """For the block, Ctrl-C and SIGTERM wait until it ends and then act as they would have.
+
+    Training wraps each optimiser update in it, so an interrupt never leaves the parameters half
+    updated and the state it leaves can be saved as a checkpoint (exact resume). Main thread only
+    (elsewhere it does nothing).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def record(signum, frame):  # noqa: ARG001 - the signal module's signature
+        received.append(signum)
+
+    for s in previous:
+        signal.signal(s, record)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signum, handler = received[0], previous[received[0]]
+            if callable(handler):
+                handler(signum, None)  # e.g. KeyboardInterrupt, or Terminated
+            elif handler == signal.SIG_DFL:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.raise_signal(signum)

@@ -20,6 +20,7 @@ import numpy as np
 from recon3d.core.atomic import atomic_path, atomic_write_json
 from recon3d.core.config import validate
 from recon3d.core.errors import UserError
+from recon3d.core.signals import interrupts_deferred
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.nerf.config import NerfConfig
 
@@ -261,10 +262,11 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
                     out = model(origins, dirs, view, stratified=True, anneal=anneal, generator=gen)
                 losses = model.losses(out, target)
                 loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            done = completed = step + 1
+                with interrupts_deferred():  # Ctrl-C / SIGTERM wait for the update: a checkpoint stays exact
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    done = completed = step + 1
             to_monitor = monitor is not None and (done % config.monitor_every == 0 or done == config.steps)
             if to_monitor or done % 25 == 0 or done == config.steps:  # syncs the GPU: not every step
                 loss_value = float(loss.detach())

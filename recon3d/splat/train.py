@@ -18,6 +18,7 @@ import torch
 
 from recon3d.core.config import validate
 from recon3d.core.errors import UserError
+from recon3d.core.signals import interrupts_deferred
 from recon3d.core.workspace import StageResult, Workspace, finished_steps
 from recon3d.splat.config import SplatConfig
 from recon3d.splat.render import resolve_device
@@ -199,7 +200,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
           f"{device.type} ({backend} rasterizer), steps {start}..{config.steps}")
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
     pyramid: dict[tuple[int, int], tuple] = {}
-    done, updating = start, False
+    done = start
     try:
         for step in bar:
             i = view_order(step, len(train_views), config.seed)
@@ -215,15 +216,14 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
             img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad)
             before_backward(strategy, params, optimizers, state, step, info)
             loss = _loss(img[0], gt, params, config)
-            if loss.requires_grad:  # False only when no Gaussian is in view
-                updating = True
-                loss.backward()
-                for opt in optimizers.values():
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                after_backward(strategy, params, optimizers, state, step, info, lr)
-                updating = False
-            done = step + 1
+            with interrupts_deferred():  # Ctrl-C / SIGTERM wait for the update: the state stays consistent
+                if loss.requires_grad:  # False only when no Gaussian is in view
+                    loss.backward()
+                    for opt in optimizers.values():
+                        opt.step()
+                        opt.zero_grad(set_to_none=True)
+                    after_backward(strategy, params, optimizers, state, step, info, lr)
+                done = step + 1
             if done % config.log_every == 0 or done == config.steps:
                 now = time.perf_counter()
                 mse = float(((img[0].detach() - gt) ** 2).mean())
@@ -238,7 +238,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
             if done % config.checkpoint_every == 0 and done < config.steps:
                 ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
     except KeyboardInterrupt:
-        if not updating and done > start:  # a consistent state: keep it for the rerun
+        if done > start:  # a consistent state (updates are never cut in half): keep it for the rerun
             ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
         raise
     bar.close()
