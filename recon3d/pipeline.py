@@ -98,7 +98,8 @@ def train_stage(ws: Workspace, method: str, steps: int | None = None, device: st
 
 def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: Any = None, train: str = "auto",
         steps: int | None = None, train_device: str = "auto", overwrite: bool = False,
-        progress: Callable | None = None, on_summary: Callable[[str], None] | None = None) -> PipelineResult:
+        progress: Callable | None = None, on_summary: Callable[[str], None] | None = None,
+        cluster: Any = None) -> PipelineResult:
     """Reconstruct ``images`` (None: the default scene, rendered into the workspace) and train on the result.
 
     Args:
@@ -112,6 +113,7 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
             redone too.
         progress: tqdm-like wrapper for progress bars, or None.
         on_summary: called with each stage's summary as soon as the stage ends (e.g. ``print``).
+        cluster: a :class:`recon3d.core.cluster.ClusterOptions`: SfM's extraction and matching as Ray tasks.
     Returns:
         :class:`PipelineResult`. Errors a user can act on are :class:`~recon3d.core.errors.UserError`,
         among them another process writing the workspace (:meth:`Workspace.lock`).
@@ -133,7 +135,7 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         if images is None:
             result.stages["scene"] = scene_stage(ws, overwrite, progress)
             show(result.stages["scene"].summary)
-        sfm_result = run_sfm(ws, images, sfm, overwrite=overwrite, progress=progress)
+        sfm_result = run_sfm(ws, images, sfm, overwrite=overwrite, progress=progress, cluster=cluster)
         result.stages["sfm"] = sfm_result
         show((f"sfm: already done for these photos and options ({ws.model})\n" if sfm_result.skipped else "")
              + sfm_result.summary)

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.pipeline import run as run_pipeline
 
     config = config_from_args(args)  # check options before any work
+    from recon3d.core.cluster import cluster_from_args
+
     run_pipeline(args.images, args.output, sfm=config, train=args.train, steps=args.steps,
-                 train_device=args.train_device, overwrite=args.overwrite, progress=progress, on_summary=_show)
+                 train_device=args.train_device, overwrite=args.overwrite, progress=progress, on_summary=_show,
+                 cluster=cluster_from_args(args))
     return 0

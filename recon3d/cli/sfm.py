@@ -9,6 +9,8 @@
   recon3d sfm photos/ -o ws --peak-threshold 0.002 --max-features 32768   # low-texture objects
   recon3d sfm photos/ -o ws --set mapping.pycolmap_options.mapper.init_max_error=6   # any pycolmap option
   recon3d sfm photos/ -o ws2 --config ws/sparse/config.yaml   # repeat the run that made ws
+  recon3d sfm photos/ -o ws --cluster local --workers 8        # extraction and matching as Ray tasks
+  recon3d sfm photos/ -o ws --cluster head:6379                # ... on a Ray cluster (docs/scale.md)
 
 Writes ws/images/ (the photos, names kept), ws/database.db (features and matches),
 ws/sparse/0/{cameras,images,points3D}.bin + points.ply (the largest model; further models in
@@ -35,6 +37,9 @@ def add_sfm_options(parser: argparse.ArgumentParser) -> None:
 
     add_config_arguments(parser, SfmConfig, title="camera and shared settings",
                          example="mapping.min_num_matches=10", saved="the WS/sparse/config.yaml a run wrote")
+    from recon3d.core.cluster import add_cluster_arguments
+
+    add_cluster_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -65,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     ws = Workspace(args.output)
-    result = run_sfm(ws, args.images, config, overwrite=args.overwrite, progress=progress)
+    from recon3d.core.cluster import cluster_from_args
+
+    result = run_sfm(ws, args.images, config, overwrite=args.overwrite, progress=progress,
+                     cluster=cluster_from_args(args))
     if result.skipped:
         print(f"{ws.model}: already reconstructed from these photos with these options (use --overwrite to map again)")
     print(result.summary)

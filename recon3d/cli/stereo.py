@@ -4,6 +4,7 @@
   recon3d stereo left.png right.png --rectified -o out           # a rectified pair (disparity only)
   recon3d stereo left/ right/ --calib stereo.json -o out         # folders of pairs with matching names
   recon3d stereo ws --pairs auto                                  # SfM workspace: depth maps -> fused mesh
+  recon3d stereo ws --pairs auto --cluster local                  # ... one Ray task per pair's depth map
 
 A pair writes OUT/ (folders: OUT/<name>/): disparity.pfm (Middlebury PFM, inf = invalid),
 disparity.png, and with a calibration depth.npy (metres, NaN = invalid) and points.ply (left
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", choices=["auto"], default="auto",
                         help="workspaces: how pairs are chosen: auto = each image with a right-hand neighbour "
                         "of good baseline")
+    from recon3d.core.cluster import add_cluster_arguments
+
+    add_cluster_arguments(parser)
     add_config_arguments(parser, FusionConfig, title="workspace (SfM) mode", skip=("sgbm",),
                          example="sgbm.uniqueness=10",
                          saved="the OUT/config.yaml or ws/stereo/config.yaml a run wrote")
@@ -93,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no output folder; add -o OUT")
     from recon3d.stereo.pair import PairConfig, stereo_pairs
 
+    if getattr(args, "cluster", ""):
+        raise UserError("--cluster applies to a workspace (recon3d stereo WS --pairs auto), not to LEFT RIGHT pairs")
+
     config = _config(PairConfig, args, "pairs")
     left, right = args.inputs
     print(stereo_pairs(left, right, args.output, config, args.calib, args.rectified, args.overwrite, progress).summary)
@@ -116,5 +123,7 @@ def _run_workspace(args: argparse.Namespace) -> int:
     config = _config(FusionConfig, args, "workspace")
     # a workspace matches at config.scale: --downscale is for pairs
     config = dataclasses.replace(config, sgbm=dataclasses.replace(config.sgbm, downscale=1.0))
-    print(stereo_workspace(config, ws, args.overwrite, progress).summary)
+    from recon3d.core.cluster import cluster_from_args
+
+    print(stereo_workspace(config, ws, args.overwrite, progress, cluster=cluster_from_args(args)).summary)
     return 0

@@ -36,6 +36,7 @@ from recon3d.core.atomic import (
     remove_stale_temps,
     replace_dir,
 )
+from recon3d.core.cluster import connect, resolve
 from recon3d.core.config import to_dict, validate
 from recon3d.core.errors import UserError
 from recon3d.core.workspace import StageResult, Workspace, config_hash
@@ -111,7 +112,7 @@ def check_inputs(scan: ImageScan, folder: Path) -> None:
 
 # ------------------------------------------------------------------------------ the stages
 def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress,
-                    log: Callable[[str], None] = _stderr) -> dict:
+                    log: Callable[[str], None] = _stderr, session=None) -> dict:
     """Extract features into ``work.database``; reuse the database when it is still valid.
 
     A database made with other extraction options, with other photos under the same names, or
@@ -135,11 +136,16 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
             info = None
     merged = {**((info or {}).get("digests", {})), **digests}
     atomic_write_json(marker, {"key": key, "digests": merged})  # before extracting: a partial DB stays valid
+    if session is not None:
+        from recon3d.sfm.cluster import extract_on_cluster
+        return extract_on_cluster(session, work.database, work.images, images, config.extraction, camera=camera,
+                                  progress=progress, device=config.device, log=log)
     return extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
                    device=config.device, num_threads=config.num_threads)
 
 
-def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
+def _matches_stage(work: Workspace, config: SfmConfig, progress, session=None,
+                   log: Callable[[str], None] = _stderr) -> dict:
     """Match and verify pairs (already matched pairs are skipped; a changed config matches again)."""
     import pycolmap
 
@@ -156,6 +162,10 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
         finally:
             db.close()
     atomic_write_json(marker, {"key": key})
+    if session is not None:
+        from recon3d.sfm.cluster import match_on_cluster
+        return match_on_cluster(session, work.database, config.matching, progress=progress, device=config.device,
+                                seed=config.seed, num_threads=config.num_threads, log=log)
     return match(work.database, config.matching, progress=progress, device=config.device, seed=config.seed,
                  num_threads=config.num_threads)
 
@@ -329,7 +339,7 @@ def check_pycolmap_options(config: SfmConfig) -> None:
 
 def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
-            log: Callable[[str], None] = _stderr) -> SfmResult:
+            log: Callable[[str], None] = _stderr, cluster=None) -> SfmResult:
     """Structure from motion from a folder of photos into workspace ``ws``.
 
     Args:
@@ -339,6 +349,8 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
         overwrite: map again even when a finished result with the same photos and config exists.
         progress: tqdm-like wrapper for progress bars (``recon3d.core.progress.progress``), or None.
         log: where warnings go (one line each; default stderr). Nothing is printed to stdout.
+        cluster: :class:`recon3d.core.cluster.ClusterOptions`: extract and match as Ray tasks (:mod:`recon3d.sfm.cluster`;
+            default address ``$RECON3D_CLUSTER``); the report's ``cluster`` says where the work ran.
     Returns:
         :class:`SfmResult` (``skipped``, ``summary``, ``report``, ``reconstruction``). Raises
         :class:`UserError` (exit code 2 for bad input, 3 when the photos cannot be reconstructed)
@@ -351,7 +363,6 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     """
     from recon3d.io.cameras import load_camera
     from recon3d.sfm.images import scan_images
-    from recon3d.sfm.report import format_summary
 
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     config = validate(config or SfmConfig())
@@ -376,6 +387,20 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     digests = {im.name: im.digest for im in scan.images}
     key = {"config": to_dict(config), "digests": digests, "camera": camera.to_json() if camera else None}
     outputs = {"model": ws.model, "report": ws.reports / "sfm.json", "config": ws.sparse / "config.yaml"}
+    options = resolve(cluster)
+    session = connect(options, log) if options is not None else None  # a bad address fails before any output
+    try:
+        return _run_stage(ws, src, scan, config, camera, key, digests, outputs, overwrite, progress, log, timings,
+                          t_start, session)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _run_stage(ws: Workspace, src: Path, scan: ImageScan, config: SfmConfig, camera, key: dict, digests: dict,
+               outputs: dict, overwrite: bool, progress, log: Callable[[str], None], timings: dict, t_start: float,
+               session) -> SfmResult:
+    from recon3d.sfm.report import format_summary
 
     def finished(_recorded: dict[str, Path]) -> bool:
         return outputs["report"].is_file() and model_loads(ws.model)
@@ -385,7 +410,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     staged = not same_set and (ws.images.exists() or ws.has_model())
     work = Workspace(ws.root / STAGING) if staged else ws
     # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
-    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings) if staged else None
+    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, session) if staged else None
     with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
         if run.skipped:
             if staged:
@@ -393,16 +418,16 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
             report = _read_json(outputs["report"]) or {}
             return SfmResult(outputs, skipped=True, summary=format_summary(report, ws), data=report)
         if built is None:
-            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings)
+            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, session)
         if staged:
             _promote(work, ws)
-        report = _report(ws, scan, config, built, timings, t_start)
+        report = _report(ws, scan, config, built, timings, t_start, session)
         run.outputs = outputs
     return SfmResult(outputs, skipped=False, summary=format_summary(report, ws), data=report)
 
 
 def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, config: SfmConfig, camera, progress,
-           log: Callable[[str], None], timings: dict[str, float]) -> dict:
+           log: Callable[[str], None], timings: dict[str, float], session=None) -> dict:
     """Photos, features, matches, mapping and ``sparse/`` in ``work`` (``ws``, or its staging folder)."""
     from recon3d.sfm.match import pair_stats
 
@@ -419,10 +444,10 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 
             ingest_images(scan.images, work.images)
         t = time.perf_counter()
-        feat = _features_stage(work, scan.images, config, camera, progress, log)
+        feat = _features_stage(work, scan.images, config, camera, progress, log, session)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
-        matches = _matches_stage(work, config, progress)
+        matches = _matches_stage(work, config, progress, session, log)
         timings["matching"] = time.perf_counter() - t
         stats = pair_stats(work.database)
         t = time.perf_counter()
@@ -440,7 +465,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 
 
 def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timings: dict[str, float],
-            t_start: float) -> dict:
+            t_start: float, session=None) -> dict:
     """Write ``reports/sfm.{json,md}`` and the plots; returns the report."""
     from recon3d.sfm.report import build_report, write_report
 
@@ -455,6 +480,8 @@ def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timi
     report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
                           unregistered, timings)
     report["notes"] = built["notes"]
+    if session is not None:
+        report["cluster"] = session.summary()
     write_report(ws, report, models, built["stats"])
     return report
 

@@ -135,6 +135,10 @@ def format_summary(report: dict, ws: Workspace) -> str:
                      + ("; see the report for the rest" if len(un) > 1 else "") + ")")
     else:
         lines.append("  unregistered: none" + (f" ({len(skipped)} file(s) skipped as unreadable or duplicate)" if skipped else ""))
+    if report.get("cluster"):
+        from recon3d.core.cluster import summary_line
+
+        lines.append("  " + summary_line(report["cluster"]))
     lines.append(f"  report: {ws.reports / 'sfm.md'} (plots beside it); {report['timings_s'].get('total', 0):.1f} s")
     return "\n".join(lines)
 

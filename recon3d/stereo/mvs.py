@@ -43,7 +43,7 @@ from recon3d.stereo.sfm_pairs import PairChoice, disparity_range, pair_rig, sele
 STAGE = "stereo"
 
 
-def _rectified_depth(ws: Workspace, model, pair: PairChoice,
+def rectified_depth(ws: Workspace, model, pair: PairChoice,
                      config: FusionConfig) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Depth of one pair at ``config.scale``: (info, depth, disparity, RGB image)."""
     rig = pair_rig(model, pair)
@@ -90,7 +90,8 @@ def auto_voxel_size(frames: list[DepthFrame]) -> float:
     return 1.5 * med / focal
 
 
-def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = False, progress=None) -> StageResult:
+def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = False, progress=None,
+                     cluster=None) -> StageResult:
     """The stage: depth maps of auto-selected pairs, consistency filter, TSDF fusion, report.
 
     Args:
@@ -98,21 +99,35 @@ def stereo_workspace(config: FusionConfig, ws: Workspace, overwrite: bool = Fals
         ws: a workspace with ``sparse/0`` and ``images/``.
         overwrite: recompute everything even if finished.
         progress: optional ``tqdm``-like wrapper.
+        cluster: optional :class:`recon3d.core.cluster.ClusterOptions`: one Ray task per pair's depth map
+            (the workers read ``WS/images`` from the same path; the model goes through the object store); fusion stays here.
     Returns:
         :class:`StageResult` with outputs ``mesh``, ``points`` and ``report``; its ``data`` is the
         report (the content of ``WS/stereo/report.json``).
     """
     validate(config)
     ws.require_model()
-    out = ws.stereo
     if not 0 < config.scale <= 1:
         raise UserError(f"scale {config.scale}: give a factor in (0, 1], e.g. 0.5")
+    from recon3d.core.cluster import connect, resolve
+
+    options = resolve(cluster)
+    session = connect(options) if options is not None else None  # a bad address fails before any output
+    try:
+        return _stage(config, ws, overwrite, progress, session)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _stage(config: FusionConfig, ws: Workspace, overwrite: bool, progress, session) -> StageResult:
+    out = ws.stereo
     with ws.stage(STAGE, config, overwrite, check=lambda _: (out / "report.json").is_file()) as run:
         if run.skipped:
             report = json.loads((out / "report.json").read_text())
             return StageResult(run.previous_outputs, skipped=True, summary=format_summary(report, ws, skipped=True),
                                data=report)
-        report = _fuse(config, ws, overwrite, progress)
+        report = _fuse(config, ws, overwrite, progress, session)
         run.outputs = {"mesh": out / "mesh.ply", "points": out / "fused.ply", "report": out / "report.json"}
     return StageResult(run.outputs, skipped=False, summary=format_summary(report, ws), data=report)
 
@@ -138,7 +153,7 @@ def format_summary(report: dict, ws: Workspace, skipped: bool = False) -> str:
     return summary(title, rows)
 
 
-def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dict:
+def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress, session=None) -> dict:
     """Depth of every pair (resuming finished pairs), consistency filter, fusion, reports; returns the report."""
     out = ws.stereo
     model = read_model(ws.model)
@@ -150,24 +165,39 @@ def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dic
     key = config_hash({"sgbm": config.sgbm, "scale": config.scale})  # what a pair's depth depends on
     t0 = time.perf_counter()
     frames, infos = [], []
-    it = progress(pairs, desc="stereo pairs", unit="pair") if progress else pairs
-    for pair in it:
+
+    def resumable(pair: PairChoice) -> dict | None:
         stem = Path(pair.left_name).stem
-        info_path, depth_path = out / "pairs" / f"{stem}.json", out / "depth" / f"{stem}.npy"
+        info_path = out / "pairs" / f"{stem}.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() and not overwrite else None
         poses = [model.images[i].cam_from_world.tolist() for i in (pair.left_id, pair.right_id)]
         if info is not None and info.get("config_hash") == key and info.get("right") == pair.right_name \
-                and np.allclose(info.get("model_poses", 0), poses) and depth_path.is_file():
+                and np.allclose(info.get("model_poses", 0), poses) and (out / "depth" / f"{stem}.npy").is_file():
+            return info
+        return None
+
+    computed = None
+    if session is not None:
+        computed = _depth_on_cluster(session, ws, model, [p for p in pairs if resumable(p) is None], config)
+    it = progress(pairs, desc="stereo pairs", unit="pair") if progress else pairs
+    for pair in it:
+        stem = Path(pair.left_name).stem
+        depth_path = out / "depth" / f"{stem}.npy"
+        info = resumable(pair)
+        poses = [model.images[i].cam_from_world.tolist() for i in (pair.left_id, pair.right_id)]
+        if info is not None:
             depth = np.load(depth_path)
             rgb = _rectified_rgb(ws, model, pair, info)
             frames.append(DepthFrame(depth, np.array(info["K"]), np.array(info["cam_from_world"]), rgb))
             infos.append(info)
             continue
-        info, depth, disp, rgb = _rectified_depth(ws, model, pair, config)
+        if computed is not None and pair.left_name not in computed:
+            continue  # failed twice on the cluster (warned)
+        info, depth, disp, rgb = computed.pop(pair.left_name) if computed else rectified_depth(ws, model, pair, config)
         info["config_hash"], info["model_poses"] = key, poses
         atomic_write_bytes(out / "disparity" / f"{stem}.png", cv2.imencode(".png", colorize_disparity(disp))[1].tobytes())
         atomic_write_bytes(depth_path, _npy_bytes(depth))
-        atomic_write_json(info_path, info)  # written last: the pair's checkpoint
+        atomic_write_json(out / "pairs" / f"{stem}.json", info)  # written last: the pair's checkpoint
         frames.append(DepthFrame(depth, np.array(info["K"]), np.array(info["cam_from_world"]), rgb))
         infos.append(info)
     depth_seconds = time.perf_counter() - t0
@@ -193,7 +223,7 @@ def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dic
     atomic_write_bytes(out / "mesh.ply", mesh_ply_bytes(fused.vertices, fused.triangles, fused.vertex_colors))
     fuse_seconds = time.perf_counter() - t1
 
-    report = {"pairs": len(pairs), "scale": config.scale, "voxel_size": voxel, "depth_max": depth_max,
+    report = {"pairs": len(infos), "scale": config.scale, "voxel_size": voxel, "depth_max": depth_max,
               "mesh_vertices": int(len(fused.vertices)), "mesh_triangles": int(len(fused.triangles)),
               "depth_seconds": depth_seconds, "fusion_seconds": fuse_seconds,
               "mean_density": float(np.mean([i["density"] for i in infos])),
@@ -210,6 +240,8 @@ def _fuse(config: FusionConfig, ws: Workspace, overwrite: bool, progress) -> dic
 
                 note(f"warning: mesh not evaluated: {exc}")
                 report["evaluation_error"] = str(exc)
+    if session is not None:
+        report["cluster"] = session.summary()
     ws.save_config(config, out)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
@@ -256,3 +288,37 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {p['left']} | {p['right']} | {p['baseline_ratio']:.3f} | {p['angle_deg']:.1f}° | "
                      f"{100 * p['density']:.1f} % |")
     return "\n".join(lines) + "\n"
+
+
+def pair_depth_task(root: str, model, pair: PairChoice, config: FusionConfig) -> dict:
+    """Ray task: :func:`rectified_depth` of one pair of the workspace at ``root`` (images read there)."""
+    from recon3d.core.cluster import node_id
+
+    t0 = time.perf_counter()
+    result = rectified_depth(Workspace(Path(root)), model, pair, config)
+    return {"node": node_id(), "seconds": time.perf_counter() - t0, "result": result}
+
+
+def _depth_on_cluster(session, ws: Workspace, model, pairs: list[PairChoice], config: FusionConfig) -> dict:
+    """Depth of ``pairs`` as one Ray task each: left name -> :func:`rectified_depth`'s tuple (pairs that
+    failed twice are left out, with a warning)."""
+    import ray
+
+    from recon3d.core.cluster import Job, run_jobs
+    from recon3d.core.progress import note
+
+    model_ref = ray.put(model) if pairs else None
+    task = ray.remote(num_cpus=1, max_retries=0)(pair_depth_task)
+    done: dict = {}
+
+    def on_result(job: Job, out: dict) -> list:
+        done[job.items[0].left_name] = out["result"]
+        return []
+
+    def on_give_up(pair: PairChoice, reason: str) -> None:
+        note(f"warning: skipping the stereo pair {pair.left_name} / {pair.right_name}: its depth failed twice on "
+             f"the cluster ({reason})")
+
+    run_jobs(session, "depth", [Job([p]) for p in pairs], lambda job: task.remote(str(ws.root), model_ref,
+             job.items[0], config), on_result, on_give_up)
+    return done

@@ -1,0 +1,224 @@
+"""SfM through a real two-node Ray cluster on this machine (``recon3d sfm --cluster ADDRESS``).
+
+One cluster for the module (a head and one more node, one CPU each, ``ray.cluster_utils.Cluster``),
+twelve views of the orbit scene. The cluster run must equal the single-machine run (features,
+verified pairs, registered photos, poses); workers killed by pid during extraction and matching
+and a driver killed during matching must not change the result; bad addresses and bad nodes are
+one line and exit 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recon3d.cli import main
+from recon3d.core.cluster import ClusterOptions
+from recon3d.core.workspace import Workspace
+from recon3d.sfm.config import SfmConfig
+from recon3d.sfm.match import pair_stats
+from recon3d.sfm.pipeline import run_sfm
+
+REPO = Path(__file__).resolve().parents[1]
+VIEWS = [f"view_{i:03d}.png" for i in range(12)]  # neighbours 15 degrees apart
+FLAGS = ["--max-features", "2048"]
+
+
+def _config() -> SfmConfig:
+    config = SfmConfig()
+    config.extraction.max_num_features = 2048
+    return config
+
+
+@pytest.fixture(scope="module")
+def photos(orbit_scene, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cluster") / "photos"
+    out.mkdir()
+    for name in VIEWS:
+        shutil.copy(orbit_scene / "images" / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head node and one more node on this machine, one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 << 20,
+                                                            "include_dashboard": False})
+    cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single(photos, tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("single") / "ws")
+    return ws, run_sfm(ws, photos, _config()).report
+
+
+@pytest.fixture(scope="module")
+def clustered(photos, ray_cluster, tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("clustered") / "ws")
+    return ws, run_sfm(ws, photos, _config(), cluster=ClusterOptions(ray_cluster.address)).report
+
+
+def _same_database(a: Path, b: Path) -> None:
+    sa, sb = pair_stats(a), pair_stats(b)
+    assert sa.names == sb.names
+    np.testing.assert_array_equal(sa.keypoints, sb.keypoints)
+    np.testing.assert_array_equal(sa.matches, sb.matches)
+    np.testing.assert_array_equal(sa.inliers, sb.inliers)
+
+
+def _rotations(ws: Workspace) -> dict[str, np.ndarray]:
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(ws.model))
+    return {im.name: im.cam_from_world().rotation.matrix() for im in rec.images.values() if im.has_pose}
+
+
+def test_cluster_run_equals_single_machine(single, clustered):
+    (ws1, rep1), (ws2, rep2) = single, clustered
+    _same_database(ws1.database, ws2.database)
+    r1, r2 = _rotations(ws1), _rotations(ws2)
+    assert sorted(r1) == sorted(r2) and len(r1) >= 8
+    ref = sorted(r1)[0]
+    worst = 0.0
+    for name in r1:  # relative rotations: free of the models' gauge
+        d = (r1[name] @ r1[ref].T) @ (r2[name] @ r2[ref].T).T
+        worst = max(worst, float(np.degrees(np.arccos(np.clip((np.trace(d) - 1) / 2, -1, 1)))))
+    assert worst < 0.005
+    info = rep2["cluster"]
+    assert info["nodes_used"] == 2 and len(info["nodes"]) == 2
+    assert all(n["tasks"].get("extract", 0) + n["tasks"].get("match", 0) > 0 for n in info["nodes"])
+    assert info["retries"] == 0 and "cluster" not in rep1
+    saved = json.loads((ws2.reports / "sfm.json").read_text())
+    assert saved["cluster"]["nodes_used"] == 2
+
+
+def _ray_workers(cluster, title: str) -> list[int]:
+    """Pids of this cluster's worker processes now running a task ``title`` (their process title)."""
+    session = Path(cluster.head_node.get_session_dir_path()).name
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not cmd.startswith(f"ray::{title}"):
+                continue
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if session in parent:
+            out.append(int(proc.name))
+    return out
+
+
+def _driver(photos: Path, ws: Path, address: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "recon3d", "sfm", str(photos), "-o", str(ws), *FLAGS,
+                             "--cluster", address], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()[1][-2000:]}"
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_workers_are_retried(photos, ray_cluster, single, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    proc = _driver(photos, ws.root, ray_cluster.address)
+    try:
+        for title in ("extract_shard", "match_block"):
+            pid = _wait_for(lambda: _ray_workers(ray_cluster, title), proc, f"a {title} task")[0]
+            os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    report = json.loads((ws.reports / "sfm.json").read_text())
+    assert report["cluster"]["retries"] >= 2 and report["cluster"]["failures"] == []
+    assert report["features"]["skipped"] == [] and report["matching"]["skipped_pairs"] == []
+    _same_database(single[0].database, ws.database)
+    assert sorted(_rotations(ws)) == sorted(_rotations(single[0]))
+
+
+def _matched_pairs(database: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=0.1)
+        try:
+            return con.execute("SELECT count(*) FROM matches").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_driver_resumes_from_finished_blocks(photos, ray_cluster, single, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    proc = _driver(photos, ws.root, ray_cluster.address)
+    try:
+        _wait_for(lambda: _matched_pairs(ws.database) > 0, proc, "the first matched block")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    done = _matched_pairs(ws.database)
+    total = len(VIEWS) * (len(VIEWS) - 1) // 2
+    assert 0 < done < total
+    report = run_sfm(ws, photos, _config(), cluster=ClusterOptions(ray_cluster.address)).report
+    assert report["features"]["reused"] == len(VIEWS) and report["features"]["extracted"] == 0
+    assert report["matching"]["reused_pairs"] == done
+    _same_database(single[0].database, ws.database)
+
+
+def _fake_recon3d(root: Path, body: str) -> Path:
+    (root / "recon3d").mkdir(parents=True)
+    (root / "recon3d" / "__init__.py").write_text(body)
+    return root
+
+
+@pytest.mark.parametrize("case", ["unreachable", "not_an_address", "old_recon3d", "no_recon3d"])
+def test_bad_cluster_is_one_line_before_any_output(case, photos, ray_cluster, tmp_path, capsys):
+    node = None
+    address = {"unreachable": "127.0.0.1:9", "not_an_address": "somewhere"}.get(case, ray_cluster.address)
+    if case in ("old_recon3d", "no_recon3d"):  # one more node whose workers see another recon3d, or none
+        body = (f"__version__ = '0.0.1'\n__path__.append({str(REPO / 'recon3d')!r})\n" if case == "old_recon3d"
+                else "raise ModuleNotFoundError(\"No module named 'recon3d'\", name='recon3d')\n")
+        fake = _fake_recon3d(tmp_path / "fake", body)
+        node = ray_cluster.add_node(num_cpus=1, object_store_memory=80 << 20,
+                                    env_vars={"PYTHONPATH": str(fake)})
+        ray_cluster.wait_for_nodes()
+    try:
+        rc = main(["sfm", str(photos), "-o", str(tmp_path / "ws"), *FLAGS, "--cluster", address])
+    finally:
+        if node is not None:
+            ray_cluster.remove_node(node)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    lines = [ln for ln in err if "error" in ln]
+    assert len(lines) == 1 and "Traceback" not in "\n".join(err), err
+    expect = {"unreachable": "cannot reach", "not_an_address": "not an address", "old_recon3d": "0.0.1",
+              "no_recon3d": "cannot import recon3d"}[case]
+    assert expect in lines[0]
+    assert not (tmp_path / "ws").exists()
