@@ -192,9 +192,40 @@ def test_killed_driver_resumes_from_finished_blocks(photos, ray_cluster, single,
     _same_database(single[0].database, ws.database)
 
 
-def _fake_recon3d(root: Path, body: str) -> Path:
-    (root / "recon3d").mkdir(parents=True)
-    (root / "recon3d" / "__init__.py").write_text(body)
+HOOK = """
+import importlib.abc, importlib.util, sys
+
+
+class _Recon3dHook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "recon3d":
+            return None
+        if MISSING:
+            raise ModuleNotFoundError("No module named 'recon3d'", name="recon3d")
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec("recon3d")
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.__version__ = "0.0.1"
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Recon3dHook())
+"""
+"""sitecustomize.py of a node whose workers have no recon3d (MISSING) or version 0.0.1 (the driver's
+folder is on the workers' sys.path, so shadowing the package by PYTHONPATH is not enough)."""
+
+
+def _node_without_recon3d(root: Path, missing: bool) -> Path:
+    root.mkdir(parents=True)
+    (root / "sitecustomize.py").write_text(f"MISSING = {missing}\n" + HOOK)
     return root
 
 
@@ -203,9 +234,7 @@ def test_bad_cluster_is_one_line_before_any_output(case, photos, ray_cluster, tm
     node = None
     address = {"unreachable": "127.0.0.1:9", "not_an_address": "somewhere"}.get(case, ray_cluster.address)
     if case in ("old_recon3d", "no_recon3d"):  # one more node whose workers see another recon3d, or none
-        body = (f"__version__ = '0.0.1'\n__path__.append({str(REPO / 'recon3d')!r})\n" if case == "old_recon3d"
-                else "raise ModuleNotFoundError(\"No module named 'recon3d'\", name='recon3d')\n")
-        fake = _fake_recon3d(tmp_path / "fake", body)
+        fake = _node_without_recon3d(tmp_path / "site", missing=case == "no_recon3d")
         node = ray_cluster.add_node(num_cpus=1, object_store_memory=80 << 20,
                                     env_vars={"PYTHONPATH": str(fake)})
         ray_cluster.wait_for_nodes()
