@@ -71,7 +71,8 @@ def single(photos, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clustered(photos, ray_cluster, tmp_path_factory):
     ws = Workspace(tmp_path_factory.mktemp("clustered") / "ws")
-    return ws, run_sfm(ws, photos, _config(), cluster=ClusterOptions(ray_cluster.address)).report
+    # photos shipped through the object store here; the CLI runs below read them from the shared path
+    return ws, run_sfm(ws, photos, _config(), cluster=ClusterOptions(ray_cluster.address, ship_images=True)).report
 
 
 def _same_database(a: Path, b: Path) -> None:
@@ -103,7 +104,7 @@ def test_cluster_run_equals_single_machine(single, clustered):
     info = rep2["cluster"]
     assert info["nodes_used"] == 2 and len(info["nodes"]) == 2
     assert all(n["tasks"].get("extract", 0) + n["tasks"].get("match", 0) > 0 for n in info["nodes"])
-    assert info["retries"] == 0 and "cluster" not in rep1
+    assert info["retries"] == 0 and info["ship_images"] and "cluster" not in rep1
     saved = json.loads((ws2.reports / "sfm.json").read_text())
     assert saved["cluster"]["nodes_used"] == 2
 
@@ -251,3 +252,18 @@ def test_bad_cluster_is_one_line_before_any_output(case, photos, ray_cluster, tm
               "no_recon3d": "cannot import recon3d"}[case]
     assert expect in lines[0]
     assert not (tmp_path / "ws").exists()
+
+
+def test_stereo_depth_maps_on_the_cluster(orbit_ws, ray_cluster, tmp_path, capsys):
+    """`recon3d stereo WS --pairs auto --cluster ADDRESS`: one task per pair, the same depth maps as here."""
+    flags = ["--pairs", "auto", "--max-pairs", "6", "--scale", "0.25", "--voxel-size", "0.06"]
+    other = Workspace(tmp_path / "other")
+    shutil.copytree(orbit_ws.root, other.root)
+    assert main(["stereo", str(orbit_ws.root), *flags]) == 0
+    assert main(["stereo", str(other.root), *flags, "--cluster", ray_cluster.address]) == 0
+    report = json.loads((other.stereo / "report.json").read_text())
+    assert sum(n["tasks"].get("depth", 0) for n in report["cluster"]["nodes"]) == report["pairs"] == 6
+    assert report["cluster"]["nodes_used"] == 2
+    for path in sorted((orbit_ws.stereo / "depth").glob("*.npy")):
+        np.testing.assert_array_equal(np.load(path), np.load(other.stereo / "depth" / path.name))
+    assert len(list((other.stereo / "depth").glob("*.npy"))) == 6
