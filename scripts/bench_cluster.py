@@ -95,6 +95,7 @@ def run_one(label: str, images: Path, work: Path, workers: int | None) -> dict:
         row["match_s"], row["match_cpu_s"] = time.perf_counter() - t, time.process_time() - c
         if session is not None:
             row["task_s"] = dict(session.task_s)
+            row["task_cpu_s"] = dict(session.task_cpu_s)
             row["tasks"] = session.summary()["nodes"][0]["tasks"]
     finally:
         if session is not None:
@@ -132,8 +133,9 @@ def main() -> int:
             for r in runs:
                 n, p = r["images"], r["pairs"]
                 rows.append([label, r["run"], f"{n / r['extract_s']:.2f}", f"{p / r['match_s']:.2f}",
-                             f"{r.get('task_s', {}).get('extract', r['extract_cpu_s']) / n:.2f}",
-                             f"{r.get('task_s', {}).get('match', r['match_cpu_s']) / max(p, 1):.3f}",
+                             f"{r.get('task_cpu_s', {}).get('extract', r['extract_cpu_s']) / n:.2f}",
+                             f"{r.get('task_cpu_s', {}).get('match', r['match_cpu_s']) / max(p, 1):.3f}",
+                             f"{r['extract_cpu_s'] / n:.3f} / {r['match_cpu_s'] / max(p, 1):.4f}" if "overhead" in r else "-",
                              f"{r['keypoints'] / n:.0f}", f"{r['keypoints'] * 152 / n / 1e6:.2f}",
                              f"{r['db_bytes'] / 1e6:.1f}",
                              f"{r['overhead']['round_trip_ms']:.1f} / {r['overhead']['batched_ms']:.1f}" if "overhead" in r else "-",
@@ -146,11 +148,14 @@ def main() -> int:
               f"(load {' '.join(f'{x:.2f}' for x in load0)} before, {' '.join(f'{x:.2f}' for x in load1)} after: "
               "the machine was shared, so rates are lower bounds). SIFT at most 1600 px and 8192 features, "
               "exhaustive matching, CPU. Single process: pycolmap's own threads on every core. Ray: a local "
-              "instance with N worker processes, one pycolmap thread each. Task s/img and s/pair: seconds "
-              "inside the tasks (the single-process row: the process's CPU s). Features: 6 float32 keypoint "
+              "instance with N worker processes, one pycolmap thread each. CPU s/img and s/pair: CPU seconds "
+              "of the tasks' worker processes (single process: the process's own, all threads). Driver: CPU "
+              "seconds of the recon3d process itself per photo and per pair (reading, sending, writing the "
+              "database). Features: 6 float32 keypoint "
               "values + 128 uint8 descriptor bytes = 152 B each. Overhead: milliseconds per no-op Ray task, "
               "one at a time / all at once.", ""]
-    lines += md_table(["photos", "run", "extract img/s", "match pairs/s", "s/img", "s/pair", "features/img",
+    lines += md_table(["photos", "run", "extract img/s", "match pairs/s", "CPU s/img", "CPU s/pair",
+                       "driver CPU s/img / s/pair", "features/img",
                        "MB features/img", "DB MB", "Ray overhead ms", "same DB"], rows)
     write_report(args.out / "cluster.md", lines, data)
     return 0

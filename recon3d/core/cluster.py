@@ -126,15 +126,18 @@ class ClusterSession:
     """One line per failed task (what, why)."""
     task_s: dict[str, float] = field(default_factory=dict)
     """kind -> seconds the workers spent in tasks of that kind."""
+    task_cpu_s: dict[str, float] = field(default_factory=dict)
+    """kind -> CPU seconds of those tasks (their worker process)."""
 
     @property
     def cpus(self) -> int:
         return max(1, int(sum(n["cpus"] for n in self.nodes.values())))
 
-    def record(self, kind: str, node: str, seconds: float = 0.0) -> None:
+    def record(self, kind: str, node: str, seconds: float = 0.0, cpu_s: float = 0.0) -> None:
         per = self.tasks.setdefault(node, {})
         per[kind] = per.get(kind, 0) + 1
         self.task_s[kind] = self.task_s.get(kind, 0.0) + seconds
+        self.task_cpu_s[kind] = self.task_cpu_s.get(kind, 0.0) + cpu_s
 
     def summary(self) -> dict:
         """Where the work ran: ``{"address", "nodes": [{"node", "ip", "cpus", "tasks": {kind: n}}], "retries", ...}``."""
@@ -142,7 +145,8 @@ class ClusterSession:
                  for nid, info in self.nodes.items()]
         return {"address": self.address, "nodes": nodes, "nodes_used": sum(1 for n in nodes if n["tasks"]),
                 "retries": self.retries, "failures": list(self.failures), "ship_images": self.ship_images,
-                "task_s": {k: round(v, 3) for k, v in self.task_s.items()}}
+                "task_s": {k: round(v, 3) for k, v in self.task_s.items()},
+                "task_cpu_s": {k: round(v, 3) for k, v in self.task_cpu_s.items()}}
 
     def close(self) -> None:
         import ray
@@ -298,7 +302,7 @@ def run_jobs(session: ClusterSession, kind: str, jobs: list[Job], submit: Callab
                 reason = (type(e).__name__ + (f": {lines[-1][:200]}" if lines else ""))
                 again(job, job.items, reason)
                 continue
-            session.record(kind, out.get("node", "?"), out.get("seconds", 0.0))
+            session.record(kind, out.get("node", "?"), out.get("seconds", 0.0), out.get("cpu_s", 0.0))
             failed = on_result(job, out)
             for item, reason in failed or []:
                 again(job, [item], reason)

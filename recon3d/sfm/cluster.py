@@ -53,8 +53,8 @@ def sift_of_bitmap(extractor, bitmap, max_image_size: int) -> tuple[np.ndarray, 
     """
     width, height = bitmap.width, bitmap.height
     if 0 < max_image_size < max(width, height):
-        scale = max_image_size / max(width, height)
-        bitmap.rescale(int(width * scale), int(height * scale))
+        scale = max_image_size / max(width, height)  # COLMAP rounds to the nearest pixel, halves up
+        bitmap.rescale(int(np.floor(width * scale + 0.5)), int(np.floor(height * scale + 0.5)))
     keypoints, descriptors = extractor.extract(bitmap)
     if (bitmap.width, bitmap.height) != (width, height):
         sx, sy = width / bitmap.width, height / bitmap.height
@@ -205,7 +205,7 @@ def match_block(skeleton: bytes, pairs: list[tuple[int, int]], feature_refs: dic
 
     from recon3d.sfm.match import matching_options
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     quiet_glog()
     if seed >= 0:
         pycolmap.set_random_seed(seed)
@@ -239,7 +239,8 @@ def match_block(skeleton: bytes, pairs: list[tuple[int, int]], feature_refs: dic
                 out.append((a, b, m, tvg))
         finally:
             db.close()
-    return {"node": node_id(), "pid": os.getpid(), "seconds": time.perf_counter() - t0, "pairs": out, "failed": []}
+    return {"node": node_id(), "pid": os.getpid(), "seconds": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0, "pairs": out, "failed": []}
 
 
 def match_on_cluster(session: ClusterSession, database: Path, config: MatchingConfig, progress: Callable | None = None,

@@ -294,9 +294,9 @@ def pair_depth_task(root: str, model, pair: PairChoice, config: FusionConfig) ->
     """Ray task: :func:`rectified_depth` of one pair of the workspace at ``root`` (images read there)."""
     from recon3d.core.cluster import node_id
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = rectified_depth(Workspace(Path(root)), model, pair, config)
-    return {"node": node_id(), "seconds": time.perf_counter() - t0, "result": result}
+    return {"node": node_id(), "seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "result": result}
 
 
 def _depth_on_cluster(session, ws: Workspace, model, pairs: list[PairChoice], config: FusionConfig) -> dict:
