@@ -83,6 +83,36 @@ def _same_database(a: Path, b: Path) -> None:
     np.testing.assert_array_equal(sa.inliers, sb.inliers)
 
 
+def test_sift_of_a_downscaled_photo_equals_pycolmap_extraction(orbit_scene, tmp_path):
+    """The workers' SIFT (a Bitmap downscaled as COLMAP does, keypoints scaled back) gives pycolmap's own
+    features bit for bit; 640x480 at most 333 px is 333x250 (249.75 rounded, not truncated)."""
+    import pycolmap
+
+    from recon3d.sfm.cluster import sift_of_bitmap
+    from recon3d.sfm.extract import extraction_options
+
+    config = _config().extraction
+    config.max_image_size = 333
+    ext = extraction_options(config, num_threads=1)
+    db_path, names = tmp_path / "database.db", VIEWS[:2]
+    pycolmap.Database.open(db_path).close()
+    reader = pycolmap.ImageReaderOptions()
+    pycolmap.import_images(db_path, orbit_scene / "images", pycolmap.CameraMode.SINGLE, names, reader)
+    pycolmap.extract_features(db_path, orbit_scene / "images", names, pycolmap.CameraMode.SINGLE, reader, ext,
+                              pycolmap.Device.cpu)
+    extractor = pycolmap.FeatureExtractor.create(ext, pycolmap.Device.cpu)
+    db = pycolmap.Database.open(db_path)
+    try:
+        for im in db.read_all_images():
+            bitmap = pycolmap.Bitmap.read(str(orbit_scene / "images" / im.name), False)
+            kp, desc = sift_of_bitmap(extractor, bitmap, ext.eff_max_image_size())
+            assert (bitmap.width, bitmap.height) == (333, 250)
+            np.testing.assert_array_equal(kp, db.read_keypoints(im.image_id))
+            np.testing.assert_array_equal(desc.data, db.read_descriptors(im.image_id).data)
+    finally:
+        db.close()
+
+
 def _rotations(ws: Workspace) -> dict[str, np.ndarray]:
     import pycolmap
 
