@@ -127,6 +127,11 @@ def extract_on_cluster(session: ClusterSession, database: Path, image_dir: Path,
             reader.camera_params = ",".join(f"{p:.12g}" for p in params)
         pycolmap.import_images(database, image_dir, mode, [im.name for im in group], reader)
     names = [im.name for im in todo]
+    db = pycolmap.Database.open(database)
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+    finally:
+        db.close()
     size = shard_size or max(1, min(8, -(-len(names) // (2 * session.cpus))))
     jobs = [Job(chunk) for chunk in (split_chunks(names, -(-len(names) // size)) if names else [])]
     wrap = progress or (lambda it, **kw: it)
@@ -143,7 +148,6 @@ def extract_on_cluster(session: ClusterSession, database: Path, image_dir: Path,
     def on_result(job: Job, out: dict) -> list:
         db = pycolmap.Database.open(database)
         try:
-            ids = {im.name: im.image_id for im in db.read_all_images()}
             with pycolmap.DatabaseTransaction(db):  # one shard, one transaction: all of it or none
                 for name, kp, desc in out["features"]:
                     db.write_descriptors(ids[name], desc)
