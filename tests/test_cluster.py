@@ -297,3 +297,33 @@ def test_stereo_depth_maps_on_the_cluster(orbit_ws, ray_cluster, tmp_path, capsy
     for path in sorted((orbit_ws.stereo / "depth").glob("*.npy")):
         np.testing.assert_array_equal(np.load(path), np.load(other.stereo / "depth" / path.name))
     assert len(list((other.stereo / "depth").glob("*.npy"))) == 6
+
+
+def test_failed_items_are_tried_once_more_then_skipped(ray_cluster):
+    """run_jobs: a failed task's items get one more task each; an item that fails twice is given up, once."""
+    import ray
+
+    from recon3d.core.cluster import Job, connect, run_jobs
+
+    def flaky(items: list[str]) -> dict:  # nested: pickled by value, the workers need not import this test
+        import os
+
+        import ray
+
+        for item in items:
+            if item == "dies":
+                os._exit(1)  # the worker process dies
+            if item == "bad":
+                raise ValueError("cannot read this one")
+        return {"node": ray.get_runtime_context().get_node_id(), "seconds": 0.0}
+
+    with connect(ClusterOptions(ray_cluster.address)) as session:
+        task = ray.remote(num_cpus=1, max_retries=0)(flaky)
+        done, given_up = [], []
+        jobs = [Job(["a", "bad"]), Job(["b"]), Job(["dies", "c"])]
+        run_jobs(session, "test", jobs, lambda job: task.remote(job.items),
+                 lambda job, out: done.extend(job.items) or [], lambda item, why: given_up.append((item, why)))
+    assert sorted(done) == ["a", "b", "c"]
+    assert sorted(item for item, _ in given_up) == ["bad", "dies"]
+    assert "cannot read this one" in dict(given_up)["bad"]
+    assert session.retries == 4 and len(session.failures) == 2
