@@ -162,8 +162,10 @@ class ClusterSession:
 
 
 def summary_line(info: dict) -> str:
-    """One line for terminal summaries: ``cluster: 2 nodes (a1b2: 12 tasks, c3d4: 11 tasks), 1 retry``."""
-    parts = [f"{n['node'][:6]} {n['ip']}: {sum(n['tasks'].values())} tasks" for n in info.get("nodes", [])]
+    """One line for terminal summaries, e.g. ``cluster HEAD:6379: 2/2 nodes used (a1b2c3 10.0.0.1: 2 extract + 5 match
+    tasks, ...), 1 task retries``."""
+    parts = [f"{n['node'][:6]} {n['ip']}: " + (" + ".join(f"{v} {k}" for k, v in sorted(n["tasks"].items())) or "0")
+             + " tasks" for n in info.get("nodes", [])]
     return (f"cluster {info.get('address')}: {info.get('nodes_used', 0)}/{len(info.get('nodes', []))} nodes used "
             f"({', '.join(parts)}), {info.get('retries', 0)} task retries")
 
