@@ -193,7 +193,8 @@ def connect(options: ClusterOptions, log: Callable[[str], None] | None = None) -
         ray.shutdown()
     try:
         if local:
-            ray.init(num_cpus=options.workers or os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES,
+            ray.init(address="local", num_cpus=options.workers or os.cpu_count() or 1,  # not $RAY_ADDRESS
+                     object_store_memory=OBJECT_STORE_BYTES,
                      include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
