@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("scene", "scene", "render or list synthetic scenes with exact ground truth"),
     ("calibrate", "calibrate", "camera intrinsics and distortion from checkerboard photos (mono or stereo)"),
     ("undistort", "undistort", "undistort photos with a camera.json"),
+    ("frames", "frames", "choose sharp, distinct frames of a video and write them as photos"),
     ("sfm", "sfm", "structure from motion: features, matching, mapping, bundle adjustment"),
     ("epipolar", "epipolar", "F, E, H, relative pose and a picture of epipolar lines for two photos"),
     ("eval", "evaluate", "reprojection error, and pose error against ground truth, of a workspace"),
