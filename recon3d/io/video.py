@@ -9,6 +9,7 @@ out upright whatever the backend's default.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -55,9 +56,18 @@ def is_video_input(path: Path | str) -> bool:
 
 
 def _capture(path: Path):
+    """An opened ``cv2.VideoCapture`` with automatic rotation off; FFmpeg's and OpenCV's own log lines
+    (e.g. "moov atom not found") are kept off the terminal: a bad file is explained in one line."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when the backend loads
     import cv2
 
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_FATAL)  # while opening
+    try:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    finally:
+        log.setLogLevel(level)
     if not cap.isOpened():
         cap.release()
         raise UserError(f"{path}: not a video OpenCV can read (unknown format, damaged or truncated file); "

@@ -276,7 +276,8 @@ def frames_stage(ws: Workspace, video: Path | str, config: FramesConfig | None =
         if run.skipped:
             report = json.loads(report_path.read_text())
             return StageResult({"frames": folder, "report": report_path}, skipped=True,
-                               summary=format_summary(report, folder), data=report)
+                               summary="frames: already chosen from this video with these settings\n"
+                                       + format_summary(report, folder), data=report)
         report = extract_frames(video, folder, config, progress)
         atomic_write_json(report_path, report)
         run.outputs = {"frames": folder, "report": report_path}
