@@ -4,6 +4,7 @@ Layout (COLMAP and gsplat read it as is)::
 
     WS/
       images/             input photos (file names kept)
+      frames/             frames chosen from a video input (recon3d.sfm.frames), with frames.json
       database.db         COLMAP feature/match database
       sparse/0/           COLMAP binary model (cameras.bin, images.bin, points3D.bin); sparse/N more
       splat/              Gaussian splatting outputs (point_cloud.ply, checkpoints, metrics.json)
