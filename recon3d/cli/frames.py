@@ -21,20 +21,22 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from recon3d.cli.sfm import add_frames_options
+    from recon3d.core.config import add_config_arguments
+    from recon3d.sfm.frames import FramesConfig
 
     parser.add_argument("video", type=Path, help="the video file")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="folder for the frames and frames.json (created; an earlier extraction there is replaced)")
-    add_frames_options(parser)
+    add_config_arguments(parser, FramesConfig, title="frame selection", example="blur_ratio=0.3",
+                         saved="a YAML file of FramesConfig fields")
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon3d.cli.sfm import frames_config_from_args
+    from recon3d.core.config import config_from_args
     from recon3d.core.progress import progress
-    from recon3d.sfm.frames import extract_frames, format_summary
+    from recon3d.sfm.frames import FramesConfig, extract_frames, format_summary
 
-    config = frames_config_from_args(args)
+    config = config_from_args(FramesConfig, args)
     report = extract_frames(args.video, args.output, config, progress=progress)
     print(format_summary(report, args.output))
     return 0
