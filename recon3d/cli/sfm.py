@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     ws = Workspace(args.output)
     result = run_sfm(ws, args.images, config, overwrite=args.overwrite, progress=progress)
+    from recon3d.cli.output import show, stage_data
+
+    text = result.summary
     if result.skipped:
-        print(f"{ws.model}: already reconstructed from these photos with these options (use --overwrite to map again)")
-    print(result.summary)
+        text = (f"{ws.model}: already reconstructed from these photos with these options "
+                f"(use --overwrite to map again)\n{text}")
+    show(args, text, {"workspace": str(ws.root), **stage_data(result)})
     return 0
