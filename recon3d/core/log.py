@@ -78,36 +78,52 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+_HEADER: list[str] = []  # the header of the log file's next entry, written with its first line
+
+
 def to_file(text: str) -> None:
     """Append ``text`` (one or more lines) to the log file, each line stamped with the time."""
     path = SETTINGS.file
     if path is None:
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    lines = "".join(f"{stamp} {line}\n" for line in str(text).splitlines() or [""])
+    lines = "".join(f"{stamp} {line}\n" for line in [*_HEADER, *(str(text).splitlines() or [""])])
     with _FILE_LOCK:
         try:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(lines)
+            _HEADER.clear()
+        except FileNotFoundError:
+            pass  # the folder is not made yet (a new workspace): lines until it is are on stderr only
         except OSError:
             SETTINGS.file = None  # a log that cannot be written must not stop the work
 
 
 @contextlib.contextmanager
-def log_file(folder: Path | str, command: str) -> Iterator[Path | None]:
-    """Append this command's progress to ``folder/recon3d.log`` while the block runs (a header line first)."""
-    previous = SETTINGS.file
+def log_file(folder: Path | str, command: str) -> Iterator[Path]:
+    """Append this command's progress lines, notes and summary to ``folder/recon3d.log`` while the block
+    runs, after a header line naming the command. The file is touched only when there is something to
+    write, and a command refused for bad input (:class:`~recon3d.core.errors.UserError`) takes its lines
+    back out: such a command leaves the folder as it was (its one-line error is on stderr)."""
+    from recon3d.core.errors import UserError
+
+    previous, header = SETTINGS.file, list(_HEADER)
     path = Path(folder) / LOG_FILE_NAME
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        SETTINGS.file = path
-        to_file(f"==== {command} (pid {os.getpid()})")
-    except OSError:
-        SETTINGS.file, path = previous, None
+    size = path.stat().st_size if path.is_file() else None
+    SETTINGS.file = path
+    _HEADER[:] = [f"==== {command} (pid {os.getpid()})"]
     try:
         yield path
+    except UserError:
+        with contextlib.suppress(OSError):
+            if size is None:
+                path.unlink(missing_ok=True)
+            elif path.stat().st_size > size:
+                os.truncate(path, size)
+        raise
     finally:
         SETTINGS.file = previous
+        _HEADER[:] = header
 
 
 def duration(seconds: float) -> str:
