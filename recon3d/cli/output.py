@@ -90,7 +90,8 @@ def session(args: argparse.Namespace) -> Iterator[None]:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-        root.setLevel(logging.DEBUG)
+        root.setLevel(logging.INFO)  # other libraries' debug chatter (PIL, matplotlib) stays out
+        logging.getLogger("recon3d").setLevel(logging.DEBUG)
     try:
         if json_mode(args):
             with _stdout_to_stderr():
@@ -102,6 +103,7 @@ def session(args: argparse.Namespace) -> Iterator[None]:
         if handler is not None:
             root.removeHandler(handler)
             root.setLevel(old_level)
+            logging.getLogger("recon3d").setLevel(logging.NOTSET)
 
 
 @contextlib.contextmanager

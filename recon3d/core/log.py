@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -69,6 +70,11 @@ def configure(every: float | None = None, level: int | None = None, tensorboard:
     if tensorboard is not None:
         SETTINGS.tensorboard = bool(tensorboard)
     return SETTINGS
+
+
+def glog_level(default: int = 2) -> int:
+    """The ``minloglevel`` for C++ libraries that log through glog (pycolmap): 0 (everything) with ``-v``."""
+    return 0 if SETTINGS.level >= VERBOSE else default
 
 
 def stderr_is_terminal() -> bool:
@@ -152,7 +158,9 @@ class LineProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if echo or SETTINGS.file is not None:
-            self._thread = threading.Thread(target=self._tick, name=f"progress {desc}", daemon=True)
+            # the thread holds the bar weakly: a bar dropped without close() (an error mid-stage) stops it
+            self._thread = threading.Thread(target=LineProgress._tick, args=(weakref.ref(self), self._stop),
+                                            name=f"progress {desc}", daemon=True)
             self._thread.start()
 
     def __len__(self) -> int:
@@ -222,9 +230,14 @@ class LineProgress:
             print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
         to_file(text)
 
-    def _tick(self) -> None:
-        while not self._stop.wait(SETTINGS.every):
-            self.emit()
+    @staticmethod
+    def _tick(ref: "weakref.ref[LineProgress]", stop: threading.Event) -> None:
+        while not stop.wait(SETTINGS.every):
+            bar = ref()
+            if bar is None:
+                return
+            bar.emit()
+            del bar
 
 
 class TrainLog:
