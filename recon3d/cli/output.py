@@ -151,14 +151,14 @@ def _finite(obj: Any) -> Any:
 
 def stage_data(result: Any) -> dict[str, Any]:
     """A JSON-able dict of a :class:`~recon3d.core.workspace.StageResult` (or a result with the same fields):
-    skipped, outputs (paths), summary, the stage's ``data`` when a dict, and the JSON reports it wrote
+    skipped, outputs (paths), summary, the stage's ``data`` when a dict or list, and the JSON reports it wrote
     (``reports``: each output ``.json`` file's content, e.g. ``metrics.json``)."""
     outputs = getattr(result, "outputs", None) or {}
     out: dict[str, Any] = {"skipped": bool(getattr(result, "skipped", False)),
                            "outputs": {str(k): str(v) for k, v in outputs.items()},
                            "summary": getattr(result, "summary", "") or ""}
     data = getattr(result, "data", None)
-    if isinstance(data, dict):
+    if isinstance(data, (dict, list)):  # a report (not objects such as a calibration result)
         out["data"] = json.loads(json.dumps(data, default=_plain))
     reports = {}
     for name, path in outputs.items():
