@@ -8,7 +8,11 @@ same way (checkpoints kept, no stage marker), one line, exit 130 and 143.
 
 A module that writes a workspace defines ``workspace_written(args) -> Path | None``: ``main`` holds
 that workspace's lock (:meth:`recon3d.core.workspace.Workspace.lock`) while the command runs, so a
-second command writing it stops at once (exit 2) naming the first.
+second command writing it stops at once (exit 2) naming the first, and appends the command's progress
+lines, notes and summary to ``WS/recon3d.log`` (:func:`recon3d.core.log.log_file`).
+
+Every command also takes the options of :mod:`recon3d.cli.output` (-q, -v, --log-every; --json where
+a command ends with a result; --log for training) and ends with :func:`recon3d.cli.output.show`.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     loud.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=QUIET,
                       help="print only errors and the final line")
     loud.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=VERBOSE,
-                      help="also print debug messages")
+                      help="also print debug messages (and pycolmap's log)")
     group.add_argument("--log-every", type=_seconds, metavar="SECONDS",
                        help="seconds between progress lines when the output is not a terminal (a file, a pipe, "
                             "CI); default 30, or $RECON3D_LOG_EVERY. They also go to WS/recon3d.log")
