@@ -37,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.core.workspace import Workspace
 
     path = registry.exporter(args.format)(Workspace(args.workspace), args.output)
-    print(f"wrote {path}")
+    from recon3d.cli.output import show
+
+    show(args, f"wrote {path}", {"format": args.format, "path": str(path)})
     return 0

@@ -32,11 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recon3d.cli.output import show
     from recon3d.core.config import config_from_args
     from recon3d.core.progress import progress
     from recon3d.sfm.frames import FramesConfig, extract_frames, format_summary
 
     config = config_from_args(FramesConfig, args)
     report = extract_frames(args.video, args.output, config, progress=progress)
-    print(format_summary(report, args.output))
+    show(args, format_summary(report, args.output), {"output": str(args.output), "frames": report})
     return 0

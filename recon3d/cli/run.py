@@ -21,7 +21,6 @@ Then open the result in the browser with `recon3d view ws`. The SfM options are 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from recon3d.pipeline import DEFAULT_SCENE
@@ -44,23 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_frames_options(parser)
 
 
-def _show(text: str) -> None:
-    print(text)
-    sys.stdout.flush()
-
-
 def workspace_written(args: argparse.Namespace) -> Path:
     """The workspace this command writes (the CLI holds its lock through every stage)."""
     return args.output
 
 
 def run(args: argparse.Namespace) -> int:
+    from recon3d.cli.output import json_mode, one_line, show, stage_data, stage_note
     from recon3d.cli.sfm import config_from_args, frames_config_from_args
+    from recon3d.core.log import QUIET, SETTINGS
     from recon3d.core.progress import progress
     from recon3d.pipeline import run as run_pipeline
 
     config = config_from_args(args)  # check options before any work
     frames = frames_config_from_args(args)
-    run_pipeline(args.images, args.output, sfm=config, frames=frames, train=args.train, steps=args.steps,
-                 train_device=args.train_device, overwrite=args.overwrite, progress=progress, on_summary=_show)
+    result = run_pipeline(args.images, args.output, sfm=config, frames=frames, train=args.train, steps=args.steps,
+                          train_device=args.train_device, overwrite=args.overwrite, progress=progress,
+                          on_summary=lambda text: stage_note(args, text))
+    if json_mode(args) or SETTINGS.level <= QUIET:  # otherwise every stage's summary is shown already
+        last = result.stages.get("train") or result.stages.get("sfm")
+        final = f"run: {result.workspace.root}: " + one_line(getattr(last, "summary", "") or "done")
+        show(args, final, {"workspace": str(result.workspace.root), "method": result.method,
+                           "stages": {name: stage_data(stage) for name, stage in result.stages.items()}})
     return 0

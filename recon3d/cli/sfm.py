@@ -91,6 +91,7 @@ def workspace_written(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recon3d.cli.output import show, stage_data, stage_note
     from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace
     from recon3d.io.video import is_video_input
@@ -104,10 +105,13 @@ def run(args: argparse.Namespace) -> int:
         from recon3d.sfm.frames import frames_stage, video_sfm_config
 
         extracted = frames_stage(ws, images, frames, overwrite=args.overwrite, progress=progress)
-        print(extracted.summary)
+        stage_note(args, extracted.summary)
         images, config = extracted.outputs["frames"], video_sfm_config(config)
     result = run_sfm(ws, images, config, overwrite=args.overwrite, progress=progress)
+
+    text = result.summary
     if result.skipped:
-        print(f"{ws.model}: already reconstructed from these photos with these options (use --overwrite to map again)")
-    print(result.summary)
+        text = (f"{ws.model}: already reconstructed from these photos with these options "
+                f"(use --overwrite to map again)\n{text}")
+    show(args, text, {"workspace": str(ws.root), **stage_data(result)})
     return 0

@@ -69,5 +69,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if monitor is not None and hasattr(monitor, "close"):
             monitor.close()
-    print(result.summary)
+    from recon3d.cli.output import show, stage_data
+
+    show(args, result.summary, {"method": args.method, "workspace": str(ws.root), **stage_data(result)})
     return 0

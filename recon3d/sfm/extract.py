@@ -39,7 +39,9 @@ def sift_device(name: str):
 def quiet_glog() -> None:
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2  # warnings and errors only; recon3d prints its own progress
+    from recon3d.core.log import glog_level
+
+    pycolmap.logging.minloglevel = glog_level()  # warnings and errors only; recon3d prints its own progress
 
 
 def split_chunks(items: list, n_chunks: int) -> list[list]:

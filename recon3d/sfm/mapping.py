@@ -130,7 +130,9 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
     """
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2
+    from recon3d.core.log import glog_level
+
+    pycolmap.logging.minloglevel = glog_level()  # everything with -v
     if config.seed >= 0:
         pycolmap.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,7 @@ def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool) -> Stag
 
 def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], str]:
     """Train (resuming from the newest checkpoint of this run), write the outputs; (outputs, summary)."""
+    from recon3d.core.log import TrainLog
     from recon3d.core.progress import note, progress, summary
     from recon3d.io.gaussians_ply import write_splat_ply
     from recon3d.splat import checkpoint as ckpt
@@ -201,6 +202,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
     bar = progress(range(start, config.steps), desc="splat", unit="step", total=config.steps, initial=start)
     pyramid: dict[tuple[int, int], tuple] = {}
     done = start
+    curve = TrainLog(ws.splat, start)  # splat/log.jsonl (+ TensorBoard events with --log tensorboard)
     try:
         for step in bar:
             i = view_order(step, len(train_views), config.seed)
@@ -233,6 +235,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
                 last_t, last_step = now, done
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}",
                                 gaussians=metrics["num_gaussians"], refresh=False)
+                curve.log(done, {**metrics, "lr_means": lr, "sh_degree": sh})
                 if monitor is not None:
                     monitor(_event(done, config, params, metrics, sh, bg, backend, tile))
             if done % config.checkpoint_every == 0 and done < config.steps:
@@ -241,6 +244,8 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
         if done > start:  # a consistent state (updates are never cut in half): keep it for the rerun
             ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
         raise
+    finally:
+        curve.close()
     bar.close()
     seconds = time.perf_counter() - t0
     # the last checkpoint stays: asked for more steps, a finished run trains on from here
