@@ -317,3 +317,26 @@ def test_sigterm_keeps_a_checkpoint_and_the_rerun_resumes(orbit_ws, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"resuming from {saved[0].name}" in proc.stderr
     assert json.loads((orbit_ws.splat / "metrics.json").read_text())["resumed_from"] == int(saved[0].stem.split("_")[1])
+
+
+def test_train_picks_its_method_like_run_and_forgets_a_deleted_model(orbit_ws, capsys):
+    """`recon3d train WS` without --method picks what `recon3d run` picks (splat-cpu without a GPU); after
+    WS/splat is deleted by hand, training with other settings starts afresh (the stale marker is cleared)."""
+    from recon3d.pipeline import resolve_method
+    from recon3d.splat.config import preset_splat_cpu
+
+    tiny = ["--steps", "2", "--set", "report_views=1", "--set", "sky_points=0"]
+    assert main(["train", str(orbit_ws.root), *tiny, "--set", "max_image_side=40"]) == 0
+    expect = resolve_method("auto")
+    assert expect == ("splat" if torch.cuda.is_available() else "splat-cpu")
+    assert f"train: method {expect} " in capsys.readouterr().err
+    if expect == "splat-cpu":
+        assert _config(orbit_ws).lr_means == preset_splat_cpu().lr_means
+    assert resolve_method("auto", "cpu") == "splat-cpu"
+
+    shutil.rmtree(orbit_ws.splat)
+    assert orbit_ws.stage_info("splat") is not None  # the marker of the deleted model is still there
+    assert main(["train", str(orbit_ws.root), *tiny, "--set", "max_image_side=48"]) == 0
+    captured = capsys.readouterr()
+    assert "other settings" not in captured.err and "splat: done" in captured.out
+    assert _config(orbit_ws).max_image_side == 48 and orbit_ws.stage_info("splat")["info"] == {"steps": 2}
