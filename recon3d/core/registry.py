@@ -170,7 +170,10 @@ def trained_backends(root: Path | str) -> list[str]:
 
 # Formats of `recon3d export`
 register_exporter(Exporter("splat-ply", "recon3d.splat.export:export_ply",
-                           "Gaussian splats as a standard 3DGS point_cloud.ply", backend="splat"))
+                           "Gaussian splats as a standard 3DGS point_cloud.ply (SH degree 3, zero-padded; --sh-degree)",
+                           backend="splat"))
+register_exporter(Exporter("ply-compressed", "recon3d.splat.export:export_compressed_ply",
+                           "Gaussian splats as SuperSplat's compressed PLY (about 1/4 the size)", backend="splat"))
 register_exporter(Exporter("splat", "recon3d.splat.export:export_splat",
                            "Gaussian splats as a compact .splat file (web viewers)", backend="splat"))
 register_exporter(Exporter("nerfstudio", "recon3d.io.nerfstudio:export_nerfstudio",
@@ -179,7 +182,8 @@ register_exporter(Exporter("nerfstudio", "recon3d.io.nerfstudio:export_nerfstudi
 
 def _splat(name: str, description: str, config: str) -> Method:
     return register(Method(name, "splat", description, f"recon3d.splat.config:{config}", "recon3d.splat.train:train",
-                           renderer="recon3d.splat.render:load_renderer", exporters=("splat-ply", "splat"),
+                           renderer="recon3d.splat.render:load_renderer",
+                           exporters=("splat-ply", "ply-compressed", "splat"),
                            requires=("torch", "gsplat"), output="splat/point_cloud.ply"))
 
 
