@@ -131,8 +131,9 @@ def test_compressed_and_padded_exports_render_like_the_trained_model(trained, tm
     `--format splat-ply` pads the degree-1 CPU model to degree 3 (45 f_rest, as INRIA's loader asserts)
     and renders the same image; `--sh-degree trained` keeps 9."""
     from recon3d.evaluate.images import psnr
-    from recon3d.io.compressed_ply import read_compressed_ply, read_ply_elements
+    from recon3d.io.compressed_ply import read_ply_elements
     from recon3d.io.dataset import load_scene
+    from recon3d.io.gaussians_ply import read_compressed_ply
     from recon3d.splat.evaluate import render_view
     from recon3d.splat.model import params_from_splats
 

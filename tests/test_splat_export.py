@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from recon3d.core.errors import UserError
-from recon3d.io.compressed_ply import read_compressed_ply, unpack_rotation
+from recon3d.io.compressed_ply import unpack_rotation
 from recon3d.io.gaussians_ply import (
     Splats,
+    read_compressed_ply,
     read_splat_ply,
     sh_degree_of,
     with_sh_degree,

@@ -1,4 +1,4 @@
-"""Reader of SuperSplat's compressed PLY (``*.compressed.ply``), the layout gsplat's ``export_splats(...,
+"""Decoder of SuperSplat's compressed PLY (``*.compressed.ply``), the layout gsplat's ``export_splats(...,
 format="ply_compressed")`` writes; ``recon3d export WS --format ply-compressed`` makes one.
 
 Binary little-endian PLY with three elements::
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.core.errors import UserError
-from recon3d.io.gaussians_ply import SH_C0, Splats
 
 CHUNK_SIZE = 256
 """Splats per chunk."""
@@ -120,12 +119,13 @@ def unpack_rotation(packed: np.ndarray) -> np.ndarray:
     return q
 
 
-def read_compressed_ply(path: Path | str) -> Splats:
-    """Decode a compressed PLY into :class:`Splats` (log scales, opacity logits, SH coefficients).
+def decode_compressed_ply(path: Path | str) -> dict[str, np.ndarray]:
+    """Decode a compressed PLY (:func:`recon3d.io.gaussians_ply.read_compressed_ply` makes ``Splats`` of it).
 
     Returns:
-        :class:`Splats` with ``N`` splats in file order; ``shN`` is ``(N, K, 3)`` (``K = 0`` without an
-        ``sh`` element).
+        ``means (N, 3)``, ``scales (N, 3)`` (log), ``quats (N, 4)`` (unit, wxyz), ``opacities (N,)``
+        (logits), ``rgb (N, 3)`` (base colour, ``0.5 + SH_C0 * f_dc``) and ``shN (N, K, 3)`` (``K = 0``
+        without an ``sh`` element), float32, splats in file order.
     """
     el = read_ply_elements(path)
     if "chunk" not in el or "vertex" not in el:
@@ -150,19 +150,13 @@ def read_compressed_ply(path: Path | str) -> Splats:
     rgb = _lerp(np.stack([_unorm(color, s, 8) for s in (24, 16, 8)], axis=1),
                 bounds("min_r", "min_g", "min_b"), bounds("max_r", "max_g", "max_b"))
     alpha = np.clip(_unorm(color, 0, 8), 1e-6, 1 - 1e-6)
-    shN = np.zeros((n, 0, 3), np.float32)
+    shN = np.zeros((n, 0, 3))
     if "sh" in el and el["sh"].dtype.names:
         sh = el["sh"]
         names = sorted(sh.dtype.names, key=lambda s: int(s.split("_")[-1]))
         k = len(names) // 3
         b = np.stack([sh[name] for name in names[: 3 * k]], axis=1).astype(np.float64)
-        coeffs = ((b + 0.5) / 256 - 0.5) * 8
-        shN = coeffs.reshape(n, 3, k).transpose(0, 2, 1)
-    return Splats(
-        means=means.astype(np.float32),
-        scales=scales.astype(np.float32),
-        quats=unpack_rotation(vertex["packed_rotation"]).astype(np.float32),
-        opacities=np.log(alpha / (1 - alpha)).astype(np.float32),
-        sh0=((rgb - 0.5) / SH_C0).reshape(n, 1, 3).astype(np.float32),
-        shN=np.ascontiguousarray(shN, dtype=np.float32),
-    )
+        shN = (((b + 0.5) / 256 - 0.5) * 8).reshape(n, 3, k).transpose(0, 2, 1)
+    out = {"means": means, "scales": scales, "quats": unpack_rotation(vertex["packed_rotation"]),
+           "opacities": np.log(alpha / (1 - alpha)), "rgb": rgb, "shN": shN}
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.core.errors import UserError
+from recon3d.io.compressed_ply import decode_compressed_ply, is_compressed_ply
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real spherical harmonic: colour = SH_C0 * f_dc + 0.5."""
@@ -101,14 +102,20 @@ def write_splat_ply(path: Path | str, splats: Splats) -> Path:
     return Path(path)
 
 
+def read_compressed_ply(path: Path | str) -> Splats:
+    """Read SuperSplat's compressed PLY (:mod:`recon3d.io.compressed_ply`) as :class:`Splats`."""
+    d = decode_compressed_ply(path)
+    n = len(d["means"])
+    return Splats(means=d["means"], scales=d["scales"], quats=d["quats"], opacities=d["opacities"],
+                  sh0=((d["rgb"] - 0.5) / SH_C0).reshape(n, 1, 3).astype(np.float32), shN=d["shN"])
+
+
 def read_splat_ply(path: Path | str) -> Splats:
     """Read a standard 3DGS PLY (binary little-endian, float properties), or a compressed one
     (:mod:`recon3d.io.compressed_ply`, decoded)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such splat file; train one with `recon3d train WS --method splat`")
-    from recon3d.io.compressed_ply import is_compressed_ply, read_compressed_ply
-
     if is_compressed_ply(path):
         return read_compressed_ply(path)
     with open(path, "rb") as f:
