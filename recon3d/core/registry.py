@@ -176,6 +176,8 @@ register_exporter(Exporter("ply-compressed", "recon3d.splat.export:export_compre
                            "Gaussian splats as SuperSplat's compressed PLY (about 1/4 the size)", backend="splat"))
 register_exporter(Exporter("splat", "recon3d.splat.export:export_splat",
                            "Gaussian splats as a compact .splat file (web viewers)", backend="splat"))
+register_exporter(Exporter("colmap-3.8-db", "recon3d.io.colmap_db38:export_colmap38_db",
+                           "database.db in COLMAP 3.8's schema (Debian's colmap; pycolmap 4 writes a newer one)"))
 register_exporter(Exporter("nerfstudio", "recon3d.io.nerfstudio:export_nerfstudio",
                            "nerfstudio dataset: transforms.json + images"))
 
