@@ -396,6 +396,8 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     same_set = src.resolve() == ws.images.resolve() or ws.is_done("sfm", key) or _digests(ws.images) == digests
     staged = not same_set and (ws.images.exists() or ws.has_model())
     work = Workspace(ws.root / STAGING) if staged else ws
+    if reuse_database and (staged or not ws.database.is_file()):
+        log(f"note: --reuse-database: {ws.root} holds other photos or no database.db; extracting features")
     # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
     built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, reuse_database) if staged else None
     with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
