@@ -17,7 +17,7 @@ from recon3d.core.workspace import Workspace
 from recon3d.sfm.pipeline import run_sfm
 
 COLMAP = Path("/usr/bin/colmap")
-NAMES = [f"view_{i:03d}.png" for i in range(8)]  # neighbouring views of the orbit: a quick reconstruction
+NAMES = [f"view_{i:03d}.png" for i in range(6)]  # neighbouring views of the orbit: a quick reconstruction
 
 
 def _count(db: Path, table: str, where: str = "") -> int:
