@@ -5,6 +5,7 @@
   recon3d export ws --format ply-compressed       # ws/splat/point_cloud.compressed.ply (SuperSplat)
   recon3d export ws --format splat -o scene.splat # compact .splat for web viewers
   recon3d export ws --format nerfstudio -o ns/    # transforms.json + images for `ns-train`
+  recon3d export ws --format colmap-3.8-db        # ws/database-colmap-3.8.db for Debian's COLMAP 3.8
 
 Formats:
 {formats}
