@@ -62,10 +62,14 @@ def cuda_available() -> bool:
         return False
 
 
-def resolve_method(train: str) -> str:
-    """``"auto"`` -> ``splat`` on a CUDA GPU, ``splat-cpu`` otherwise; other names unchanged."""
+def resolve_method(train: str, device: str = "auto") -> str:
+    """``"auto"`` -> ``splat`` on a CUDA GPU, ``splat-cpu`` otherwise; other names unchanged.
+
+    The one choice of ``recon3d run --train auto`` and ``recon3d train`` without ``--method``.
+    ``device`` is the training device asked for: ``"cpu"`` picks ``splat-cpu`` even beside a GPU.
+    """
     if train == "auto":
-        return "splat" if cuda_available() else "splat-cpu"
+        return "splat" if device != "cpu" and cuda_available() else "splat-cpu"
     return train
 
 
@@ -155,7 +159,7 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         evaluation = result.stages["eval"] = evaluate_stage(ws, overwrite=redo)
         show(("eval: already done (reports/eval.json)\n" if evaluation.skipped else "") + evaluation.summary)
 
-        method = resolve_method(train)
+        method = resolve_method(train, train_device)
         if method == "none":
             show("train: skipped (--train none)")
         elif not registry.available(method):

@@ -10,6 +10,7 @@
   recon3d sfm photos/ -o ws --peak-threshold 0.002 --max-features 32768   # low-texture objects
   recon3d sfm photos/ -o ws --set mapping.pycolmap_options.mapper.init_max_error=6   # any pycolmap option
   recon3d sfm photos/ -o ws2 --config ws/sparse/config.yaml   # repeat the run that made ws
+  recon3d sfm photos/ -o ws --reuse-database      # features of a ws/database.db made by COLMAP or hloc
 
 Writes ws/images/ (the photos, names kept), ws/database.db (features and matches),
 ws/sparse/0/{cameras,images,points3D}.bin + points.ply (the largest model; further models in
@@ -81,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of photos, or a video (default: the workspace's images/ folder)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="workspace folder (created if missing)")
     parser.add_argument("--overwrite", action="store_true", help="map again even if this result exists")
+    parser.add_argument("--reuse-database", action="store_true",
+                        help="use the features (and matches) of a WS/database.db made by COLMAP, hloc or other "
+                             "options, when its images are these photos (names, sizes); else it is moved aside")
     add_sfm_options(parser)
     add_frames_options(parser)
 
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         extracted = frames_stage(ws, images, frames, overwrite=args.overwrite, progress=progress)
         stage_note(args, extracted.summary)
         images, config = extracted.outputs["frames"], video_sfm_config(config)
-    result = run_sfm(ws, images, config, overwrite=args.overwrite, progress=progress)
+    result = run_sfm(ws, images, config, overwrite=args.overwrite, progress=progress,
+                     reuse_database=args.reuse_database)
 
     text = result.summary
     if result.skipped:

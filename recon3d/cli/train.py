@@ -1,6 +1,6 @@
 """Train a Gaussian splatting or NeRF model from a workspace's cameras (sparse/0) and images.
 
-  recon3d train ws                          # Gaussian splatting (preset `splat`)
+  recon3d train ws                          # Gaussian splatting: `splat` on a CUDA GPU, `splat-cpu` on CPU
   recon3d train ws --method nerf --steps 5000
   recon3d train ws --method splat-fast --device cpu --set ssim_lambda=0.1
   recon3d train ws --view                   # watch it live in the browser
@@ -16,6 +16,7 @@ Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from recon3d.core import registry
@@ -26,8 +27,8 @@ __doc__ = __doc__.format(methods="\n".join(f"  {m.name:12s} {m.description}" for
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workspace", type=Path, help="workspace folder with sparse/0 and images/")
-    parser.add_argument("--method", default="splat", choices=list(registry.METHODS),
-                        help="method to train (default: splat)")
+    parser.add_argument("--method", default="auto", choices=["auto", *registry.METHODS],
+                        help="method to train (default auto: splat on a CUDA GPU, splat-cpu on CPU, as `recon3d run`)")
     parser.add_argument("--steps", type=int, help="training steps (default: the method's)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
                         help="auto (default): CUDA when present, else CPU (slow; small scenes)")
@@ -55,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace)
     ws.require_model()
     from recon3d.core.config import build_config
+    from recon3d.pipeline import resolve_method
 
+    method = resolve_method(args.method, args.device or "auto")
+    if method != args.method:
+        print(f"train: method {method} ({registry.get(method).description})", file=sys.stderr)
     flags = {k: v for k, v in (("device", args.device), ("steps", args.steps)) if v is not None}
-    config = build_config(registry.make_config(args.method), getattr(args, DEST + "file"), flags,
+    config = build_config(registry.make_config(method), getattr(args, DEST + "file"), flags,
                           getattr(args, DEST + "set"))  # preset < --config < --device/--steps < --set
     monitor = None
     if args.view:
@@ -65,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
         monitor = LiveViewer(ws, host=args.host, port=args.port)
     try:
-        result = registry.stage_function(args.method)(config, ws, monitor=monitor, overwrite=args.overwrite)
+        result = registry.stage_function(method)(config, ws, monitor=monitor, overwrite=args.overwrite)
     finally:
         if monitor is not None and hasattr(monitor, "close"):
             monitor.close()
     from recon3d.cli.output import show, stage_data
 
-    show(args, result.summary, {"method": args.method, "workspace": str(ws.root), **stage_data(result)})
+    show(args, result.summary, {"method": method, "workspace": str(ws.root), **stage_data(result)})
     return 0

@@ -111,11 +111,13 @@ def check_inputs(scan: ImageScan, folder: Path) -> None:
 
 # ------------------------------------------------------------------------------ the stages
 def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress,
-                    log: Callable[[str], None] = _stderr) -> dict:
+                    log: Callable[[str], None] = _stderr, reuse_database: bool = False) -> dict:
     """Extract features into ``work.database``; reuse the database when it is still valid.
 
     A database made with other extraction options, with other photos under the same names, or
-    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted.
+    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted; with
+    ``reuse_database`` its features are used instead when its images are these photos
+    (:func:`recon3d.sfm.reuse.check_database`, else a :class:`UserError`).
     """
     from recon3d.sfm.extract import extract
 
@@ -123,20 +125,28 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
     marker = work.reports / "stages" / "sfm-features.json"
     info = _read_json(marker) if work.database.exists() else None
     digests = {im.name: im.digest for im in images}
+    reused = None
     if work.database.exists():
         old = (info or {}).get("digests", {})
         stale = info is None or info.get("key") != key or any(old.get(n, d) != d for n, d in digests.items())
+        if stale and reuse_database:
+            from recon3d.sfm.reuse import check_database
+
+            reused = check_database(work.database, images)
+            stale, info = False, None
+            (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)  # its matches are kept as they are
         if stale:
             backup = work.database.with_name(work.database.name + ".old")
             os.replace(work.database, backup)
-            log(f"note: {work.database} was made with other photos or options; moved it to {backup.name} "
-                "and extracting features again")
+            log(f"note: {work.database} was made with other photos or options (or by another tool); moved it to "
+                f"{backup.name} and extracting features again (--reuse-database uses its features)")
             (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)
             info = None
     merged = {**((info or {}).get("digests", {})), **digests}
     atomic_write_json(marker, {"key": key, "digests": merged})  # before extracting: a partial DB stays valid
-    return extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
+    feat = extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
                    device=config.device, num_threads=config.num_threads)
+    return {**feat, "reused_database": reused} if reused else feat
 
 
 def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
@@ -329,7 +339,7 @@ def check_pycolmap_options(config: SfmConfig) -> None:
 
 def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
-            log: Callable[[str], None] = _stderr) -> SfmResult:
+            log: Callable[[str], None] = _stderr, reuse_database: bool = False) -> SfmResult:
     """Structure from motion from a folder of photos into workspace ``ws``.
 
     Args:
@@ -339,6 +349,8 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
         overwrite: map again even when a finished result with the same photos and config exists.
         progress: tqdm-like wrapper for progress bars (``recon3d.core.progress.progress``), or None.
         log: where warnings go (one line each; default stderr). Nothing is printed to stdout.
+        reuse_database: use the features of a ``WS/database.db`` another tool made when its images are
+            these photos (names and sizes; else a :class:`UserError`), instead of extracting again.
     Returns:
         :class:`SfmResult` (``skipped``, ``summary``, ``report``, ``reconstruction``). Raises
         :class:`UserError` (exit code 2 for bad input, 3 when the photos cannot be reconstructed)
@@ -384,8 +396,10 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     same_set = src.resolve() == ws.images.resolve() or ws.is_done("sfm", key) or _digests(ws.images) == digests
     staged = not same_set and (ws.images.exists() or ws.has_model())
     work = Workspace(ws.root / STAGING) if staged else ws
+    if reuse_database and (staged or not ws.database.is_file()):
+        log(f"note: --reuse-database: {ws.root} holds other photos or no database.db; extracting features")
     # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
-    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings) if staged else None
+    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, reuse_database) if staged else None
     with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
         if run.skipped:
             if staged:
@@ -393,7 +407,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
             report = _read_json(outputs["report"]) or {}
             return SfmResult(outputs, skipped=True, summary=format_summary(report, ws), data=report)
         if built is None:
-            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings)
+            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, reuse_database)
         if staged:
             _promote(work, ws)
         report = _report(ws, scan, config, built, timings, t_start)
@@ -402,7 +416,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
 
 
 def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, config: SfmConfig, camera, progress,
-           log: Callable[[str], None], timings: dict[str, float]) -> dict:
+           log: Callable[[str], None], timings: dict[str, float], reuse_database: bool = False) -> dict:
     """Photos, features, matches, mapping and ``sparse/`` in ``work`` (``ws``, or its staging folder)."""
     from recon3d.sfm.match import pair_stats
 
@@ -419,7 +433,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 
             ingest_images(scan.images, work.images)
         t = time.perf_counter()
-        feat = _features_stage(work, scan.images, config, camera, progress, log)
+        feat = _features_stage(work, scan.images, config, camera, progress, log, reuse_database)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         matches = _matches_stage(work, config, progress)

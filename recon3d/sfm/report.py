@@ -122,8 +122,12 @@ def format_summary(report: dict, ws: Workspace) -> str:
     lines = [f"sfm: {report['registered']}/{used} photos registered in {ws.model}{more}, "
              f"{m0['points'] if m0 else 0} points, mean track length {m0['mean_track_length'] if m0 else 0:.2f}"]
     rp = m0["reprojection_px"] if m0 else {}
-    lines.append(f"  reprojection error: mean {rp.get('mean') or 0:.3f} px, median {rp.get('median') or 0:.3f} px, "
+    lines.append(f"  reprojection error: mean {rp.get('mean') or 0:.3f} px per observation, median {rp.get('median') or 0:.3f} px, "
                  f"p95 {rp.get('p95') or 0:.3f} px")
+    reused = report.get("features", {}).get("reused_database")
+    if reused:
+        lines.append(f"  features: reused {reused['reused']} photos' features from {ws.database} (made by another tool "
+                     f"or options), {reused['keypoints']} keypoints; {report['features'].get('extracted', 0)} extracted")
     cams = m0["cameras"] if m0 else []
     cam_line = _camera_text(cams[0]) if len(cams) == 1 else f"{len(cams)} cameras"
     lines.append(f"  camera: {cam_line}{_pp_text(m0) if m0 else ''}")
