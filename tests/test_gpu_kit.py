@@ -51,7 +51,10 @@ def test_bad_arguments_are_one_line():
 def test_antialiased_twin_is_the_classic_one_with_compensated_opacities():
     """rasterize_mode='antialiased' on the torch twin = classic with each opacity times gsplat's own
     compensation sqrt(det(cov2d) / det(cov2d + eps2d I)) (gsplat's torch reference computes it)."""
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
+    from gsplat.cuda._torch_impl import (
+        _fully_fused_projection,
+        _quat_scale_to_covar_preci,
+    )
 
     from recon3d.splat.rasterize import rasterize
 
