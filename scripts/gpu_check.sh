@@ -137,7 +137,7 @@ print(f'gsplat CUDA kernels ready in {time.time() - t:.0f} s')"
 # test_run_end_to_end_on_cuda is left to the run step (the same pipeline, with the splat preset)
 run_tests() {
   mapfile -t files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
-  python3 -m pytest -m cuda -k "not test_run_end_to_end_on_cuda" -q -p no:cacheprovider -rs "${files[@]}"
+  python3 -m pytest -m cuda -k "not test_run_end_to_end_on_cuda" -q -p no:cacheprovider -rsP "${files[@]}"
 }
 run_orbit() {
   # the orbit scene as the tests rendered it (when they did): `recon3d run` then skips rendering

@@ -165,6 +165,8 @@ def test_splat_training_on_cuda_reaches_the_cpu_runs_psnr(orbit_scene, tmp_path)
     ws = scene_workspace(orbit_scene, tmp_path / "orbit")
     assert main(["train", str(ws.root), "--method", "splat-cpu", "--device", "cuda"]) == 0
     m = json.loads((ws.splat / "metrics.json").read_text())
+    print(f"orbit 160x120 splat-cpu on CUDA: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {m['train_seconds']:.1f} s, "
+          f"{m['steps_per_s']:.0f} steps/s, peak {m['peak_memory_bytes'] / 2**20:.0f} MiB, {m['num_gaussians']} Gaussians")
     assert m["device"] == "cuda" and m["rasterizer"] == "cuda" and m["resolution"] == [160, 120]
     assert m["psnr"] >= 25.0 and m["ssim"] > 0.9, m
     assert m["steps_per_s"] > 0 and m["peak_memory_bytes"] > 0
@@ -206,6 +208,8 @@ def test_nerf_training_on_cuda_reaches_the_cpu_runs_psnr(orbit_scene, tmp_path):
     assert config.compile and config.mixed_precision
     train(config, ws)
     m = json.loads((ws.nerf / "metrics.json").read_text())
+    print(f"orbit 80x60 nerf-fast on CUDA: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, {m['train_seconds']:.1f} s, "
+          f"{m['steps_per_s']:.1f} steps/s, peak {(m['peak_memory_bytes'] or 0) / 2**20:.0f} MiB")
     assert m["device"].startswith("cuda") and m["image_size"] == [80, 60] and m["steps"] == 350
     assert m["psnr"] >= 20.0 and min(r["psnr"] for r in m["per_view"]) >= 18.5 and m["ssim"] > 0.6, m
     assert m["peak_memory_bytes"] > 0
