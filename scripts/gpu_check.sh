@@ -60,6 +60,7 @@ plan_total() {
 # ------------------------------------------------------------------------------------------- dry run
 if [ "$DRY" = 1 ]; then
   set -e
+  unset PYTHONPATH  # the fresh venv must import the installed wheel, not a checkout
   total=$(plan_total)
   echo "gpu_check --dry-run: plan of ${#PLAN[@]} steps, limits + grace = ${total} s (must be < 540 s)"
   [ "$total" -lt 540 ] || { echo "gpu_check: the plan's limits add up to ${total} s, over 9 minutes" >&2; exit 1; }
