@@ -18,6 +18,7 @@
 # a failed install or compile. Exit status: 0 when every step passed, 1 otherwise, 2 for bad arguments.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HERE="$PWD"
 cd "$ROOT"
 
 # The plan: name, time limit (s), command. Limits + KILL_GRACE per step must stay under 540 s
@@ -50,6 +51,9 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
+
+abspath() { case "$1" in /*|"") echo "$1" ;; *) echo "$HERE/$1" ;; esac; }
+BUNDLE="$(abspath "$BUNDLE")"; DATA="$(abspath "$DATA")"; OUT="$(abspath "$OUT")"
 
 plan_total() {
   local total=0 name limit rest
