@@ -46,12 +46,13 @@ def before_backward(strategy: Any, params: dict, optimizers: dict, state: dict, 
 
 
 def after_backward(strategy: Any, params: dict, optimizers: dict, state: dict, step: int, info: dict,
-                   means_lr: float) -> None:
-    """Call the strategy's post-backward hook (densify, prune, relocate ...)."""
+                   means_lr: float, packed: bool = False) -> None:
+    """Call the strategy's post-backward hook (densify, prune, relocate ...); ``packed``: ``info`` is
+    gsplat's packed layout."""
     if isinstance(strategy, MCMCStrategy):
         strategy.step_post_backward(params, optimizers, state, step, info, lr=means_lr)
         return
-    strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+    strategy.step_post_backward(params, optimizers, state, step, info, packed=packed)
     # gsplat 1.5.3 tests `step % reset_every == 0 & step > 0`, which Python reads as
     # `step % reset_every == (0 & step) > 0`: always false, so it never resets opacities. Do the
     # 3DGS reset here (clamping opacities is idempotent, so a fixed gsplat resetting too is harmless).

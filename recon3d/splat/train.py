@@ -69,7 +69,8 @@ def _event(step: int, config: SplatConfig, params: dict, metrics: dict, sh_degre
     snap = {k: v.detach() for k, v in params.items()}
 
     def render_fn(cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int) -> np.ndarray:
-        return to_uint8(render_image(snap, cam_from_world, K, width, height, sh_degree, background, backend, tile_size))
+        return to_uint8(render_image(snap, cam_from_world, K, width, height, sh_degree, background, backend, tile_size,
+                                     config.rasterize_mode))
 
     def splats_fn() -> dict:
         q = torch.nn.functional.normalize(snap["quats"], dim=-1)
@@ -147,6 +148,27 @@ def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool) -> Stag
     return StageResult(run.outputs, skipped=False, summary=summary)
 
 
+def _gpu_settings(config: SplatConfig, device: torch.device, backend: str) -> tuple[bool, bool]:
+    """``(packed, sparse_grad)`` as this run uses them. gsplat's CUDA-only settings: ``absgrad`` changes
+    the result, so the torch rasterizer refuses it; ``packed`` and ``sparse_grad`` are memory layouts
+    (same images), so it ignores them, with a note."""
+    from recon3d.splat import model as M
+
+    if config.sparse_grad and not config.packed:
+        raise UserError("sparse_grad=true needs packed=true (gsplat's sparse gradients come from the packed "
+                        "layout): add --set packed=true")
+    if backend == "cuda":
+        return config.packed, M.sparse_grads(config, device)
+    if config.absgrad:
+        raise UserError("absgrad=true needs gsplat's CUDA rasterizer (a CUDA GPU); the torch rasterizer has no "
+                        "absolute 2D gradients: drop --set absgrad=true or train with --device cuda")
+    ignored = [name for name in ("packed", "sparse_grad") if getattr(config, name)]
+    if ignored:
+        M.warn(f"{' and '.join(ignored)}: CUDA-only memory settings, ignored by the torch rasterizer "
+               "(same images, no effect on the result)")
+    return False, False
+
+
 def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], str]:
     """Train (resuming from the newest checkpoint of this run), write the outputs; (outputs, summary)."""
     from recon3d.core.log import TrainLog
@@ -165,6 +187,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
         M.warn("no CUDA GPU found: training on the CPU with the torch rasterizer, which is slow and meant for "
                "small images (try --method splat-cpu: 160 px, 500 steps)")
     tile = config.tile_size
+    packed, sparse = _gpu_settings(config, device, backend)
     scene = _load(ws, config)
     scale = scene.scene_scale()
     bg = torch.tensor(config.background, dtype=torch.float32, device=device)
@@ -194,6 +217,8 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
         start = 0
     strategy.check_sanity(params, optimizers)
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
     h, w = train_views[0][0].shape[:2]
@@ -215,16 +240,19 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
             sh = min(step // max(config.sh_degree_interval, 1), config.sh_degree)
             lr = M.means_lr(config, scale, step)
             optimizers["means"].param_groups[0]["lr"] = lr
-            img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad)
+            img, _, info = M.render(params, vm, K, gt.shape[1], gt.shape[0], sh, bg, backend, tile, config.absgrad,
+                                    config.rasterize_mode, packed, sparse)
             before_backward(strategy, params, optimizers, state, step, info)
             loss = _loss(img[0], gt, params, config)
             with interrupts_deferred():  # Ctrl-C / SIGTERM wait for the update: the state stays consistent
                 if loss.requires_grad:  # False only when no Gaussian is in view
                     loss.backward()
+                    if sparse:
+                        M.sparsify_grads(params, info)
                     for opt in optimizers.values():
                         opt.step()
                         opt.zero_grad(set_to_none=True)
-                    after_backward(strategy, params, optimizers, state, step, info, lr)
+                    after_backward(strategy, params, optimizers, state, step, info, lr, packed)
                 done = step + 1
             if done % config.log_every == 0 or done == config.steps:
                 now = time.perf_counter()
@@ -248,6 +276,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
         curve.close()
     bar.close()
     seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     # the last checkpoint stays: asked for more steps, a finished run trains on from here
     ckpt.save_checkpoint(ckpt_dir, config.steps, params, optimizers, state, config, keep=1)
 
@@ -257,7 +286,10 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
     h, w = views[0].image.shape[:2]
     result = evaluate(params, views, split, ws, sh, bg, backend, tile, config.report_views,
                       extra={"steps": config.steps, "train_seconds": round(seconds, 2), "device": device.type,
-                             "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None})
+                             "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None,
+                             "steps_per_s": round((config.steps - start) / max(seconds, 1e-9), 3),
+                             "peak_memory_bytes": peak},
+                      rasterize_mode=config.rasterize_mode)
     cfg_path = ws.save_config(config, ws.splat)
     if monitor is not None:
         final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
