@@ -4,6 +4,8 @@
   recon3d train ws --method nerf --steps 5000
   recon3d train ws --method splat-fast --device cpu --set ssim_lambda=0.1
   recon3d train ws --view                   # watch it live in the browser
+  recon3d train ws --method splat-cpu --procs 2 --set batch_size=2   # 2 processes, one view each per step
+  torchrun --nproc-per-node 2 -m recon3d train ws --set batch_size=2  # the same, started by torchrun
 
 Methods:
 {methods}
@@ -16,6 +18,7 @@ Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from recon3d.core import registry
@@ -31,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="training steps (default: the method's)")
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"],
                         help="auto (default): CUDA when present, else CPU (slow; small scenes)")
+    parser.add_argument("--procs", type=int, metavar="N",
+                        help="splat: train with N processes, data parallel (each renders its share of the "
+                             "batch_size views of a step; gloo on CPU, NCCL on GPUs); default 1")
     parser.add_argument("--overwrite", action="store_true", help="discard earlier checkpoints and outputs")
     parser.add_argument("--view", action="store_true",
                         help="serve the live browser viewer while training (its URL is printed; it stops, "
@@ -44,8 +50,11 @@ CREATES_WORKSPACE = False
 """It reads an existing workspace: a missing one is reported, not created for the lock."""
 
 
-def workspace_written(args: argparse.Namespace) -> Path:
-    """The workspace this command writes (the CLI holds its lock, through --view too)."""
+def workspace_written(args: argparse.Namespace) -> Path | None:
+    """The workspace this command writes (the CLI holds its lock, through --view too); None in the
+    processes of rank > 0 of a torchrun launch, which write nothing (rank 0 holds the lock)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and int(os.environ.get("RANK", "0") or 0) > 0:
+        return None
     return args.workspace
 
 
@@ -56,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     ws.require_model()
     from recon3d.core.config import build_config
 
-    flags = {k: v for k, v in (("device", args.device), ("steps", args.steps)) if v is not None}
+    flags = {k: v for k, v in (("device", args.device), ("steps", args.steps), ("procs", args.procs)) if v is not None}
+    if "procs" in flags and registry.get(args.method).backend != "splat":
+        from recon3d.core.errors import UserError
+
+        raise UserError(f"--procs: only splat methods train over several processes, not {args.method}; leave it out")
     config = build_config(registry.make_config(args.method), getattr(args, DEST + "file"), flags,
                           getattr(args, DEST + "set"))  # preset < --config < --device/--steps < --set
     monitor = None
@@ -69,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if monitor is not None and hasattr(monitor, "close"):
             monitor.close()
-    print(result.summary)
+    if result.summary:  # a torchrun worker (rank > 0) has nothing to say
+        print(result.summary)
     return 0
