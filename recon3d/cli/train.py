@@ -18,7 +18,6 @@ Outputs go to ws/splat/ or ws/nerf/ with the resolved config beside them.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from recon3d.core import registry
@@ -53,9 +52,9 @@ CREATES_WORKSPACE = False
 def workspace_written(args: argparse.Namespace) -> Path | None:
     """The workspace this command writes (the CLI holds its lock, through --view too); None in the
     processes of rank > 0 of a torchrun launch, which write nothing (rank 0 holds the lock)."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and int(os.environ.get("RANK", "0") or 0) > 0:
-        return None
-    return args.workspace
+    from recon3d.splat.distributed import is_worker
+
+    return None if is_worker() else args.workspace
 
 
 def run(args: argparse.Namespace) -> int:

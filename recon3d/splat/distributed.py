@@ -30,7 +30,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -173,8 +173,11 @@ def _init(rank: int, world: int, init_method: str, backend: str) -> None:
                             timeout=datetime.timedelta(seconds=TIMEOUT_S))
 
 
-def start(config: Any, ws_root: Path, device: torch.device) -> Comm:
-    """The process group of this run: torchrun's (environment), ``config.procs`` spawned workers, or none."""
+def start(config: Any, ws_root: Path, device: torch.device, worker: Callable[[Any, Any, Comm], None]) -> Comm:
+    """The process group of this run: torchrun's (environment), ``config.procs`` spawned workers, or none.
+
+    ``worker(config, workspace, comm)`` is what a spawned process runs (a module-level function).
+    """
     rank, world = env_rank()
     if world > 1:
         if config.procs > 1 and config.procs != world:
@@ -190,7 +193,7 @@ def start(config: Any, ws_root: Path, device: torch.device) -> Comm:
     ctx = mp.get_context("spawn")
     workers = []
     for r in range(1, config.procs):
-        p = ctx.Process(target=_worker_main, args=(r, config.procs, init_method, config, str(ws_root)),
+        p = ctx.Process(target=_worker_main, args=(r, config.procs, init_method, config, str(ws_root), worker),
                         daemon=True, name=f"recon3d-splat-rank{r}")
         p.start()
         workers.append(p)
@@ -204,19 +207,18 @@ def start(config: Any, ws_root: Path, device: torch.device) -> Comm:
     return comm
 
 
-def _worker_main(rank: int, world: int, init_method: str, config: Any, ws_root: str) -> None:
+def _worker_main(rank: int, world: int, init_method: str, config: Any, ws_root: str, worker: Callable) -> None:
     """Entry of a worker started by ``--procs``: join the group and compute until rank 0 is done."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is rank 0's to handle; it stops the workers
     from recon3d.core.workspace import Workspace
     from recon3d.splat.render import resolve_device
-    from recon3d.splat.train import run_worker
 
     cuda_device(rank)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     try:
         _init(rank, world, init_method, backend_for(resolve_device(config)[0]))
-        run_worker(config, Workspace(Path(ws_root)), Comm(rank, world))
+        worker(config, Workspace(Path(ws_root)), Comm(rank, world))
     except (PeerLost, KeyboardInterrupt):
         sys.exit(1)  # rank 0 stopped (it says why)
     except Exception as exc:  # noqa: BLE001 - one line, then rank 0 reports the lost process

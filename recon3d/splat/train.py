@@ -125,7 +125,7 @@ def train(config: SplatConfig, workspace: Workspace, monitor=None, overwrite: bo
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     distributed.cuda_device(int(os.environ.get("LOCAL_RANK", distributed.env_rank()[0])))
-    comm = distributed.start(config, workspace.root, resolve_device(config)[0])
+    comm = distributed.start(config, workspace.root, resolve_device(config)[0], run_worker)
     try:
         if comm.rank > 0:  # a torchrun worker: computes, writes nothing
             run_worker(config, workspace, comm)
