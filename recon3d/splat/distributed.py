@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 import socket
 import sys
@@ -42,6 +43,13 @@ TIMEOUT_S = 600
 
 class PeerLost(RuntimeError):
     """Another training process stopped (a collective failed)."""
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """``Connection closed by peer [127.0.0.1]:28580`` of gloo's long message."""
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1] if lines else "")
+    return text.split(". ")[0].rstrip(".") or type(exc).__name__
 
 
 def env_rank() -> tuple[int, int]:
@@ -77,7 +85,7 @@ class Comm:
         try:
             return fn(*args, **kw)
         except (RuntimeError, ConnectionError) as exc:  # gloo/NCCL: a peer is gone or timed out
-            raise PeerLost(str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__) from None
+            raise PeerLost(_first_sentence(exc)) from None
 
     def sum_(self, tensors: list[torch.Tensor]) -> None:
         """Sum each tensor over the processes, in place (one flat all-reduce)."""
@@ -110,16 +118,20 @@ class Comm:
         self._call(dist.broadcast_object_list, box, src=0)
         return box[0]
 
-    def check_same_count(self, n: int, step: int, device: torch.device) -> None:
-        """:class:`UserError` when the processes hold different numbers of Gaussians."""
+    def check_same(self, means: torch.Tensor, step: int) -> None:
+        """:class:`UserError` when the processes hold different Gaussians: another number of them, or
+        other centres (their sum, exact on identical tensors). ``means``: ``(N, 3)``."""
         if not self.active:
             return
-        t = torch.tensor([n, -n], dtype=torch.float64, device=device)
+        n, total = float(len(means)), float(means.detach().double().sum())
+        t = torch.tensor([n, -n, total, -total], dtype=torch.float64, device=means.device)
         self.max_(t)
-        hi, lo = int(t[0]), -int(t[1])
-        if hi != lo:
+        if int(t[0]) != -int(t[1]):
             raise UserError(f"splat: the training processes disagree after densifying at step {step} "
-                            f"({lo} to {hi} Gaussians); rerun to resume, or train with --procs 1")
+                            f"({-int(t[1])} to {int(t[0])} Gaussians); train with --procs 1")
+        if float(t[2]) != -float(t[3]):
+            raise UserError(f"splat: the training processes hold different Gaussians at step {step} (their "
+                            "updates diverged); train with --procs 1")
 
     def counts(self, n: int, device: torch.device) -> list[int]:
         """The number of Gaussians each process holds, by rank (``[n]`` for a single process)."""
@@ -149,9 +161,10 @@ class Comm:
         self.world = 1  # the group is gone: every call is a no-op now
 
 
-def backend_for(device: torch.device) -> str:
-    """``nccl`` on CUDA, ``gloo`` on the CPU."""
-    return "nccl" if device.type == "cuda" else "gloo"
+def backend_for(device: torch.device, world: int) -> str:
+    """``nccl`` on CUDA with a GPU per process, else ``gloo`` (CPU, or processes sharing a GPU)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world) or world)  # processes on this machine (torchrun)
+    return "nccl" if device.type == "cuda" and torch.cuda.device_count() >= local else "gloo"
 
 
 def cuda_device(local_rank: int) -> None:
@@ -183,7 +196,7 @@ def start(config: Any, ws_root: Path, device: torch.device, worker: Callable[[An
         if config.procs > 1 and config.procs != world:
             raise UserError(f"--procs {config.procs} under torchrun with {world} processes; leave --procs out "
                             "(torchrun starts the processes)")
-        _init(rank, world, "env://", backend_for(device))
+        _init(rank, world, "env://", backend_for(device, world))
         return Comm(rank, world)
     if config.procs <= 1:
         return Comm()
@@ -199,7 +212,7 @@ def start(config: Any, ws_root: Path, device: torch.device, worker: Callable[[An
         workers.append(p)
     comm = Comm(0, config.procs, workers)
     try:
-        _init(0, config.procs, init_method, backend_for(device))
+        _init(0, config.procs, init_method, backend_for(device, config.procs))
     except Exception as exc:
         comm.close(wait=False)
         raise UserError(f"splat: could not start {config.procs} training processes ({exc}); "
@@ -217,7 +230,7 @@ def _worker_main(rank: int, world: int, init_method: str, config: Any, ws_root: 
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     try:
-        _init(rank, world, init_method, backend_for(resolve_device(config)[0]))
+        _init(rank, world, init_method, backend_for(resolve_device(config)[0], world))
         worker(config, Workspace(Path(ws_root)), Comm(rank, world))
     except (PeerLost, KeyboardInterrupt):
         sys.exit(1)  # rank 0 stopped (it says why)

@@ -253,7 +253,7 @@ class _Trainer:
                 after_backward(self.strategy, params, self.optimizers, self.state, step, {"stats": stats}, lr)
             self.done = step + 1
             if step % c.refine_every == 0:
-                comm.check_same_count(len(params["means"]), step, self.device)
+                comm.check_same(params["means"], step)
         return sh
 
 
@@ -268,6 +268,8 @@ def run_worker(config: SplatConfig, ws: Workspace, comm) -> None:
     device, backend = resolve_device(config)
     scene = _load(ws, config)
     params, optimizers, state, start = ckpt.restore(data, config, scene.scene_scale(), device)
+    if device.type == "cuda" and data.get("rng_cuda_current") is not None:
+        torch.cuda.set_rng_state(data["rng_cuda_current"])  # rank 0's GPU's stream of random numbers
     strategy, _ = make_strategy(config, scene.scene_scale(), device)
     trainer = _Trainer(config, scene, device, backend, comm, params, optimizers, strategy, state)
     for step in range(start, config.steps):
@@ -314,7 +316,9 @@ def _fit(config: SplatConfig, ws: Workspace, monitor, comm) -> tuple[dict[str, P
     trainer = _Trainer(config, scene, device, backend, comm, params, optimizers, strategy, state)
     bg = trainer.bg
     if comm.active:  # every process starts from this state (fresh or resumed)
-        comm.broadcast(ckpt.snapshot(start, params, optimizers, state, config))
+        data = ckpt.snapshot(start, params, optimizers, state, config)
+        data["rng_cuda_current"] = torch.cuda.get_rng_state() if device.type == "cuda" else None
+        comm.broadcast(data)
 
     t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
     metrics: dict = {}
@@ -347,8 +351,9 @@ def _fit(config: SplatConfig, ws: Workspace, monitor, comm) -> tuple[dict[str, P
         if done > start:  # a consistent state (updates are never cut in half): keep it for the rerun
             ckpt.save_checkpoint(ckpt_dir, done, params, optimizers, state, config, config.keep_checkpoints)
         if isinstance(exc, PeerLost):
-            raise UserError(f"splat: another training process stopped ({exc}); step {done} is saved, rerun "
-                            "the same command to resume") from None
+            saved = f"step {done} is saved, " if done > start else ""
+            raise UserError(f"splat: another training process stopped ({exc}); {saved}rerun the same command "
+                            "to resume") from None
         raise
     bar.close()
     counts = comm.counts(len(params["means"]), device)
