@@ -73,14 +73,14 @@ def test_sigterm_stops_every_process_and_the_rerun_resumes(orbit_ws, tmp_path):
     """SIGTERM to `recon3d train --procs 2`: rank 0 checkpoints the step reached, the worker goes too,
     exit 143; the same command resumes from the checkpoint."""
     args = [sys.executable, "-m", "recon3d", "train", str(orbit_ws.root), "--device", "cpu", "--method", "splat-cpu",
-            "--procs", "2", *[x for k, v in {**SHORT, "steps": 120, "batch_size": 2}.items()
+            "--procs", "2", *[x for k, v in {**SHORT, "steps": 60, "batch_size": 2}.items()
                               for x in ("--set", f"{k}={v}")]]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 300
-        while "2 processes), steps 0..120" not in log.read_text() and proc.poll() is None \
+        while "2 processes), steps 0..60" not in log.read_text() and proc.poll() is None \
                 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(3)
@@ -91,7 +91,7 @@ def test_sigterm_stops_every_process_and_the_rerun_resumes(orbit_ws, tmp_path):
     assert "Traceback" not in text
     assert text.strip().splitlines()[-1] == "recon3d train: stopped (SIGTERM); rerun the same command to resume"
     saved = sorted((orbit_ws.splat / "ckpt").glob("step_*.pt"))
-    assert len(saved) == 1 and 0 < int(saved[0].stem.split("_")[1]) < 120
+    assert len(saved) == 1 and 0 < int(saved[0].stem.split("_")[1]) < 60
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert "recon3d-splat-rank" not in ps and str(orbit_ws.root) not in ps  # no worker left behind
 
@@ -100,3 +100,12 @@ def test_sigterm_stops_every_process_and_the_rerun_resumes(orbit_ws, tmp_path):
     assert f"resuming from {saved[0].name}" in proc.stderr
     metrics = _metrics(orbit_ws)
     assert metrics["resumed_from"] == int(saved[0].stem.split("_")[1]) and metrics["processes"] == 2
+
+
+def test_procs_is_for_splat_only(orbit_ws, capsys):
+    from recon3d.cli import main
+
+    assert main(["train", str(orbit_ws.root), "--method", "nerf-fast", "--procs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["recon3d train: error: --procs: only splat methods train over several processes, not "
+                   "nerf-fast; leave it out"]
