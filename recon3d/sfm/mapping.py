@@ -170,6 +170,11 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
         recs = pycolmap.global_mapping(database, image_dir, out_dir, o)
     elif config.mapping.mapper == "hierarchical":
         recs, clusters = hierarchical_mapping(database, image_dir, out_dir, o)
+        if image_names:  # pycolmap maps each cluster's photos, whatever image_names says: drop the others
+            keep = set(image_names)
+            for rec in recs.values():
+                for frame_id in {rec.images[i].frame_id for i in rec.reg_image_ids() if rec.images[i].name not in keep}:
+                    rec.deregister_frame(frame_id)
         if on_clusters is not None:
             on_clusters(clusters)
     else:
