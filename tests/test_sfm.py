@@ -116,6 +116,12 @@ def test_hierarchical_mapper_splits_and_merges(orbit_sfm, orbit_scene, tmp_path)
     _check_orbit(report)
     assert report["gt"]["rotation_deg"]["max"] < 0.5
     assert result.report["unregistered"] == []
+    # pycolmap maps each cluster's own photos: the ones left out of image_names are dropped again
+    from recon3d.sfm.mapping import map_database
+
+    names = sorted(p.name for p in ws.images.iterdir())[2:]
+    models = map_database(ws2.database, ws2.images, tmp_path / "scratch", config, image_names=names)
+    assert sorted(models[0].images[i].name for i in models[0].reg_image_ids()) == names
 
 
 def test_retrieval_matching_reconstructs_the_orbit(orbit_sfm, orbit_scene, tmp_path):
