@@ -177,6 +177,8 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
                     rec.deregister_frame(frame_id)
         if on_clusters is not None:
             on_clusters(clusters)
+        for _ in range(max((r.num_reg_images() for r in recs.values()), default=0) if on_image else 0):
+            on_image()  # the clusters report no progress: the bar jumps to the end
     else:
         recs = pycolmap.incremental_mapping(database, image_dir, out_dir, o, next_image_callback=on_image)
     models = [r for r in recs.values() if r.num_reg_images() > 0]
