@@ -109,3 +109,17 @@ def test_procs_is_for_splat_only(orbit_ws, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["recon3d train: error: --procs: only splat methods train over several processes, not "
                    "nerf-fast; leave it out"]
+
+
+@pytest.mark.slow
+def test_torchrun_launch(orbit_ws):
+    """`torchrun -m recon3d train`: rank 0 writes (and takes the lock), rank 1 only computes."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "recon3d",
+            "train", str(orbit_ws.root), "--device", "cpu", "--method", "splat-cpu",
+            *[x for k, v in {**SHORT, "steps": 30, "batch_size": 2}.items() for x in ("--set", f"{k}={v}")]]
+    proc = subprocess.run(args, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("splat: done") == 1 and "Traceback" not in proc.stderr
+    metrics = _metrics(orbit_ws)
+    assert metrics["processes"] == 2 and metrics["gaussians_per_process"] == [metrics["num_gaussians"]] * 2
