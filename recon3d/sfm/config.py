@@ -118,9 +118,11 @@ class MatchingConfig:
 class MapperConfig:
     """Mapping (incremental or global) and the final refinement of every model."""
 
-    mapper: Literal["incremental", "global"] = option("incremental", flag="--mapper")
+    mapper: Literal["incremental", "global", "hierarchical"] = option("incremental", flag="--mapper")
     """'incremental': COLMAP's incremental mapper with bundle adjustment; 'global': GLOMAP (rotation
-    averaging, global positioning, then bundle adjustment)."""
+    averaging, global positioning, then bundle adjustment); 'hierarchical': the view graph is split
+    into overlapping clusters of at most cluster_max_images photos, each mapped incrementally (in
+    parallel), then merged: for sets past a few thousand photos."""
     refine_principal_point: Literal["auto", "always", "never"] = option("auto", flag="--refine-principal-point")
     """'auto': refine principal points in a final BA and keep them only where the views determine them
     (see recon3d.sfm.mapping); 'always' / 'never' force it. Ignored with a camera file."""
@@ -141,6 +143,10 @@ class MapperConfig:
     """Final refinement: points triangulated under a smaller angle (degrees) are dropped."""
     min_model_size: int = option(3, min=2)
     """Smallest model kept, in photos (at least 2)."""
+    cluster_max_images: int = option(500, flag="--cluster-max-images", min=3)
+    """Hierarchical: most photos in a leaf cluster before the overlap is added (at least 3)."""
+    cluster_overlap: int = option(50, min=1)
+    """Hierarchical: photos each cluster shares with its neighbours, for merging (at least 1)."""
     pp_max_sd_frac: float = option(0.002, min=0.0)
     """Principal-point rule: largest standard deviation of a kept principal point, as a fraction of the
     image diagonal."""
@@ -149,8 +155,10 @@ class MapperConfig:
     to be kept."""
     pycolmap_options: dict = field(default_factory=dict)
     """More options of pycolmap.IncrementalPipelineOptions (or GlobalPipelineOptions with mapper
-    'global'), {dotted name: value}, set after recon3d's (e.g. {'mapper.init_max_error': 6}); an
-    unknown name is an error that lists the valid ones."""
+    'global'), {dotted name: value}, set after recon3d's (e.g. {'mapper.init_max_error': 6}); with
+    mapper 'hierarchical' the incremental ones apply to every cluster, 'clustering.*' names
+    pycolmap.SceneClusteringOptions and 'hierarchical.*' the top of HierarchicalPipelineOptions
+    (e.g. 'hierarchical.num_workers'); an unknown name is an error that lists the valid ones."""
 
     def inlier_ratio(self) -> float:
         """``abs_pose_min_inlier_ratio`` with auto (-1) resolved."""

@@ -248,8 +248,8 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     """
     from recon3d.sfm.mapping import refine_model
 
-    models = _run_mapper(work, names, config, progress)
     notes: dict = {}
+    models = _run_mapper(work, names, config, progress, on_clusters=lambda c: notes.__setitem__("hierarchical", c))
     refine_extra_params = True
     if models and not config.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
             and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
@@ -274,7 +274,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
 
 
 def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, desc: str | None = None,
-                refine_extra_params: bool = True) -> list:
+                refine_extra_params: bool = True, on_clusters=None) -> list:
     import tempfile
 
     from recon3d.sfm.mapping import map_database
@@ -290,7 +290,7 @@ def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, 
     remove_stale_temps(work.root, MAPPER_SCRATCH)  # left by a run killed while mapping
     with tempfile.TemporaryDirectory(prefix=owned_temp_prefix(MAPPER_SCRATCH), dir=work.root) as scratch:
         models = map_database(work.database, work.images, Path(scratch), config, image_names=names, on_image=on_image,
-                              refine_extra_params=refine_extra_params)
+                              refine_extra_params=refine_extra_params, on_clusters=on_clusters)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     return models

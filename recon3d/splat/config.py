@@ -19,7 +19,14 @@ class SplatConfig:
     """A Gaussian splatting run."""
 
     steps: int = option(30_000, min=1)
-    """Training steps (one image per step)."""
+    """Training steps (``batch_size`` images per step)."""
+    batch_size: int = option(1, min=1)
+    """Training views per step; the step follows the mean of their losses. With ``procs`` > 1 the
+    views are split among the processes (at least one each)."""
+    procs: int = option(1, min=1)
+    """Processes training together, data parallel (torch.distributed: gloo on CPU, NCCL on GPUs):
+    each renders its share of the batch, gradients and densification statistics are summed, so all
+    hold the same Gaussians. Does not change the result (up to rounding) nor identify the run."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cuda' or 'cpu'."""
     rasterizer: Literal["auto", "cuda", "torch"] = "auto"
