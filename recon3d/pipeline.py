@@ -66,10 +66,11 @@ def resolve_method(train: str, device: str = "auto") -> str:
     """``"auto"`` -> ``splat`` on a CUDA GPU, ``splat-cpu`` otherwise; other names unchanged.
 
     The one choice of ``recon3d run --train auto`` and ``recon3d train`` without ``--method``.
-    ``device`` is the training device asked for: ``"cpu"`` picks ``splat-cpu`` even beside a GPU.
+    ``device`` is the training device asked for: ``"cpu"`` picks ``splat-cpu`` even beside a GPU, ``"cuda"``
+    picks ``splat`` (which says so when there is no GPU).
     """
     if train == "auto":
-        return "splat" if device != "cpu" and cuda_available() else "splat-cpu"
+        return "splat" if device == "cuda" or (device != "cpu" and cuda_available()) else "splat-cpu"
     return train
 
 

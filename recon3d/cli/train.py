@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from recon3d.pipeline import resolve_method
 
     method = resolve_method(args.method, args.device or "auto")
-    if method != args.method:
+    if method != args.method and args.device is None:  # chosen for this machine: say which
         print(f"train: method {method} ({registry.get(method).description})", file=sys.stderr)
     flags = {k: v for k, v in (("device", args.device), ("steps", args.steps), ("procs", args.procs)) if v is not None}
     if "procs" in flags and registry.get(method).backend != "splat":
