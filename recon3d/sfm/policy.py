@@ -179,9 +179,10 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
             before = models[0]
             ext = extend_model(database, image_dir, scratch, before, config, names, refine_extra_params)
             if ext is not None and ext.num_reg_images() > before.num_reg_images():
+                placed = int(ext.num_reg_images())
                 rejected, why = accept_extension(before, ext)
-                report["second_pass"] = {"before": int(before.num_reg_images()), "after": int(ext.num_reg_images()),
-                                         "decision": why}
+                report["second_pass"] = {"before": int(before.num_reg_images()), "placed": placed,
+                                         "after": int(ext.num_reg_images()), "decision": why}
                 report["rejected"] = rejected
                 if ext.num_reg_images() > before.num_reg_images():
                     models = [ext] + models[1:]

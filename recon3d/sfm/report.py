@@ -167,7 +167,8 @@ def _markdown(report: dict, ws: Workspace) -> str:
                   f"{policy.get('why')}"]
         if "second_pass" in policy:
             sp = policy["second_pass"]
-            lines.append(f"- second registration pass: {sp['before']} -> {sp['after']} photos; {sp['decision']}")
+            lines.append(f"- second registration pass: {sp['before']} -> {sp['after']} photos "
+                         f"({sp.get('placed', sp['after'])} placed); {sp['decision']}")
         if policy.get("merged"):
             lines.append(f"- {policy['merged']} smaller model(s) merged: their photos are all in sparse/0")
     if report["images"]["skipped"]:
