@@ -39,7 +39,8 @@ def _check_honest(ws: Workspace, report: dict) -> None:
     """Every photo is either in sparse/0 or listed as unregistered with its step and what would help."""
     import pycolmap
 
-    main = {im.name for im in pycolmap.Reconstruction(str(ws.model)).images.values()}
+    rec = pycolmap.Reconstruction(str(ws.model))
+    main = {rec.images[i].name for i in rec.reg_image_ids()}
     assert report["registered"] == len(main)
     listed = {u["name"]: u for u in report["unregistered"]}
     names = {p.name for p in ws.images.iterdir()}
