@@ -165,6 +165,6 @@ def test_registration_scenes_are_what_they_claim(lowtex_scene, narrow_scene, spa
     model = read_model(sparse_ring_scene / "gt" / "sparse" / "0")
     centers = np.stack([geometry.camera_centers(im.cam_from_world[None])[0] for im in model.images.values()])
     ang = np.sort(np.degrees(np.arctan2(centers[:, 1], centers[:, 0])) % 360)
-    assert len(ang) == 16 and np.allclose(np.diff(ang), 22.5, atol=4)
+    assert len(ang) == 16 and np.allclose(np.diff(ang), 22.5, atol=5)  # position jitter moves a view ~2 deg
     for root in (lowtex_scene, narrow_scene):
         assert pycolmap.Reconstruction(str(root / "gt" / "sparse" / "0")).compute_mean_reprojection_error() < 1e-6
