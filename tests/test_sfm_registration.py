@@ -107,3 +107,17 @@ def test_lowtex_report_is_honest(lowtex_scene, tmp_path_factory):
     assert all(after > before for before, after in report["features"]["extracted_again"].values())
     assert "global" in report["policy"]  # photos were left out, so the global mapper was tried
     _check_honest(ws, report)
+
+
+@pytest.mark.parametrize("mapper, global_tried, suggests", [("incremental", False, True), ("incremental", True, False),
+                                                            ("global", False, False)])
+def test_no_model_error_suggests_global_only_when_untried(mapper, global_tried, suggests):
+    from recon3d.sfm.config import MapperConfig
+    from recon3d.sfm.pipeline import EXIT_NO_MODEL, no_model_error
+
+    names = ["a.png", "b.png", "c.png"]
+    inl = np.array([[0, 40, 0], [40, 0, 0], [0, 0, 0]])
+    stats = PairStats(names, np.full(3, 2000), inl + 10, inl, np.ones(3, dtype=np.int64))
+    err = no_model_error(stats, names, SfmConfig(mapping=MapperConfig(mapper=mapper)), global_tried)
+    assert err.exit_code == EXIT_NO_MODEL and "a.png / b.png" in str(err)
+    assert ("--mapper global" in str(err)) == suggests

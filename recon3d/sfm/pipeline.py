@@ -161,7 +161,7 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
                  num_threads=config.num_threads)
 
 
-def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig, global_tried: bool = False) -> UserError:
+def no_model_error(stats: PairStats, names: list[str], config: SfmConfig, global_tried: bool = False) -> UserError:
     index = [stats.names.index(n) for n in names if n in stats.names]
     inl = stats.inliers[index][:, index] if index else stats.inliers
     raw = stats.matches[index][:, index] if index else stats.matches
@@ -389,7 +389,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
         t = time.perf_counter()
         models, refine_reports, notes = _map_stage(work, names, config, progress)
         if not models:
-            raise _no_model_error(stats, names, config, "global" in notes.get("policy", {}))
+            raise no_model_error(stats, names, config, "global" in notes.get("policy", {}))
         timings["mapping"] = time.perf_counter() - t
         write_models(models, work.sparse, config)
     except UserError:
