@@ -121,3 +121,16 @@ def test_no_model_error_suggests_global_only_when_untried(mapper, global_tried, 
     err = no_model_error(stats, names, SfmConfig(mapping=MapperConfig(mapper=mapper)), global_tried)
     assert err.exit_code == EXIT_NO_MODEL and "a.png / b.png" in str(err)
     assert ("--mapper global" in str(err)) == suggests
+
+
+@pytest.mark.slow
+def test_known_camera_prior_is_kept_where_the_views_do_not_determine_it(narrow_scene, tmp_path_factory):
+    """--camera with the exact intrinsics on an 8 deg lens: the views cannot pin the focal length
+    (self-calibration misses it by ~1.4 %), so the calibration prior is kept as given and the run
+    ends as --fixed-intrinsics would (recon3d.sfm.mapping.calibration_prior_rule)."""
+    ws, result, ev = _sfm(narrow_scene, tmp_path_factory, "narrow_cam",
+                          SfmConfig(camera_file=str(narrow_scene / "gt" / "camera.json")))
+    cal = result.report["models"][0]["refinement"]["calibration"]
+    assert cal and not cal[0]["kept"] and "do not determine" in cal[0]["reason"]
+    assert result.report["models"][0]["cameras"][0]["params"][:2] == [4576.0, 4576.0]
+    assert result.report["registered"] == 12 and ev["gt"]["rotation_deg"]["median"] < 0.3
