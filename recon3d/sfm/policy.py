@@ -149,10 +149,14 @@ def run_global(database: Path, image_dir: Path, scratch: Path, config: SfmConfig
     o = global_options(config.mapping, seed=config.seed, num_threads=config.num_threads,
                        fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
     o.image_names = list(names)
+    level = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = 3  # a failing second opinion is reported in sfm.json, not as log errors
     try:
         recs = pycolmap.global_mapping(database, image_dir, scratch / "global", o)
     except Exception:  # noqa: BLE001 - pycolmap raises on degenerate input: no second opinion then
         return None
+    finally:
+        pycolmap.logging.minloglevel = level
     out = [r for r in recs.values() if r.num_reg_images() > 0]
     return max(out, key=lambda r: (r.num_reg_images(), r.num_points3D())) if out else None
 
