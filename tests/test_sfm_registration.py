@@ -134,3 +134,30 @@ def test_known_camera_prior_is_kept_where_the_views_do_not_determine_it(narrow_s
     assert cal and not cal[0]["kept"] and "do not determine" in cal[0]["reason"]
     assert result.report["models"][0]["cameras"][0]["params"][:2] == [4576.0, 4576.0]
     assert result.report["registered"] == 12 and ev["gt"]["rotation_deg"]["median"] < 0.3
+
+
+@pytest.mark.parametrize("min_inliers, expect", [(250, "second pass"), (400, "global")])
+def test_left_out_views_are_registered_by_the_policy(orbit_scene, tmp_path, min_inliers, expect):
+    """Eight orbit views with a strict first pass: 250 inliers leave 3 views out (the second pass adds
+    them and merges the smaller models); 400 leave no model at all (the global mapper's model is used).
+    Either way every view ends in sparse/0, accurate against the true cameras."""
+    import shutil
+
+    from recon3d.sfm.config import MapperConfig
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        shutil.copy(orbit_scene / "images" / f"view_{i:03d}.png", photos)
+    ws = Workspace(tmp_path / "ws")
+    result = run_sfm(ws, photos, SfmConfig(mapping=MapperConfig(abs_pose_min_num_inliers=min_inliers)))
+    ev = evaluate_workspace(ws, gt=orbit_scene / "gt" / "sparse" / "0")
+    policy = result.report["policy"]
+    assert result.report["registered"] == 8 and result.report["unregistered"] == []
+    assert ev["gt"]["rotation_deg"]["median"] < 0.2
+    if expect == "second pass":
+        assert policy["mapper"] == "incremental" and policy["second_pass"]["after"] == 8
+        assert policy["second_pass"]["before"] < 8 and policy["rejected"] == []
+    else:
+        assert policy["mapper"] == "global" and policy["global"]["won"] and "global model used" in policy["why"]
+    _check_honest(ws, result.report)
