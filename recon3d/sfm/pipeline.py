@@ -3,7 +3,8 @@
 :func:`run_sfm` is the stage (``recon3d sfm IMAGES -o WS``)::
 
     photos --scan/ingest--> WS/images --SIFT--> database.db --match/verify--> database.db
-           --map (incremental + BA, or global)--> refine (filter, BA, principal point)
+           --map (incremental + BA, or global)--> register the rest (recon3d.sfm.policy: second pass,
+           global second opinion, merge) --> refine (filter, BA, principal point)
            --> WS/sparse/N/{cameras,images,points3D}.bin + points.ply, WS/reports/sfm.{json,md} + plots
 
 Outputs are COLMAP's own formats, so any COLMAP-aware tool reads them; ``sparse/0`` is the
