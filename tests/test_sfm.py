@@ -419,7 +419,8 @@ def test_two_unrelated_groups_give_two_models(orbit_scene, shared_data, tmp_path
     names0 = {im.name for im in pycolmap.Reconstruction(str(ws.sparse / "0")).images.values()}
     names1 = {im.name for im in pycolmap.Reconstruction(str(ws.sparse / "1")).images.values()}
     assert all(n.startswith("view_") for n in names0) and all(n.startswith("temple") for n in names1)
-    assert "(+6 in 1 more model(s))" in result.summary
+    assert "(+6 only in 1 separate model(s), not counted)" in result.summary
+    assert {u["name"] for u in result.report["unregistered"]} == names1  # not registered in sparse/0
 
 
 # ------------------------------------------------------------------------ saved config replays

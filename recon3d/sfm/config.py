@@ -41,6 +41,9 @@ class ExtractionConfig:
     """SIFT detection threshold (> 0); lower (e.g. 0.002) finds more features on low-texture objects."""
     first_octave: int = option(-1, min=-1)
     """First SIFT octave: -1 upsamples the image once (finer features, slower), 0 does not."""
+    adaptive_min_keypoints: int = option(1000, min=0)
+    """A photo with fewer SIFT keypoints than this is extracted again with a third of the peak threshold
+    and four times the feature count (low-texture photos); 0: never."""
     camera_model: Literal[COLMAP_CAMERA_MODELS] = option("SIMPLE_RADIAL", flag="--camera-model", metavar="MODEL")
     """COLMAP camera model for self-calibration (ignored when a camera file is given): one of
     SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV, OPENCV_FISHEYE,
@@ -63,7 +66,7 @@ class ExtractionConfig:
     def key(self) -> dict:
         """What the extracted features depend on (a change means extracting again)."""
         out = {k: getattr(self, k) for k in ("max_image_size", "max_num_features", "peak_threshold",
-                                             "first_octave", "camera_model", "camera_mode")}
+                                             "first_octave", "camera_model", "camera_mode", "adaptive_min_keypoints")}
         if self.pycolmap_options:
             out["pycolmap_options"] = dict(self.pycolmap_options)
         return out
@@ -147,6 +150,18 @@ class MapperConfig:
     """Hierarchical: most photos in a leaf cluster before the overlap is added (at least 3)."""
     cluster_overlap: int = option(50, min=1)
     """Hierarchical: photos each cluster shares with its neighbours, for merging (at least 1)."""
+    second_pass: bool = option(True, flag="--second-pass")
+    """When the largest model leaves photos out, continue registering into it with looser absolute-pose
+    thresholds (extend_min_inliers, extend_min_inlier_ratio), keeping a photo only when its reprojection
+    error is in line with the model's other photos (recon3d.sfm.policy)."""
+    extend_min_inliers: int = option(6, min=3)
+    """Second registration pass: fewest 2D-3D inliers to register a photo (at least 3)."""
+    extend_min_inlier_ratio: float = option(0.05, min=0.0, max=1.0)
+    """Second registration pass: smallest 2D-3D inlier ratio to register a photo (0 to 1)."""
+    try_global: Literal["auto", "never"] = option("auto", flag="--try-global")
+    """'auto': when incremental mapping still leaves photos out, also run the global mapper on the same
+    matches and keep its model when it registers more photos at similar reprojection error and a
+    plausible focal length (the report says which mapper won and why); 'never': do not."""
     pp_max_sd_frac: float = option(0.002, min=0.0)
     """Principal-point rule: largest standard deviation of a kept principal point, as a fraction of the
     image diagonal."""

@@ -3,7 +3,8 @@
 :func:`run_sfm` is the stage (``recon3d sfm IMAGES -o WS``)::
 
     photos --scan/ingest--> WS/images --SIFT--> database.db --match/verify--> database.db
-           --map (incremental + BA, or global)--> refine (filter, BA, principal point)
+           --map (incremental + BA, or global)--> register the rest (recon3d.sfm.policy: second pass,
+           global second opinion, merge) --> refine (filter, BA, principal point)
            --> WS/sparse/N/{cameras,images,points3D}.bin + points.ply, WS/reports/sfm.{json,md} + plots
 
 Outputs are COLMAP's own formats, so any COLMAP-aware tool reads them; ``sparse/0`` is the
@@ -42,6 +43,7 @@ from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.sfm.config import SfmConfig
 from recon3d.sfm.images import ImageScan, InputImage
 from recon3d.sfm.match import PairStats
+from recon3d.sfm.policy import explain_unregistered  # noqa: F401 - re-exported (it lived here)
 
 STAGING = ".sfm-staging"
 """Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
@@ -170,55 +172,7 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
                  num_threads=config.num_threads)
 
 
-def explain_unregistered(stats: PairStats, names: list[str], registered: dict[str, int], config: SfmConfig) -> dict[str, str]:
-    """The likely reason each photo of ``names`` is in no model.
-
-    Args:
-        stats: per-image and per-pair counts from the database.
-        names: the photos used.
-        registered: name -> index of the model it is in.
-        config: the options (thresholds quoted in the reasons).
-    Returns:
-        name -> one-line reason, for every unregistered photo.
-    """
-    index = {n: i for i, n in enumerate(stats.names)}
-    min_inl = max(config.matching.min_num_inliers, config.mapping.min_num_matches)
-    out = {}
-    for name in names:
-        if name in registered:
-            continue
-        i = index.get(name)
-        if i is None or stats.keypoints[i] == 0:
-            out[name] = "no features found (blank, overexposed or textureless photo)"
-            continue
-        kp = int(stats.keypoints[i])
-        raw, inl = stats.matches[i].copy(), stats.inliers[i].copy()
-        raw[i] = inl[i] = 0
-        best_raw = int(raw.max()) if len(raw) else 0
-        other_raw = stats.names[int(raw.argmax())] if best_raw else "-"
-        if kp < 100:
-            out[name] = f"only {kp} features (low texture); try --peak-threshold 0.002 --max-features 32768"
-        elif best_raw < config.mapping.min_num_matches:
-            out[name] = (f"too few matches (best {best_raw} with {other_raw}); the photo does not seem to "
-                         "overlap the others")
-        elif int(inl.max()) < min_inl:
-            out[name] = (f"failed geometric verification (best pair {other_raw}: {best_raw} matches, "
-                         f"{int(inl.max())} consistent, needs {min_inl})")
-        else:
-            reg_inl = [(int(inl[j]), stats.names[j]) for j in range(len(inl)) if stats.names[j] in registered]
-            best = max(reg_inl, default=(0, "-"))
-            if best[0] >= min_inl:
-                out[name] = (f"verified matches with registered photos ({best[0]} with {best[1]}) but its pose "
-                             "could not be estimated (too few of them on 3D points); try "
-                             "--abs-pose-min-inliers 6")
-            else:
-                partners = [stats.names[j] for j in range(len(inl)) if inl[j] >= min_inl]
-                out[name] = ("verified matches only with other unregistered photos (" + ", ".join(partners[:4])
-                             + ("..." if len(partners) > 4 else "") + ")")
-    return out
-
-
-def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> UserError:
+def no_model_error(stats: PairStats, names: list[str], config: SfmConfig, global_tried: bool = False) -> UserError:
     index = [stats.names.index(n) for n in names if n in stats.names]
     inl = stats.inliers[index][:, index] if index else stats.inliers
     raw = stats.matches[index][:, index] if index else stats.matches
@@ -227,7 +181,11 @@ def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> Us
         i, j = divmod(int(inl.argmax()), inl.shape[1])
         msg = (f"no initial pair could be reconstructed (best verified pair {sub[i]} / {sub[j]} with "
                f"{int(inl.max())} inliers; the incremental mapper needs {config.mapping.init_min_num_inliers} and some "
-               "parallax); take photos from more different positions, or try --mapper global")
+               "parallax); take photos from more different positions"
+               + (", or lower --mapping.init-min-num-inliers" if global_tried or config.mapping.mapper == "global"
+                  else ", or try --mapper global"))
+        if config.mapping.mapper == "global":
+            msg = msg.replace("no initial pair could be reconstructed", "global mapping found no model")
     elif raw.size and raw.max() > 0:
         i, j = divmod(int(raw.argmax()), raw.shape[1])
         msg = (f"the photos share no usable content: no pair passed geometric verification (best pair "
@@ -264,6 +222,10 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
             "kept": "without distortion" if better else "with distortion"}
         if better:
             models, refine_extra_params = retry, False
+    from recon3d.sfm.policy import complete_models
+
+    models, notes["policy"] = complete_models(work.database, work.images, work.root, models, config, names,
+                                              refine_extra_params)
     refined, reports = [], []
     for rec in (progress(models, desc="refining", unit="model") if progress else models):
         rec, rep = refine_model(rec, config, refine_extra_params)
@@ -442,7 +404,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
         t = time.perf_counter()
         models, refine_reports, notes = _map_stage(work, names, config, progress)
         if not models:
-            raise _no_model_error(stats, names, config)
+            raise no_model_error(stats, names, config, "global" in notes.get("policy", {}))
         timings["mapping"] = time.perf_counter() - t
         write_models(models, work.sparse, config)
     except UserError:
@@ -456,6 +418,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timings: dict[str, float],
             t_start: float) -> dict:
     """Write ``reports/sfm.{json,md}`` and the plots; returns the report."""
+    from recon3d.sfm.policy import unregistered_entries
     from recon3d.sfm.report import build_report, write_report
 
     models = built["models"]
@@ -464,11 +427,14 @@ def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timi
         for im in rec.images.values():
             if im.has_pose:
                 registered.setdefault(im.name, k)
-    unregistered = explain_unregistered(built["stats"], built["names"], registered, config)
+    policy = built["notes"].get("policy", {})
+    unregistered = unregistered_entries(explain_unregistered(built["stats"], built["names"], registered, config),
+                                        policy.get("rejected", []))
     timings["total"] = time.perf_counter() - t_start
     report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
                           unregistered, timings)
-    report["notes"] = built["notes"]
+    report["notes"] = {k: v for k, v in built["notes"].items() if k != "policy"}
+    report["policy"] = policy
     write_report(ws, report, models, built["stats"])
     return report
 
