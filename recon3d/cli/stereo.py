@@ -102,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = _config(PairConfig, args, "pairs")
     left, right = args.inputs
-    print(stereo_pairs(left, right, args.output, config, args.calib, args.rectified, args.overwrite, progress).summary)
+    from recon3d.cli.output import show, stage_data
+
+    result = stereo_pairs(left, right, args.output, config, args.calib, args.rectified, args.overwrite, progress)
+    show(args, result.summary, {"mode": "pairs", **stage_data(result)})
     return 0
 
 
@@ -123,7 +126,9 @@ def _run_workspace(args: argparse.Namespace) -> int:
     config = _config(FusionConfig, args, "workspace")
     # a workspace matches at config.scale: --downscale is for pairs
     config = dataclasses.replace(config, sgbm=dataclasses.replace(config.sgbm, downscale=1.0))
+    from recon3d.cli.output import show, stage_data
     from recon3d.core.cluster import cluster_from_args
 
-    print(stereo_workspace(config, ws, args.overwrite, progress, cluster=cluster_from_args(args)).summary)
+    result = stereo_workspace(config, ws, args.overwrite, progress, cluster=cluster_from_args(args))
+    show(args, result.summary, {"mode": "workspace", "workspace": str(ws.root), **stage_data(result)})
     return 0
