@@ -216,6 +216,42 @@ def test_port_in_use_is_a_user_error(orbit_ws, capsys):
         start_server("no-such-host.invalid", 0)
 
 
+def test_sigterm_stops_view_with_one_line_and_exit_143(orbit_ws):
+    """`recon3d view` stopped by SIGTERM (kill, timeout, docker stop) exits 143 with the CLI's one line,
+    no traceback and no native stack trace, like `sfm` (test_lock.py) and `train` (test_splat.py)."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from helpers.viewer import REPO, lines, wait_line
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "recon3d", "view", str(orbit_ws.root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=lines, args=(proc.stdout, q), daemon=True).start()
+    seen: list[str] = []
+    try:
+        wait_line(q, r"recon3d view: showing", 60, seen)
+        wait_line(q, r"ground-truth cameras", 10, seen)  # the summary's last row: the server is idle now
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    while (line := q.get(timeout=5)) is not None:
+        seen.append(line)
+    text = "".join(seen)
+    assert rc == 143, text[-2000:]
+    assert "Aborted at" not in text and "*** " not in text and "Traceback" not in text, text[-2000:]
+    assert text.strip().splitlines()[-1].startswith("recon3d view: stopped (SIGTERM)"), text[-2000:]
+
+
 def _http_get(port: int, path: str) -> tuple[int, bytes]:
     """Send a raw GET (no client-side path normalisation) and return (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
     from recon3d.core.progress import progress, summary
+    from recon3d.core.signals import Terminated
     from recon3d.core.workspace import Workspace
     from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
     from recon3d.viewer.server import server_url, start_server, stop_server
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary(f"recon3d view: showing {ws.root}", rows), flush=True)
         while True:
             time.sleep(3600)
+    except Terminated:
+        raise  # the CLI's SIGTERM line and exit 143, as for every command
     except KeyboardInterrupt:
         print("recon3d view: stopped", flush=True)
         return 0

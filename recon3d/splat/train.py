@@ -147,6 +147,22 @@ def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool) -> Stag
     return StageResult(run.outputs, skipped=False, summary=summary)
 
 
+def _cleanup(params: dict, scene, scene_scale: float, config: SplatConfig):
+    """``(params of the kept Gaussians, Cleanup)``: :func:`recon3d.splat.cleanup.cleanup_mask` over the
+    training cameras."""
+    from recon3d.splat.cleanup import cleanup_mask, prune_params
+
+    views = scene.train
+    with torch.no_grad():
+        clean = cleanup_mask(
+            params["means"].detach().cpu().numpy(), torch.exp(params["scales"]).detach().cpu().numpy(),
+            torch.sigmoid(params["opacities"]).detach().cpu().numpy(),
+            np.stack([v.cam_from_world for v in views]), np.stack([v.camera.K for v in views]),
+            np.array([(v.camera.width, v.camera.height) for v in views]), scene_scale,
+            config.cleanup_min_views, config.cleanup_huge_scale, config.cleanup_faint_opacity)
+    return (prune_params(params, clean.keep) if clean.removed else params), clean
+
+
 def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], str]:
     """Train (resuming from the newest checkpoint of this run), write the outputs; (outputs, summary)."""
     from recon3d.core.progress import note, progress, summary
@@ -246,20 +262,25 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
     # the last checkpoint stays: asked for more steps, a finished run trains on from here
     ckpt.save_checkpoint(ckpt_dir, config.steps, params, optimizers, state, config, keep=1)
 
+    params, cleaned = _cleanup(params, scene, scale, config)
     sh = final_sh_degree(config)
     write_splat_ply(ply, M.splats_from_params(params))
     views, split = (scene.test, "test") if scene.test else (scene.train, "train")
     h, w = views[0].image.shape[:2]
     result = evaluate(params, views, split, ws, sh, bg, backend, tile, config.report_views,
                       extra={"steps": config.steps, "train_seconds": round(seconds, 2), "device": device.type,
-                             "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None})
+                             "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None,
+                             "cleanup_removed": cleaned.removed,
+                             "cleanup": {"unseen": cleaned.unseen, "huge_faint": cleaned.huge_faint,
+                                         "min_views": config.cleanup_min_views}})
     cfg_path = ws.save_config(config, ws.splat)
     if monitor is not None:
         final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
         monitor(_event(config.steps, config, params, final, sh, bg, backend, tile, done=True))
     rows = [
         ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
-        ("gaussians", len(params["means"])),
+        ("gaussians", f"{len(params['means'])} (cleanup removed {cleaned.removed}: {cleaned.unseen} seen by fewer "
+                      f"than {config.cleanup_min_views} training cameras, {cleaned.huge_faint} huge and faint)"),
         (f"{split} PSNR", f"{result['psnr']:.2f} dB over {result['num_views']} views"),
         (f"{split} SSIM", f"{result['ssim']:.4f}"),
         ("model", ply),
