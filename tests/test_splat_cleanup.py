@@ -41,6 +41,11 @@ def test_visibility_counts_match_the_geometry():
     np.testing.assert_array_equal(counts, EXPECTED)
     # one camera at a time: in front and inside its image
     assert visibility_counts(POINTS, POSES[3:], K[3:], SIZES[3:]).tolist() == [1, 0, 0, 0, 1, 1]
+    # with a radius, the image bounds grow by its projection: 0.3 at depth 5 is 6 px for f = 100
+    just_out = np.array([[-1.0, 2.55, 0.0]])  # v = 50 + 100 * 2.55 / 5 = 101 for the forward cameras
+    assert visibility_counts(just_out, POSES[:3], K[:3], SIZES[:3]).tolist() == [0]
+    assert visibility_counts(just_out, POSES[:3], K[:3], SIZES[:3], radii=[0.3]).tolist() == [3]
+    assert visibility_counts(just_out, POSES[:3], K[:3], SIZES[:3], radii=[0.01]).tolist() == [0]
     with pytest.raises(ValueError, match="one of each per camera"):
         visibility_counts(POINTS, POSES, K[:2], SIZES)
 
@@ -49,11 +54,11 @@ def test_cleanup_removes_unseen_then_huge_and_faint():
     n = len(POINTS)
     scales = np.full((n, 3), 0.05)
     opacities = np.full(n, 0.8)
-    scales[5] = [3.0, 0.1, 0.1]   # huge (3 > 0.5 x scene scale 2) ...
+    scales[5] = [3.0, 0.1, 0.1]   # huge (3 > 0.05 x scene scale 2) ...
     opacities[5] = 0.01           # ... and faint: goes
     scales[0] = [3.0, 3.0, 3.0]   # huge but opaque: stays
-    scales[2] = [3.0, 3.0, 3.0]   # huge and faint and unseen: counted as unseen
-    opacities[2] = 0.01
+    scales[3] = [3.0, 3.0, 3.0]   # huge and faint and unseen (far off every image even with its 3 sigma): unseen
+    opacities[3] = 0.01
     clean = cleanup_mask(POINTS, scales, opacities, POSES, K, SIZES, scene_scale=2.0)
     assert clean.keep.tolist() == [True, False, False, False, True, False]
     assert (clean.unseen, clean.huge_faint, clean.removed) == (3, 1, 4)

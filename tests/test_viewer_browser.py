@@ -189,3 +189,148 @@ def test_live_viewer_renders_the_browser_view(browser, orbit_ws):
     finally:
         lv.close()
     assert lv.errors == []
+
+
+# ------------------------------------------------------------------ the view through a camera
+def _screenshot_rgb(page) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+
+
+def _shrink(img: np.ndarray, factor: int) -> np.ndarray:
+    """``(H, W, 3)`` averaged over ``factor`` x ``factor`` blocks, float in [0, 1]."""
+    h, w = img.shape[0] // factor, img.shape[1] // factor
+    x = img[: h * factor, : w * factor].astype(np.float64) / 255.0
+    return x.reshape(h, factor, w, factor, 3).mean(axis=(1, 3))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(-10 * np.log10(max(np.mean((a - b) ** 2), 1e-12)))
+
+
+def _area(img: np.ndarray) -> np.ndarray:
+    """The part of a screenshot that shows only the scene: below the WebGL notice, left of the control panel."""
+    h, w = img.shape[:2]
+    return img[int(0.25 * h):, : int(0.6 * w)]
+
+
+def _wait_for_client(server, timeout: float = 30.0):
+    from recon3d.viewer.server import has_camera
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        clients = [c for c in server.get_clients().values() if has_camera(c)]
+        if clients:
+            return clients[0]
+        time.sleep(0.1)
+    raise AssertionError("no browser reported its camera")
+
+
+def _wait_until(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(what)
+
+
+def _settled_screenshot(page, timeout: float = 30.0) -> np.ndarray:
+    """A screenshot once two in a row agree (the splats have arrived and been sorted and drawn)."""
+    last = _screenshot_rgb(page)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        shot = _screenshot_rgb(page)
+        if shot.std() > 10 and np.abs(shot.astype(np.int16) - last).mean() < 0.5:
+            return shot
+        last = shot
+    return last
+
+
+def test_view_through_a_camera_hides_its_frustum_and_matches_a_render(browser, splat_ws):
+    """Flying to a camera hides its own frustum and photo (they would cover the view), shows the one
+    the view left, and the browser's picture then matches the CPU splat render from that camera."""
+    import torch
+
+    from recon3d.io.gaussians_ply import read_splat_ply
+    from recon3d.splat.model import params_from_splats
+    from recon3d.splat.render import render_image
+    from recon3d.viewer.app import ViewerApp, WorkspaceContent
+    from recon3d.viewer.data import home_view
+    from recon3d.viewer.server import (
+        client_cam_from_world,
+        client_K,
+        client_world_from_cam,
+        start_server,
+    )
+
+    server = start_server("127.0.0.1", 0)
+    try:
+        content = WorkspaceContent.load(splat_ws)
+        app = ViewerApp(server, content)
+        app.build()
+        app.layers["points"].visible = False  # compare the splats alone (the points sit on their centres)
+        page = browser.new_page(viewport=VIEWPORT)
+        page.goto(f"http://127.0.0.1:{server.get_port()}")
+        client = _wait_for_client(server)
+        cams = app.layers["cameras"].handles
+        # The viewer opens looking through a training camera (the medoid of the ring); its frustum is hidden.
+        first = home_view(content.views)
+        home = content.views[first].world_from_cam
+        _wait_until(lambda: np.linalg.norm(client.camera.position - home[:, 3]) < 1e-4 * content.frame.radius, 15,
+                    f"the view did not open at camera {first} ({home[:, 3]}): at {client.camera.position}")
+        start = client_world_from_cam(client.camera)
+        assert geometry.rotation_angle_deg(start[:, :3], home[:, :3]) < 1.0  # the roll follows the scene's up
+        _wait_until(lambda: app.hidden_frustums() == {first}, 10, f"hidden at the start: {app.hidden_frustums()}")
+        assert not cams[first].visible and sum(h.visible for h in cams) == len(cams) - 1
+
+        k = (first + 5) % len(cams)
+        view = content.views[k]
+        # Smaller frustums (the "Camera size" slider), so that the neighbours' photos stay out of the
+        # picture; the camera's own frustum would still cover all of it.
+        app.frustum_slider.value = round(app.frustum_scale / 4, 4)
+        app.select_camera(k, client)
+        _wait_until(lambda: np.allclose(client_world_from_cam(client.camera), view.world_from_cam, atol=1e-5), 15,
+                    f"the browser camera never reached camera {k}")
+        assert app.hidden_frustums() == {k} and not cams[k].visible and cams[first].visible
+
+        shot = _settled_screenshot(page)
+        ARTIFACTS.mkdir(exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(shot).save(ARTIFACTS / "viewer_through_camera.png")
+        h, w = shot.shape[:2]
+        f = 4  # compare at a quarter of the canvas size (the renderers anti-alias differently)
+        splats = read_splat_ply(splat_ws.splat / "point_cloud.ply")
+        params = params_from_splats(splats, torch.device("cpu"))
+        background = torch.ones(3)  # viser's clear colour: white
+        cam_from_world = client_cam_from_world(client.camera)
+        render = render_image(params, cam_from_world, client_K(client.camera, w // f, h // f), w // f, h // f, 0,
+                              background, "torch", 16).numpy()
+        small = _shrink(shot, f)
+        Image.fromarray((np.concatenate([small, render], 1) * 255).astype(np.uint8)).save(
+            ARTIFACTS / "viewer_through_camera_vs_render.png")
+        score = _psnr(_area(small), _area(render))
+        flat = _area(small).std()
+        photo = _psnr(_area(small), _area(_shrink(np.asarray(Image.open(view.image_path).convert("RGB").resize(
+            (w, h))), f)))
+        print(f"\nthrough camera {k}: PSNR {score:.2f} dB against the render ({photo:.2f} dB against the photo), "
+              f"pixel std {flat:.3f}")
+        assert flat > 0.08, "the view through the camera is nearly one flat colour"
+        assert score > 25.0, f"the browser's view through camera {k} differs from the render ({score:.2f} dB)"
+
+        # Moving away shows the frustum again.
+        behind = view.world_from_cam.copy()
+        behind[:, 3] -= 3.0 * app.frustum_scale * behind[:, 2]
+        from recon3d.viewer.app import fly_to
+
+        fly_to(client, behind, view.fov_y, 3.0)
+        _wait_until(lambda: app.hidden_frustums() == set(), 10, "the frustum stayed hidden after moving away")
+        assert all(h.visible for h in cams)
+        page.close()
+    finally:
+        server.stop()

@@ -7,7 +7,8 @@ view, a point between two cameras) they float in front of the scene as large col
 :func:`cleanup_mask` keeps a Gaussian only when
 
 - its centre projects into at least ``min_views`` training images (in front of the camera, inside
-  the image bounds): :func:`visibility_counts`, and
+  the image bounds, grown by the projected 3-sigma radius of the Gaussian, so that one reaching
+  into a picture from just outside counts): :func:`visibility_counts`, and
 - it is not both huge (largest axis above ``huge_scale`` x the scene scale) and faint (opacity
   below ``faint_opacity``): such a Gaussian tints a whole view a little and explains no detail.
 
@@ -23,14 +24,17 @@ import numpy as np
 
 
 def visibility_counts(means: np.ndarray, cam_from_world: np.ndarray, K: np.ndarray, sizes: np.ndarray,
-                      near: float = 1e-6) -> np.ndarray:
-    """How many cameras see each point: in front of the camera and projecting inside its image.
+                      radii: np.ndarray | None = None, near: float = 1e-6) -> np.ndarray:
+    """How many cameras see each point: in front of the camera and projecting inside its image (or,
+    with ``radii``, a disc of that radius around it reaching into the image).
 
     Args:
         means: ``(N, 3)`` world points (Gaussian centres).
         cam_from_world: ``(V, 3, 4)`` camera poses.
         K: ``(V, 3, 3)`` intrinsics (COLMAP convention: the image spans ``[0, W] x [0, H]``).
         sizes: ``(V, 2)`` image ``(width, height)`` in pixels.
+        radii: optional ``(N,)`` world-space radius of each point (e.g. 3 sigma of a Gaussian): the image
+            bounds grow by its projection, ``fx * radius / depth`` pixels.
         near: a point counts as in front when its camera depth exceeds this.
     Returns:
         ``(N,)`` int64 counts in ``[0, V]``.
@@ -42,6 +46,7 @@ def visibility_counts(means: np.ndarray, cam_from_world: np.ndarray, K: np.ndarr
     if not (len(cam_from_world) == len(K) == len(sizes)):
         raise ValueError(f"cam_from_world {cam_from_world.shape}, K {K.shape}, sizes {sizes.shape}: "
                          "expected one of each per camera")
+    radii = np.zeros(len(means)) if radii is None else np.asarray(radii, np.float64).reshape(len(means))
     counts = np.zeros(len(means), np.int64)
     for pose, k, (w, h) in zip(cam_from_world, K, sizes):
         x = means @ pose[:, :3].T + pose[:, 3]
@@ -50,7 +55,8 @@ def visibility_counts(means: np.ndarray, cam_from_world: np.ndarray, K: np.ndarr
         zs = np.where(front, z, 1.0)
         u = k[0, 0] * x[:, 0] / zs + k[0, 1] * x[:, 1] / zs + k[0, 2]
         v = k[1, 1] * x[:, 1] / zs + k[1, 2]
-        counts += front & (u >= 0) & (u <= w) & (v >= 0) & (v <= h)
+        r = k[0, 0] * radii / zs
+        counts += front & (u >= -r) & (u <= w + r) & (v >= -r) & (v <= h + r)
     return counts
 
 
@@ -73,7 +79,7 @@ class Cleanup:
 
 def cleanup_mask(means: np.ndarray, scales: np.ndarray, opacities: np.ndarray, cam_from_world: np.ndarray,
                  K: np.ndarray, sizes: np.ndarray, scene_scale: float, min_views: int = 2,
-                 huge_scale: float = 0.5, faint_opacity: float = 0.05) -> Cleanup:
+                 huge_scale: float = 0.05, faint_opacity: float = 0.05) -> Cleanup:
     """Which Gaussians the training cameras constrain (see the module docstring).
 
     Args:
@@ -87,8 +93,10 @@ def cleanup_mask(means: np.ndarray, scales: np.ndarray, opacities: np.ndarray, c
         faint_opacity: opacity below which a huge Gaussian goes (0: no size test).
     """
     n = len(means)
-    seen = visibility_counts(means, cam_from_world, K, sizes) >= min_views if min_views > 0 else np.ones(n, bool)
     scales = np.asarray(scales, np.float64).reshape(n, 3)
+    radii = 3.0 * scales.max(axis=1)
+    seen = (visibility_counts(means, cam_from_world, K, sizes, radii) >= min_views if min_views > 0
+            else np.ones(n, bool))
     opacities = np.asarray(opacities, np.float64).reshape(n)
     huge_faint = (scales.max(axis=1) > huge_scale * scene_scale) & (opacities < faint_opacity)
     keep = seen & ~huge_faint

@@ -120,7 +120,7 @@ class SplatConfig:
     cleanup_min_views: int = option(2, min=0)
     """After training, remove Gaussians whose centre projects into fewer than this many training
     images (unconstrained floaters); 0 keeps them."""
-    cleanup_huge_scale: float = option(0.5, min=0.0)
+    cleanup_huge_scale: float = option(0.05, min=0.0)
     """After training, remove faint Gaussians (``cleanup_faint_opacity``) whose largest axis exceeds
     this x the scene scale."""
     cleanup_faint_opacity: float = option(0.05, min=0.0, max=1.0)
