@@ -181,22 +181,21 @@ def home_view(views: list[CameraView]) -> int | None:
     return int(np.argmin(np.linalg.norm(c[:, None] - c[None], axis=-1).sum(axis=1)))
 
 
-def frustums_at(centers: np.ndarray, eyes: np.ndarray, size: float) -> np.ndarray:
-    """Indices of the frustums a view sits in: for each eye, the nearest centre when closer than ``size``.
+def frustums_at(centers: np.ndarray, eyes: np.ndarray, radius: float) -> np.ndarray:
+    """Indices of the frustums around the views: apex closer than ``radius`` to any eye.
 
     Args:
         centers: ``(M, 3)`` frustum apexes (camera centres); eyes: ``(E, 3)`` view positions.
-        size: frustum depth in world units.
+        radius: distance in world units.
     Returns:
-        ``(K,)`` int64 sorted unique indices into ``centers`` (``K <= E``).
+        ``(K,)`` int64 sorted indices into ``centers``.
     """
     centers = np.asarray(centers, np.float64).reshape(-1, 3)
     eyes = np.asarray(eyes, np.float64).reshape(-1, 3)
     if not len(centers) or not len(eyes):
         return np.zeros(0, np.int64)
     d = np.linalg.norm(eyes[:, None] - centers[None], axis=-1)  # (E, M)
-    nearest = d.argmin(axis=1)
-    return np.unique(nearest[d[np.arange(len(eyes)), nearest] < size]).astype(np.int64)
+    return np.flatnonzero((d < radius).any(axis=0)).astype(np.int64)
 
 
 def subsample_indices(n: int, max_n: int, seed: int = 0) -> np.ndarray:
