@@ -65,6 +65,17 @@ def test_camera_views_and_scene_frame_match_ground_truth(orbit_ws):
     assert 1.0 < frame.camera_spacing < 2.5  # 24 cameras on a ring
 
 
+def test_home_view_and_the_frustums_around_an_eye():
+    line = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [10, 0, 0]])
+    views = [D.CameraView(i, f"{i}.png", np.concatenate([np.eye(3), -c[:, None]], 1),
+                          Camera(100, 100, np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]))) for i, c in enumerate(line)]
+    assert D.home_view(views) == 2 and D.home_view([]) is None  # the medoid: the middle of the row
+    eyes = np.array([[2.0, 0.1, 0], [9.5, 0, 0]])
+    assert D.frustums_at(line, eyes, 1.5).tolist() == [1, 2, 3, 4]
+    assert D.frustums_at(line, eyes[:1], 0.2).tolist() == [2]
+    assert D.frustums_at(line, np.zeros((0, 3)), 1.0).tolist() == []
+
+
 def test_splat_arrays_follow_3dgs_and_viser_conventions():
     rng = np.random.default_rng(0)
     n = 50
