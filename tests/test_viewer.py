@@ -70,9 +70,10 @@ def test_home_view_and_the_frustums_around_an_eye():
     views = [D.CameraView(i, f"{i}.png", np.concatenate([np.eye(3), -c[:, None]], 1),
                           Camera(100, 100, np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]))) for i, c in enumerate(line)]
     assert D.home_view(views) == 2 and D.home_view([]) is None  # the medoid: the middle of the row
-    eyes = np.array([[2.0, 0.1, 0], [9.5, 0, 0]])
-    assert D.frustums_at(line, eyes, 1.5).tolist() == [1, 2, 3, 4]
-    assert D.frustums_at(line, eyes[:1], 0.2).tolist() == [2]
+    eyes = np.array([[2.0, 0.1, 0], [9.5, 0, 0], [5.0, 0, 0]])  # through camera 2, near 4, between 3 and 4
+    assert D.frustums_at(line, eyes, 0.6).tolist() == [2, 4]  # the eye at 5 looks through none
+    assert D.frustums_at(line, eyes, 0.6, around=1.5).tolist() == [1, 2, 3, 4]  # with the neighbours
+    assert D.frustums_at(line, eyes[:1], 0.05, around=1.5).tolist() == []  # 0.1 from camera 2: not through it
     assert D.frustums_at(line, np.zeros((0, 3)), 1.0).tolist() == []
 
 

@@ -289,7 +289,7 @@ def test_view_through_a_camera_hides_its_frustum_and_matches_a_render(browser, s
         centers = np.array([v.center for v in content.views])
 
         def around(i: int) -> set[int]:  # the frustums that should hide while the view is at camera i
-            return set(np.flatnonzero(np.linalg.norm(centers - centers[i], axis=1) < app.hidden_radius()).tolist())
+            return set(np.flatnonzero(np.linalg.norm(centers - centers[i], axis=1) < app.hidden_radius()[1]).tolist())
 
         _wait_until(lambda: app.hidden_frustums() == around(first), 10, f"hidden at the start: {app.hidden_frustums()}")
         assert first in around(first) and 2 <= len(around(first)) <= 4  # itself and the next ones on the ring
@@ -329,7 +329,7 @@ def test_view_through_a_camera_hides_its_frustum_and_matches_a_render(browser, s
 
         # Moving away shows the frustum again.
         behind = view.world_from_cam.copy()
-        behind[:, 3] -= 2.0 * app.hidden_radius() * behind[:, 2]
+        behind[:, 3] -= 1.5 * app.hidden_radius()[0] * behind[:, 2]  # behind the frustum: no longer through it
         from recon3d.viewer.app import fly_to
 
         fly_to(client, behind, view.fov_y, 3.0)

@@ -192,29 +192,30 @@ class ViewerApp:
     def _watch_client(self, client) -> None:
         client.camera.on_update(lambda _camera: self.update_hidden_frustums())
 
-    def hidden_radius(self) -> float:
-        """Frustums with their apex this close to a view's eye are hidden: the larger of the frustum
-        size and 1.5 camera spacings (a neighbour in front of the eye covers a quarter of the view)."""
+    def hidden_radius(self) -> tuple[float, float]:
+        """``(size, around)``: a view whose eye is closer than ``size`` (the frustum size) to a camera
+        looks through it; then the frustums closer than ``around`` (1.5 camera spacings: a neighbour in
+        front of the eye covers a quarter of the view) are hidden with its own."""
         scale = float(getattr(getattr(self, "frustum_slider", None), "value", self.frustum_scale))
-        return max(scale, 1.5 * self.content.frame.camera_spacing)
+        return scale, max(scale, 1.5 * self.content.frame.camera_spacing)
 
     def update_hidden_frustums(self) -> None:
         """Hide the frustums (and photos) around any browser's eye; show the others again.
 
         A view that looks through a camera sits inside its frustum: the photo would cover the whole
         view (and its hover highlight tint it), and the next cameras' photos reach into the
-        picture. The frustums within :meth:`hidden_radius` of an eye are hidden until every view has
-        moved away.
+        picture. Those frustums (:meth:`hidden_radius`, :func:`recon3d.viewer.data.frustums_at`) are
+        hidden until every view has moved away.
         """
         eyes = [np.asarray(cl.camera.position, np.float64) for cl in list(self.server.get_clients().values())
                 if has_camera(cl)]
-        radius = self.hidden_radius()
+        size, around = self.hidden_radius()
         with self._lock:
             for key, centers in self._frustum_centers.items():
                 layer = self.layers.get(key)
                 if layer is None or not len(centers):
                     continue
-                inside = set(D.frustums_at(centers, np.array(eyes).reshape(-1, 3), radius).tolist())
+                inside = set(D.frustums_at(centers, np.array(eyes).reshape(-1, 3), size, around).tolist())
                 before = self._hidden.get(key, set())
                 for i in inside ^ before:
                     layer.handles[i].visible = i not in inside

@@ -181,12 +181,16 @@ def home_view(views: list[CameraView]) -> int | None:
     return int(np.argmin(np.linalg.norm(c[:, None] - c[None], axis=-1).sum(axis=1)))
 
 
-def frustums_at(centers: np.ndarray, eyes: np.ndarray, radius: float) -> np.ndarray:
-    """Indices of the frustums around the views: apex closer than ``radius`` to any eye.
+def frustums_at(centers: np.ndarray, eyes: np.ndarray, size: float, around: float = 0.0) -> np.ndarray:
+    """Indices of the frustums in the way of views that look through a camera.
+
+    An eye closer than ``size`` (the frustum depth) to a camera centre sits inside that frustum;
+    for such an eye every frustum with its apex closer than ``max(size, around)`` is returned (its
+    own and, with ``around``, the neighbours' that reach into the picture). Eyes elsewhere hide nothing.
 
     Args:
         centers: ``(M, 3)`` frustum apexes (camera centres); eyes: ``(E, 3)`` view positions.
-        radius: distance in world units.
+        size: frustum depth in world units; around: radius of the neighbours hidden with it.
     Returns:
         ``(K,)`` int64 sorted indices into ``centers``.
     """
@@ -195,7 +199,8 @@ def frustums_at(centers: np.ndarray, eyes: np.ndarray, radius: float) -> np.ndar
     if not len(centers) or not len(eyes):
         return np.zeros(0, np.int64)
     d = np.linalg.norm(eyes[:, None] - centers[None], axis=-1)  # (E, M)
-    return np.flatnonzero((d < radius).any(axis=0)).astype(np.int64)
+    inside = d.min(axis=1) < size  # (E,) eyes looking through a camera
+    return np.flatnonzero((d[inside] < max(size, around)).any(axis=0)).astype(np.int64)
 
 
 def subsample_indices(n: int, max_n: int, seed: int = 0) -> np.ndarray:
