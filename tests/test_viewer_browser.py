@@ -302,6 +302,11 @@ def test_view_through_a_camera_hides_its_frustum_and_matches_a_render(browser, s
                     f"the browser camera never reached camera {k}")
         assert app.hidden_frustums() == around(k) and not cams[k].visible and cams[first].visible
 
+        # The mouse crossing the view onto the panel once tinted the whole view (the hover highlight of
+        # the frustum around the eye): cross it, then take the picture.
+        page.mouse.move(VIEWPORT["width"] * 0.3, VIEWPORT["height"] * 0.6)
+        page.mouse.move(VIEWPORT["width"] * 0.5, VIEWPORT["height"] * 0.5, steps=5)
+        page.mouse.move(VIEWPORT["width"] * 0.8, VIEWPORT["height"] * 0.3, steps=5)
         shot = _settled_screenshot(page)
         ARTIFACTS.mkdir(exist_ok=True)
         from PIL import Image
