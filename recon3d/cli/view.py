@@ -4,7 +4,8 @@
   recon3d view ws --port 8081      # another port (--port 0: any free one; the URL is printed)
 
 What you see (each layer toggles in the "Layers" panel; big sets are subsampled, counts shown):
-  cameras       frustums with photo thumbnails; click one to fly there and see its photo
+  cameras       frustums with photo thumbnails; click one to fly there and see its photo (the view
+                opens at one; while it looks through a camera, the frustums around it are hidden)
   sparse points coloured by RGB or by reprojection error (legend), from sparse/0
   splats        Gaussian splats from splat/point_cloud.ply (after `recon3d train`)
   stereo        point clouds stereo/*.ply (after `recon3d stereo`)
