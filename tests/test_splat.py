@@ -266,7 +266,9 @@ def test_model_without_points_falls_back_to_random_init(orbit_ws, capsys):
     ply = train(config, orbit_ws, monitor=events.append).outputs["ply"]
     captured = capsys.readouterr()
     assert "warning: the model has no 3D points" in captured.err
-    assert read_splat_ply(ply).means.shape == (500, 3)
+    removed = json.loads((orbit_ws.splat / "metrics.json").read_text())["cleanup_removed"]
+    assert 0 < removed < 250  # the random Gaussians that fewer than 2 training cameras see go at the end
+    assert read_splat_ply(ply).means.shape == (500 - removed, 3)
     assert [e.step for e in events] == [5, 10, 15, 20, 20] and events[-1].done
     ev = events[1]
     assert set(ev.metrics) >= {"loss", "psnr", "num_gaussians", "steps_per_s"}
