@@ -275,7 +275,8 @@ def _fit(config: SplatConfig, ws: Workspace, monitor) -> tuple[dict[str, Path], 
                                          "min_views": config.cleanup_min_views}})
     cfg_path = ws.save_config(config, ws.splat)
     if monitor is not None:
-        final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
+        final = {**metrics, "num_gaussians": len(params["means"]),  # after the cleanup
+                 **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
         monitor(_event(config.steps, config, params, final, sh, bg, backend, tile, done=True))
     rows = [
         ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
