@@ -1,6 +1,8 @@
 """The splat stage: ``train(config, workspace)`` trains Gaussians from ``sparse/0`` and ``images/``.
 
-Writes ``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
+Training ends with :mod:`recon3d.splat.cleanup` (Gaussians fewer than 2 training cameras see, or huge
+and faint, are removed; the count goes to the summary and ``metrics.json``). Writes
+``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
 PSNR/SSIM), ``WS/splat/config.yaml`` (the resolved config), ``WS/reports/splat_test_*.png`` and the
 stage marker (through :meth:`~recon3d.core.workspace.Workspace.stage`). While it runs, ``WS/splat/ckpt/`` holds checkpoints; a rerun of a killed run resumes from
 the newest one and reaches the same result (the view order and every random draw are seeded). The last
