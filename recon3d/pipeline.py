@@ -10,6 +10,7 @@
 
 Stages, each skipped on a rerun when it has finished (unless ``overwrite``):
 
+0. frames (only for a video): :func:`recon3d.sfm.frames.frames_stage` -> ``ws/frames``, ``ws/reports/frames.json``;
 1. scene (only without photos): render the default scene with exact ground truth into ``ws``;
 2. sfm: :func:`recon3d.sfm.pipeline.run_sfm` -> ``ws/sparse/0``, ``ws/reports/sfm.md``;
 3. eval: :func:`recon3d.evaluate.report.evaluate_stage` -> ``ws/reports/eval.json``;
@@ -39,7 +40,7 @@ class PipelineResult:
 
     workspace: Workspace
     stages: dict[str, Any] = field(default_factory=dict)
-    """Stage name (``scene``, ``sfm``, ``eval``, ``train``) -> its result (:class:`StageResult`, or
+    """Stage name (``frames``, ``scene``, ``sfm``, ``eval``, ``train``) -> its result (:class:`StageResult`, or
     the SfM result with ``.skipped`` and ``.summary``); ``train`` is absent when nothing was trained."""
     method: str | None = None
     """The training preset that was used (``auto`` resolved), or None."""
@@ -61,10 +62,15 @@ def cuda_available() -> bool:
         return False
 
 
-def resolve_method(train: str) -> str:
-    """``"auto"`` -> ``splat`` on a CUDA GPU, ``splat-cpu`` otherwise; other names unchanged."""
+def resolve_method(train: str, device: str = "auto") -> str:
+    """``"auto"`` -> ``splat`` on a CUDA GPU, ``splat-cpu`` otherwise; other names unchanged.
+
+    The one choice of ``recon3d run --train auto`` and ``recon3d train`` without ``--method``.
+    ``device`` is the training device asked for: ``"cpu"`` picks ``splat-cpu`` even beside a GPU, ``"cuda"``
+    picks ``splat`` (which says so when there is no GPU).
+    """
     if train == "auto":
-        return "splat" if cuda_available() else "splat-cpu"
+        return "splat" if device == "cuda" or (device != "cpu" and cuda_available()) else "splat-cpu"
     return train
 
 
@@ -96,15 +102,19 @@ def train_stage(ws: Workspace, method: str, steps: int | None = None, device: st
     return stage(config, ws, monitor=None, overwrite=overwrite)
 
 
-def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: Any = None, train: str = "auto",
+def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: Any = None, frames: Any = None,
+        train: str = "auto",
         steps: int | None = None, train_device: str = "auto", overwrite: bool = False,
         progress: Callable | None = None, on_summary: Callable[[str], None] | None = None) -> PipelineResult:
     """Reconstruct ``images`` (None: the default scene, rendered into the workspace) and train on the result.
 
     Args:
-        images: folder of photos, or None to render :data:`DEFAULT_SCENE` into the workspace.
+        images: folder of photos, a video (its frames are chosen first, :mod:`recon3d.sfm.frames`, and
+            matched sequentially with loop detection unless ``sfm`` names a matching), or None to render
+            :data:`DEFAULT_SCENE` into the workspace.
         workspace: the workspace folder (created if missing).
         sfm: an :class:`recon3d.sfm.pipeline.SfmConfig` (default: its defaults).
+        frames: a :class:`recon3d.sfm.frames.FramesConfig` for a video (default: its defaults).
         train: a preset name of :mod:`recon3d.core.registry`, ``"auto"`` or ``"none"``.
         steps: training steps (default: the preset's).
         train_device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
@@ -118,6 +128,7 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
     """
     from recon3d.core import registry
     from recon3d.evaluate.report import evaluate_stage
+    from recon3d.io.video import is_video_input
     from recon3d.sfm.pipeline import run_sfm
 
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
@@ -133,6 +144,13 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         if images is None:
             result.stages["scene"] = scene_stage(ws, overwrite, progress)
             show(result.stages["scene"].summary)
+        elif is_video_input(images):
+            from recon3d.sfm.config import SfmConfig
+            from recon3d.sfm.frames import frames_stage, video_sfm_config
+
+            extracted = result.stages["frames"] = frames_stage(ws, images, frames, overwrite, progress)
+            show(extracted.summary)
+            images, sfm = extracted.outputs["frames"], video_sfm_config(sfm or SfmConfig())
         sfm_result = run_sfm(ws, images, sfm, overwrite=overwrite, progress=progress)
         result.stages["sfm"] = sfm_result
         show((f"sfm: already done for these photos and options ({ws.model})\n" if sfm_result.skipped else "")
@@ -142,7 +160,7 @@ def run(images: Path | str | None, workspace: Path | str | Workspace, *, sfm: An
         evaluation = result.stages["eval"] = evaluate_stage(ws, overwrite=redo)
         show(("eval: already done (reports/eval.json)\n" if evaluation.skipped else "") + evaluation.summary)
 
-        method = resolve_method(train)
+        method = resolve_method(train, train_device)
         if method == "none":
             show("train: skipped (--train none)")
         elif not registry.available(method):

@@ -2,6 +2,7 @@
 
   python scripts/bench_sfm.py                      # orbit (synthetic), temple_ring, herzjesu_p8
   python scripts/bench_sfm.py --sets orbit temple_ring --out /tmp/bench
+  python scripts/bench_sfm.py --sets sparse_ring lowtex narrow          # the registration scenes
 
 For each set both pipelines start from the same photos with the same camera model (one shared
 SIMPLE_RADIAL camera), CPU SIFT at the same max image size (1600) and feature count (8192),
@@ -44,6 +45,8 @@ from _bench import (
 )
 
 COLMAP = "/usr/bin/colmap"
+SCENES = ("orbit", "sparse_ring", "lowtex", "narrow")
+"""Synthetic sets (rendered; ``sparse_ring``, ``lowtex``, ``narrow`` test registration, issue #17)."""
 MAX_IMAGE_SIZE = 1600
 MAX_FEATURES = 8192
 
@@ -128,8 +131,8 @@ def datasets(names: list[str], work: Path) -> list[tuple[str, Path, Path]]:
     """(name, images folder, ground truth) for each set."""
     out = []
     for name in names:
-        if name == "orbit":
-            root = scene_dir("orbit", cache_or(work / "scenes"))  # not work / "orbit", the set's work folder
+        if name in SCENES:
+            root = scene_dir(name, cache_or(work / "scenes"))  # not work / name, the set's work folder
             out.append((name, root / "images", root / "gt" / "sparse" / "0"))
         elif name == "temple_ring":
             root = SHARED_DATA / "temple_ring"

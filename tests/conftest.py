@@ -54,6 +54,21 @@ def facade_scene(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sparse_ring_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "sparse_ring")
+
+
+@pytest.fixture(scope="session")
+def lowtex_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "lowtex")
+
+
+@pytest.fixture(scope="session")
+def narrow_scene(tmp_path_factory) -> Path:
+    return _rendered(tmp_path_factory, "narrow")
+
+
+@pytest.fixture(scope="session")
 def checkerboard_scene(tmp_path_factory) -> Path:
     return _rendered(tmp_path_factory, "checkerboard")
 

@@ -251,3 +251,22 @@ def test_pycolmap_options_are_set_after_recon3d_settings():
     assert extraction_options(ExtractionConfig(pycolmap_options={"sift.max_num_orientations": 1})).sift.max_num_orientations == 1
     with pytest.raises(UserError, match="extraction.pycolmap_options: unknown key 'sift.nope'"):
         extraction_options(ExtractionConfig(pycolmap_options={"sift.nope": 1}))
+
+
+def test_hierarchical_options_reach_every_cluster():
+    """--mapper hierarchical: recon3d's incremental settings and the plain pycolmap keys apply to each
+    cluster's mapper; 'clustering.*' and 'hierarchical.*' keys reach the partition and the top level."""
+    from recon3d.sfm.config import MapperConfig
+    from recon3d.sfm.mapping import hierarchical_options
+
+    o = hierarchical_options(MapperConfig(mapper="hierarchical", abs_pose_min_num_inliers=6, cluster_max_images=40,
+                                          cluster_overlap=7, pycolmap_options={
+                                              "mapper.init_max_error": 6.0, "clustering.branching": 3,
+                                              "hierarchical.num_workers": 2}), seed=5, fixed_intrinsics=True)
+    inc = o.incremental_options
+    assert inc.mapper.abs_pose_min_num_inliers == 6 and inc.mapper.init_max_error == 6.0
+    assert inc.random_seed == 5 and inc.mapper.random_seed == 5 and not inc.ba_refine_focal_length
+    assert (o.clustering_options.leaf_max_num_images, o.clustering_options.image_overlap) == (40, 7)
+    assert o.clustering_options.branching == 3 and o.num_workers == 2
+    with pytest.raises(UserError, match="valid keys: .*clustering.leaf_max_num_images"):
+        hierarchical_options(MapperConfig(mapper="hierarchical", pycolmap_options={"clustering.leaf": 3}))

@@ -23,6 +23,7 @@ from recon3d.core.errors import UserError
 from recon3d.nerf.config import NerfConfig
 from recon3d.scenes import scene_workspace
 from recon3d.sfm.config import SfmConfig
+from recon3d.sfm.frames import FramesConfig
 from recon3d.splat.config import SplatConfig
 from recon3d.stereo.config import FusionConfig, PairConfig
 
@@ -63,6 +64,7 @@ STAGES = {  # config class -> how its command is run (IN: an input, OUT: where i
     FusionConfig: ["stereo", "{ws}"],
     CalibrationConfig: ["calibrate", "{images}", "--board", "9x6", "-o", "{out}/camera.json"],
     UndistortConfig: ["undistort", "{images}", "--camera", "{images}/camera.json", "-o", "{out}"],
+    FramesConfig: ["frames", "{images}/clip.mp4", "-o", "{out}"],
 }
 CASES = [(cls, name) for cls in STAGES for name, _, _ in ranged_fields(cls)]
 
@@ -125,6 +127,7 @@ def test_stage_functions_validate_a_config_built_in_python(inputs, tmp_path):
     from recon3d.calibrate.undistort import undistort_images
     from recon3d.core.workspace import Workspace
     from recon3d.nerf.train import train as train_nerf
+    from recon3d.sfm.frames import extract_frames
     from recon3d.sfm.pipeline import run_sfm
     from recon3d.splat.train import train as train_splat
     from recon3d.stereo.mvs import stereo_workspace
@@ -150,6 +153,7 @@ def test_stage_functions_validate_a_config_built_in_python(inputs, tmp_path):
                                                          out / "stereo.json")),
         ("jpeg_quality: 101", lambda: undistort_images([inputs["images"]], inputs["images"] / "camera.json", out,
                                                        UndistortConfig(jpeg_quality=101))),
+        ("num_frames: 2", lambda: extract_frames(inputs["images"] / "clip.mp4", out, FramesConfig(num_frames=2))),
     ]
     for needle, call in calls:
         with pytest.raises(UserError) as info:

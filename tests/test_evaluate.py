@@ -126,6 +126,39 @@ def test_reprojection_of_the_true_model_is_zero(orbit_ws):
     assert len(allerr) > 1000 and allerr.max() < 1e-6
 
 
+def test_mean_per_point_and_per_observation(orbit_ws, capsys):
+    """Keypoints of one photo moved by (3, 4) px: its observations are off by exactly 5 px, so the mean per
+    observation is 5 x its share of the observations and the mean per point (COLMAP model_analyzer's
+    figure) averages 5 / track length over the points; `recon3d eval` prints both, named."""
+    from recon3d.cli import main
+    from recon3d.io.colmap import read_model
+
+    model = read_model(orbit_ws.model)
+    shifted = min(model.images)
+    im = model.images[shifted]
+    im.points2D = im.points2D + np.array([3.0, 4.0])
+    track = {int(p): 0 for p in model.point_ids}
+    seen_by_shifted = set()
+    for image_id, view in model.images.items():
+        for p in view.point3D_ids[view.point3D_ids >= 0]:
+            track[int(p)] += 1
+            if image_id == shifted:
+                seen_by_shifted.add(int(p))
+    n_obs = sum(track.values())
+    expect_obs = 5.0 * len(seen_by_shifted) / n_obs
+    observed = [p for p, n in track.items() if n > 0]
+    expect_point = float(np.mean([5.0 / track[p] if p in seen_by_shifted else 0.0 for p in observed]))
+    assert abs(expect_obs - expect_point) > 1e-3  # the two means differ here
+    summary = reprojection.reprojection_summary(reprojection.reprojection_errors(model), reprojection.point_errors(model))
+    assert summary["mean_per_observation"] == pytest.approx(expect_obs, abs=1e-6)
+    assert summary["mean"] == summary["mean_per_observation"]
+    assert summary["mean_per_point"] == pytest.approx(expect_point, abs=1e-6)
+
+    assert main(["eval", str(orbit_ws.root)]) == 0
+    out = capsys.readouterr().out
+    assert "mean per observation 0.000 px" in out and "mean per point 0.000 px" in out and "model_analyzer" in out
+
+
 def test_reprojection_is_computed_once_per_model_state(orbit_ws, tmp_path):
     """The SfM report (model in memory) and the evaluation (model read back from sparse/0) share one
     computation; another model state computes again."""

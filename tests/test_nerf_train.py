@@ -212,9 +212,15 @@ def test_more_steps_after_a_finished_run_train_on(orbit_ws, capsys):
     assert "resuming from step 4" in capsys.readouterr().err and not result.skipped
     metrics = json.loads((ws.nerf / "metrics.json").read_text())
     assert metrics["steps"] == 7 and ws.stage_info("nerf")["info"] == {"steps": 7}
+
+    def curve() -> list[int]:  # nerf/log.jsonl: every 25 steps and the last; a resumed run appends
+        return [json.loads(line)["step"] for line in (ws.nerf / "log.jsonl").read_text().splitlines()]
+
+    assert curve() == [4, 7]
     assert train(_tiny(steps=7), ws).skipped
     train(_tiny(steps=2, num_levels=4), ws, overwrite=True)
     assert [p.name for p in (ws.nerf / "checkpoints").iterdir()] == ["step_000002.pt"]
+    assert curve() == [2]
 
 
 def _cli_error(argv, capsys) -> str:

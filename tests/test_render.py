@@ -45,8 +45,8 @@ def test_every_method_names_a_backend_config_stage_renderer_and_exporters():
         assert callable(registry.stage_function(name)) and callable(registry.renderer(name))
         assert all(registry.get_exporter(f).backend == m.backend for f in m.exporters)
     assert registry.renderer("splat-mcmc") is registry.renderer("splat")
-    assert registry.METHODS["splat"].exporters == ("splat-ply", "splat")
-    assert set(registry.EXPORTERS) == {"splat-ply", "splat", "nerfstudio"}
+    assert registry.METHODS["splat"].exporters == ("splat-ply", "ply-compressed", "splat")
+    assert set(registry.EXPORTERS) == {"splat-ply", "ply-compressed", "splat", "colmap-3.8-db", "nerfstudio"}
     assert callable(registry.exporter("nerfstudio")) and registry.get_exporter("nerfstudio").backend is None
     assert registry.PRESETS is registry.METHODS and registry.Preset is registry.Method
     assert registry.backends() == ["splat", "nerf"] and registry.backend_renderer("nerf") == "nerf"

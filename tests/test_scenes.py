@@ -28,11 +28,11 @@ def bilinear(img: np.ndarray, uv: np.ndarray) -> np.ndarray:
 
 
 def test_shipped_scenes():
-    assert {"orbit", "facade", "stereo", "checkerboard"} <= set(list_scenes())
+    assert {"orbit", "facade", "stereo", "checkerboard", "sparse_ring", "lowtex", "narrow"} <= set(list_scenes())
     assert load_spec("orbit").views.count == 24
 
 
-@pytest.mark.parametrize("scene", ["orbit_scene", "facade_scene"])
+@pytest.mark.parametrize("scene", ["orbit_scene", "facade_scene", "sparse_ring_scene", "lowtex_scene", "narrow_scene"])
 def test_gt_points_land_on_rendered_depth(scene, request):
     """Every GT point projects (through its GT camera) where the rendered depth equals its depth."""
     root = request.getfixturevalue(scene)
@@ -148,3 +148,23 @@ def test_same_seed_same_render(tmp_path):
     for rel in ["images/view_000.png", "images/view_003.png", "gt/depth/view_001.npy",
                 "gt/sparse/0/images.txt", "gt/sparse/0/points3D.txt"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_registration_scenes_are_what_they_claim(lowtex_scene, narrow_scene, sparse_ring_scene):
+    """lowtex: near-white object on black with sensor noise; narrow: an 8 deg lens; sparse_ring: 22.5 deg steps."""
+    spec = load_spec("lowtex")
+    img = cv2.imread(str(lowtex_scene / "images" / "view_000.png")).astype(np.float64) / 255
+    depth = np.load(lowtex_scene / "gt" / "depth" / "view_000.npy")
+    obj, bg = img[np.isfinite(depth)], img[~np.isfinite(depth)]
+    assert obj.mean() > 0.6 and bg.mean() < 0.05  # bright object, black background
+    assert 0.5 * spec.noise < bg.std() < 2 * spec.noise + 2 / 255  # the background shows the sensor noise
+    fov = np.degrees(2 * np.arctan(spec.camera.width / 2 / spec.camera.fx))
+    assert 10 <= fov <= 15
+    n = load_spec("narrow").camera
+    assert abs(np.degrees(2 * np.arctan(n.width / 2 / n.fx)) - 8.0) < 0.1
+    model = read_model(sparse_ring_scene / "gt" / "sparse" / "0")
+    centers = np.stack([geometry.camera_centers(im.cam_from_world[None])[0] for im in model.images.values()])
+    ang = np.sort(np.degrees(np.arctan2(centers[:, 1], centers[:, 0])) % 360)
+    assert len(ang) == 16 and np.allclose(np.diff(ang), 22.5, atol=5)  # position jitter moves a view ~2 deg
+    for root in (lowtex_scene, narrow_scene):
+        assert pycolmap.Reconstruction(str(root / "gt" / "sparse" / "0")).compute_mean_reprojection_error() < 1e-6

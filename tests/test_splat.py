@@ -125,6 +125,42 @@ def test_splat_file_export(trained):
 
 
 @pytest.mark.slow
+def test_compressed_and_padded_exports_render_like_the_trained_model(trained, tmp_path):
+    """`--format ply-compressed` (gsplat's writer, recon3d's reader) renders within 1 dB of the full PLY;
+    `--format splat-ply` pads the degree-1 CPU model to degree 3 (45 f_rest, as INRIA's loader asserts)
+    and renders the same image; `--sh-degree trained` keeps 9."""
+    from recon3d.evaluate.images import psnr
+    from recon3d.io.compressed_ply import read_ply_elements
+    from recon3d.io.dataset import load_scene
+    from recon3d.io.gaussians_ply import read_compressed_ply
+    from recon3d.splat.evaluate import render_view
+    from recon3d.splat.model import params_from_splats
+
+    assert main(["export", str(trained.root), "--format", "ply-compressed", "-o", str(tmp_path / "c.ply")]) == 0
+    assert main(["export", str(trained.root), "--format", "splat-ply", "-o", str(tmp_path / "sh3.ply")]) == 0
+    assert main(["export", str(trained.root), "--format", "splat-ply", "--sh-degree", "trained",
+                 "-o", str(tmp_path / "sh1.ply")]) == 0
+    full = read_splat_ply(trained.splat / "point_cloud.ply")
+    compressed = read_compressed_ply(tmp_path / "c.ply")
+    assert (tmp_path / "c.ply").stat().st_size < (trained.splat / "point_cloud.ply").stat().st_size / 3
+    assert len(full) - 100 < len(compressed) <= len(full)  # splats of opacity < 1/255 are left out
+    fields = lambda path: [n for n in read_ply_elements(path)["vertex"].dtype.names if n.startswith("f_rest_")]  # noqa: E731
+    assert len(fields(tmp_path / "sh3.ply")) == 45 and len(fields(tmp_path / "sh1.ply")) == 9
+
+    view = load_scene(trained, downscale=4).test[0]
+    gt = torch.as_tensor(view.image)
+
+    def render(splats, degree):
+        return render_view(params_from_splats(splats, "cpu"), view, degree, torch.zeros(3), "torch", 16)
+
+    reference = render(full, 1)
+    assert float(psnr(render(compressed, 1), gt)) > float(psnr(reference, gt)) - 1.0
+    assert float(psnr(render(compressed, 1), reference)) > 35
+    padded = read_splat_ply(tmp_path / "sh3.ply")
+    assert float((render(padded, 3) - reference).abs().max()) < 1e-5
+
+
+@pytest.mark.slow
 def test_rerun_skips_a_finished_stage(trained, capsys):
     before = (trained.splat / "point_cloud.ply").stat().st_mtime_ns
     assert main(_args(trained.root, ORBIT)) == 0
@@ -318,3 +354,26 @@ def test_sigterm_keeps_a_checkpoint_and_the_rerun_resumes(orbit_ws, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"resuming from {saved[0].name}" in proc.stderr
     assert json.loads((orbit_ws.splat / "metrics.json").read_text())["resumed_from"] == int(saved[0].stem.split("_")[1])
+
+
+def test_train_picks_its_method_like_run_and_forgets_a_deleted_model(orbit_ws, capsys):
+    """`recon3d train WS` without --method picks what `recon3d run` picks (splat-cpu without a GPU); after
+    WS/splat is deleted by hand, training with other settings starts afresh (the stale marker is cleared)."""
+    from recon3d.pipeline import resolve_method
+    from recon3d.splat.config import preset_splat_cpu
+
+    tiny = ["--steps", "2", "--set", "report_views=1", "--set", "sky_points=0"]
+    assert main(["train", str(orbit_ws.root), *tiny, "--set", "max_image_side=40"]) == 0
+    expect = resolve_method("auto")
+    assert expect == ("splat" if torch.cuda.is_available() else "splat-cpu")
+    assert f"train: method {expect} " in capsys.readouterr().err
+    if expect == "splat-cpu":
+        assert _config(orbit_ws).lr_means == preset_splat_cpu().lr_means
+    assert resolve_method("auto", "cpu") == "splat-cpu"
+
+    shutil.rmtree(orbit_ws.splat)
+    assert orbit_ws.stage_info("splat") is not None  # the marker of the deleted model is still there
+    assert main(["train", str(orbit_ws.root), *tiny, "--set", "max_image_side=48"]) == 0
+    captured = capsys.readouterr()
+    assert "other settings" not in captured.err and "splat: done" in captured.out
+    assert _config(orbit_ws).max_image_side == 48 and orbit_ws.stage_info("splat")["info"] == {"steps": 2}

@@ -152,7 +152,7 @@ def test_projection_matches_gsplat_torch_impl():
 
     (means, quats, scales, opacities, _), view, Kc = _random_scene(n=500, seed=3)
     leaves = [x.clone().requires_grad_(True) for x in (means, quats, scales)]
-    ids, m2d, con, depths, radii = _project(*leaves, opacities, view, Kc, 40, 30, 0.3, 0.01, 1e10)
+    ids, m2d, con, depths, radii, _ = _project(*leaves, opacities, view, Kc, 40, 30, 0.3, 0.01, 1e10)
     (m2d.sum() + 0.01 * con.sum() + depths.sum()).backward()
     ours = [x.grad for x in leaves]
 
@@ -170,8 +170,8 @@ def test_projection_matches_gsplat_torch_impl():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("sh_degree", [None, 2])
-def test_cuda_matches_torch_twin(sh_degree):
+@pytest.mark.parametrize("sh_degree,mode", [(None, "classic"), (2, "classic"), (2, "antialiased")])
+def test_cuda_matches_torch_twin(sh_degree, mode):
     """gsplat's CUDA rasterizer and our torch twin: same images, alphas, radii and gradients."""
     (means, quats, scales, opacities, colors), view, Kc = _random_scene(n=400, seed=5, width=64, height=48)
     if sh_degree is not None:
@@ -181,7 +181,8 @@ def test_cuda_matches_torch_twin(sh_degree):
     for backend, device in (("cuda", "cuda"), ("torch", "cpu")):
         leaves = [x.to(device).requires_grad_(True) for x in (means, quats, scales, opacities, colors)]
         img, alpha, meta = rasterize(*leaves, view[None].to(device), Kc[None].to(device), 64, 48,
-                                     sh_degree=sh_degree, backgrounds=bg.to(device), backend=backend)
+                                     sh_degree=sh_degree, backgrounds=bg.to(device), backend=backend,
+                                     rasterize_mode=mode)
         meta["means2d"].retain_grad()
         g = torch.Generator().manual_seed(7)
         w_img, w_alpha = torch.rand(img.shape, generator=g), torch.rand(alpha.shape, generator=g)

@@ -8,7 +8,11 @@ same way (checkpoints kept, no stage marker), one line, exit 130 and 143.
 
 A module that writes a workspace defines ``workspace_written(args) -> Path | None``: ``main`` holds
 that workspace's lock (:meth:`recon3d.core.workspace.Workspace.lock`) while the command runs, so a
-second command writing it stops at once (exit 2) naming the first.
+second command writing it stops at once (exit 2) naming the first, and appends the command's progress
+lines, notes and summary to ``WS/recon3d.log`` (:func:`recon3d.core.log.log_file`).
+
+Every command also takes the options of :mod:`recon3d.cli.output` (-q, -v, --log-every; --json where
+a command ends with a result; --log for training) and ends with :func:`recon3d.cli.output.show`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import sys
 from typing import Iterator
 
 from recon3d import __version__
+from recon3d.cli.output import add_common_arguments, finish, session
 from recon3d.core.errors import UserError
+from recon3d.core.log import log_file
 from recon3d.core.signals import EXIT_CODE as TERMINATED_EXIT
 from recon3d.core.signals import Terminated, sigterm_as_interrupt
 
@@ -32,6 +38,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("scene", "scene", "render or list synthetic scenes with exact ground truth"),
     ("calibrate", "calibrate", "camera intrinsics and distortion from checkerboard photos (mono or stereo)"),
     ("undistort", "undistort", "undistort photos with a camera.json"),
+    ("frames", "frames", "choose sharp, distinct frames of a video and write them as photos"),
     ("sfm", "sfm", "structure from motion: features, matching, mapping, bundle adjustment"),
     ("epipolar", "epipolar", "F, E, H, relative pose and a picture of epipolar lines for two photos"),
     ("eval", "evaluate", "reprojection error, and pose error against ground truth, of a workspace"),
@@ -42,6 +49,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("view", "view", "open a workspace in the browser viewer (cameras, points, splats, renders)"),
     ("stereo", "stereo", "stereo depth: rectification, disparity, depth, point clouds, fusion"),
     ("eval-stereo", "eval_stereo", "disparity and depth error of a stereo result against ground truth"),
+    ("completion", "completion", "print a shell completion script: `recon3d completion bash` (or zsh)"),
 ]
 
 
@@ -90,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         add_arguments(p)
-        p.set_defaults(func=run, workspace_written=writes, creates_workspace=creates)
+        add_common_arguments(p, name)
+        p.set_defaults(func=run, workspace_written=writes, creates_workspace=creates, root_parser=parser)
     return parser
 
 
@@ -107,7 +116,8 @@ def _workspace_lock(args: argparse.Namespace, command_line: str) -> Iterator[Non
     with Workspace(root).lock(command_line) as lock:
         if lock is not None and lock.note:
             print(f"recon3d {args.command}: note: {lock.note}", file=sys.stderr)
-        yield
+        with log_file(root, command_line) if lock is not None else contextlib.nullcontext():
+            yield  # progress lines, notes and the summary also go to WS/recon3d.log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,35 +127,42 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     command_line = " ".join(["recon3d", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    code, error = _run(args, command_line)
+    finish(args, code, error)
+    return code
+
+
+def _run(args: argparse.Namespace, command_line: str) -> tuple[int, str | None]:
+    """Run the command: (exit status, the one-line error or None)."""
     try:
-        with sigterm_as_interrupt(), _workspace_lock(args, command_line):
-            return int(args.func(args) or 0)
+        with sigterm_as_interrupt(), session(args), _workspace_lock(args, command_line):
+            return int(args.func(args) or 0), None
     except UserError as exc:
-        print(f"recon3d {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args.command, str(exc), exc.exit_code)
     except Terminated:
-        print(f"recon3d {args.command}: stopped (SIGTERM); rerun the same command to resume", file=sys.stderr)
-        return TERMINATED_EXIT
+        return _fail(args.command, "stopped (SIGTERM); rerun the same command to resume", TERMINATED_EXIT, "")
     except OSError as exc:
         msg = os_error_line(exc)
         if msg is None:
             return _internal_error(args.command, exc)
-        print(f"recon3d {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return _fail(args.command, msg, 2)
     except KeyboardInterrupt:
-        print(f"recon3d {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return _fail(args.command, "interrupted; rerun the same command to resume", 130, "")
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         return _internal_error(args.command, exc)
 
 
-def _internal_error(command: str, exc: BaseException) -> int:
+def _fail(command: str, message: str, code: int, kind: str = "error: ") -> tuple[int, str]:
+    print(f"recon3d {command}: {kind}{message}", file=sys.stderr)
+    return code, message
+
+
+def _internal_error(command: str, exc: BaseException) -> tuple[int, str]:
     if os.environ.get("RECON3D_DEBUG"):
         raise exc
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"recon3d {command}: internal error: {type(exc).__name__}: {first} "
-          "(rerun with RECON3D_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
-    return 1
+    return _fail(command, f"{type(exc).__name__}: {first} "
+                          "(rerun with RECON3D_DEBUG=1 for the traceback, and please report it)", 1, "internal error: ")
 
 
 def os_error_line(exc: OSError) -> str | None:

@@ -95,5 +95,7 @@ def run(args: argparse.Namespace) -> int:
         result = calibrate_stereo(args.left, args.right, config, output)
     else:
         result = calibrate_mono(args.images, config, output)
-    print(result.summary)
+    from recon3d.cli.output import show, stage_data
+
+    show(args, result.summary, {"mode": "stereo" if stereo else "mono", **stage_data(result)})
     return 0

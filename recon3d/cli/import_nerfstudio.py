@@ -35,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
 
     ws = import_nerfstudio(args.source, args.output, overwrite=args.overwrite)
     model = read_model(ws.model)
-    print(summary(f"imported {args.source} into {ws.root}", [
+    from recon3d.cli.output import show
+
+    show(args, summary(f"imported {args.source} into {ws.root}", [
         ("images", f"{len(model.images)} in {ws.images}"),
         ("cameras", f"{len(model.cameras)} ({', '.join(sorted({c[0] for c in model.cameras.values()}))})"),
         ("model", f"{ws.model} (COLMAP binary, no 3D points)"),
         ("next", f"recon3d train {ws.root} --method nerf"),
-    ]))
+    ]), {"workspace": str(ws.root), "model": str(ws.model), "images": len(model.images),
+         "cameras": len(model.cameras)})
     return 0

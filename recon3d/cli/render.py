@@ -66,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
     frames = render_frames(render, poses, K, width, height)
     path = save_frames(frames, output, args.fps)
     kind = "video" if path.is_file() else "PNG frames"
-    print(f"wrote {path} ({kind}: {len(frames)} frames, {width}x{height})")
+    from recon3d.cli.output import show
+
+    show(args, f"wrote {path} ({kind}: {len(frames)} frames, {width}x{height})",
+         {"path": str(path), "kind": kind, "frames": len(frames), "width": width, "height": height})
     return 0

@@ -33,6 +33,7 @@ def workspace_written(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recon3d.cli.output import show, stage_data
     from recon3d.core.progress import progress
     from recon3d.core.workspace import Workspace
     from recon3d.scenes import (
@@ -43,16 +44,21 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if args.action == "list":
-        for name, path in list_scenes().items():
-            print(f"{name:14s} {load_spec(path).description}")
+        specs = {name: (path, load_spec(path)) for name, path in list_scenes().items()}
+        text = "\n".join(f"{name:14s} {spec.description}" for name, (_, spec) in specs.items())
+        show(args, text, quiet_text=text, data={"action": "list", "scenes": [{"name": name, "kind": spec.kind, "description": spec.description,
+                                            "path": str(path)} for name, (path, spec) in specs.items()]})
         return 0
     spec = load_spec(args.scene)
     ws = Workspace(args.output)
-    print(render_scene_cached(spec, args.output, progress=progress, overwrite=args.overwrite).summary)
-    if args.with_sparse:
-        if spec.kind != "multiview":
-            from recon3d.core.errors import UserError
+    if args.with_sparse and spec.kind != "multiview":
+        from recon3d.core.errors import UserError
 
-            raise UserError(f"--with-sparse needs a multi-view scene; {spec.name!r} is a {spec.kind} scene")
-        print(f"true model written to {write_gt_as_sparse(ws)}")
+        raise UserError(f"--with-sparse needs a multi-view scene; {spec.name!r} is a {spec.kind} scene")
+    result = render_scene_cached(spec, args.output, progress=progress, overwrite=args.overwrite)
+    text, data = result.summary, {"action": "render", "scene": spec.name, "kind": spec.kind, **stage_data(result)}
+    if args.with_sparse:
+        data["sparse"] = str(write_gt_as_sparse(ws))
+        text += f"\ntrue model written to {data['sparse']}"
+    show(args, text, data)
     return 0

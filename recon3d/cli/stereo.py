@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = _config(PairConfig, args, "pairs")
     left, right = args.inputs
-    print(stereo_pairs(left, right, args.output, config, args.calib, args.rectified, args.overwrite, progress).summary)
+    from recon3d.cli.output import show, stage_data
+
+    result = stereo_pairs(left, right, args.output, config, args.calib, args.rectified, args.overwrite, progress)
+    show(args, result.summary, {"mode": "pairs", **stage_data(result)})
     return 0
 
 
@@ -116,5 +119,8 @@ def _run_workspace(args: argparse.Namespace) -> int:
     config = _config(FusionConfig, args, "workspace")
     # a workspace matches at config.scale: --downscale is for pairs
     config = dataclasses.replace(config, sgbm=dataclasses.replace(config.sgbm, downscale=1.0))
-    print(stereo_workspace(config, ws, args.overwrite, progress).summary)
+    from recon3d.cli.output import show, stage_data
+
+    result = stereo_workspace(config, ws, args.overwrite, progress)
+    show(args, result.summary, {"mode": "workspace", "workspace": str(ws.root), **stage_data(result)})
     return 0

@@ -44,5 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {k: v for k, v in (("alpha", args.alpha), ("interpolation", args.interpolation)) if v is not None}
     config = build_config(UndistortConfig, getattr(args, DEST + "file"), flags, getattr(args, DEST + "set"))
-    print(undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite).summary)
+    from recon3d.cli.output import show, stage_data
+
+    result = undistort_images(args.inputs, args.camera, args.output, config, overwrite=args.overwrite)
+    show(args, result.summary, stage_data(result))
     return 0

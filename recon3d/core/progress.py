@@ -1,19 +1,28 @@
-"""Progress bars and terminal summaries shared by every stage."""
+"""Progress bars, progress lines and terminal summaries shared by every stage (see :mod:`recon3d.core.log`)."""
 
 from __future__ import annotations
 
 import sys
 from typing import Iterable, TypeVar
 
+from recon3d.core.log import QUIET, SETTINGS, LineProgress, stderr_is_terminal, to_file
+
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], desc: str = "", unit: str = "it", total: int | None = None, **kw) -> Iterable[T]:
-    """A tqdm bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
-    from tqdm.auto import tqdm
+def progress(iterable: Iterable[T], desc: str = "", unit: str = "it", total: int | None = None,
+             initial: int = 0, **kw) -> Iterable[T]:
+    """Progress of a long stage: a tqdm bar on a terminal; elsewhere (a file, a pipe, CI logs) one line on
+    stderr every ``SETTINGS.every`` seconds (step, rate, ETA and the stage's ``set_postfix`` values). The
+    lines also go to the workspace log file; ``-q`` (:data:`~recon3d.core.log.QUIET`) hides both."""
+    terminal = stderr_is_terminal()
+    bar = None
+    if terminal and SETTINGS.level > QUIET:
+        from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, unit=unit, total=total, disable=None, dynamic_ncols=True,
-                leave=False, file=sys.stderr, **kw)
+        bar = tqdm(iterable, desc=desc, unit=unit, total=total, initial=initial, disable=None, dynamic_ncols=True,
+                   leave=False, file=sys.stderr, **kw)
+    return LineProgress(iterable, desc=desc, unit=unit, total=total, initial=initial, bar=bar, echo=not terminal)
 
 
 def summary(title: str, rows: list[tuple[str, object]]) -> str:
@@ -23,5 +32,8 @@ def summary(title: str, rows: list[tuple[str, object]]) -> str:
 
 
 def note(message: str) -> None:
-    """One line for the person watching a long stage (on stderr, beside the progress bars)."""
-    print(message, file=sys.stderr, flush=True)
+    """One line for the person watching a long stage (on stderr, beside the progress bars; hidden by
+    ``-q``), and in the workspace log file."""
+    if SETTINGS.level > QUIET:
+        print(message, file=sys.stderr, flush=True)
+    to_file(message)

@@ -170,16 +170,22 @@ def trained_backends(root: Path | str) -> list[str]:
 
 # Formats of `recon3d export`
 register_exporter(Exporter("splat-ply", "recon3d.splat.export:export_ply",
-                           "Gaussian splats as a standard 3DGS point_cloud.ply", backend="splat"))
+                           "Gaussian splats as a standard 3DGS point_cloud.ply (SH degree 3, zero-padded; --sh-degree)",
+                           backend="splat"))
+register_exporter(Exporter("ply-compressed", "recon3d.splat.export:export_compressed_ply",
+                           "Gaussian splats as SuperSplat's compressed PLY (about 1/4 the size)", backend="splat"))
 register_exporter(Exporter("splat", "recon3d.splat.export:export_splat",
                            "Gaussian splats as a compact .splat file (web viewers)", backend="splat"))
+register_exporter(Exporter("colmap-3.8-db", "recon3d.io.colmap_db38:export_colmap38_db",
+                           "database.db in COLMAP 3.8's schema (Debian's colmap; pycolmap 4 writes a newer one)"))
 register_exporter(Exporter("nerfstudio", "recon3d.io.nerfstudio:export_nerfstudio",
                            "nerfstudio dataset: transforms.json + images"))
 
 
 def _splat(name: str, description: str, config: str) -> Method:
     return register(Method(name, "splat", description, f"recon3d.splat.config:{config}", "recon3d.splat.train:train",
-                           renderer="recon3d.splat.render:load_renderer", exporters=("splat-ply", "splat"),
+                           renderer="recon3d.splat.render:load_renderer",
+                           exporters=("splat-ply", "ply-compressed", "splat"),
                            requires=("torch", "gsplat"), output="splat/point_cloud.ply"))
 
 

@@ -4,6 +4,7 @@ Layout (COLMAP and gsplat read it as is)::
 
     WS/
       images/             input photos (file names kept)
+      frames/             frames chosen from a video input (recon3d.sfm.frames), with frames.json
       database.db         COLMAP feature/match database
       sparse/0/           COLMAP binary model (cameras.bin, images.bin, points3D.bin); sparse/N more
       splat/              Gaussian splatting outputs (point_cloud.ply, checkpoints, metrics.json)
@@ -261,9 +262,18 @@ class Workspace:
         self.mark_done(name, key, run.outputs, run.info)
 
 
+def trained_output_present(marker: dict, folder: Path) -> bool:
+    """Whether the outputs a training stage's ``marker`` records are still in ``folder`` (looked up by
+    file name, so a workspace moved or reached by another path still counts)."""
+    names = [Path(p).name for p in (marker.get("outputs") or {}).values()]
+    folder = Path(folder)
+    return folder.is_dir() and (not names or any((folder / n).exists() for n in names))
+
+
 def finished_steps(ws: Workspace, name: str, key: Any, steps: int, folder: Path) -> int | None:
     """The rule every training stage shares for a finished run (its ``key`` leaves out the step count).
 
+    A marker whose outputs are gone (the folder deleted by hand) is cleared and counts as no run.
     Same settings and as many steps: the stage is skipped. Same settings and more steps: it resumes
     from its last checkpoint and trains on to ``steps``. Other settings, or fewer steps: a
     :class:`UserError` asking for ``--overwrite``.
@@ -274,6 +284,9 @@ def finished_steps(ws: Workspace, name: str, key: Any, steps: int, folder: Path)
     """
     marker = ws.stage_info(name)
     if marker is None:
+        return None
+    if not trained_output_present(marker, folder):  # the folder was deleted or emptied by hand: a stale marker
+        ws.clear_done(name)
         return None
     if marker.get("config_hash") != config_hash(key):
         raise UserError(f"{folder}: holds a model trained with other settings; pass --overwrite to replace it "

@@ -27,7 +27,11 @@ from pathlib import Path
 
 from recon3d.core.workspace import StageResult
 from recon3d.evaluate.poses import evaluate_poses
-from recon3d.geometry.reprojection import reprojection_errors, reprojection_summary
+from recon3d.geometry.reprojection import (
+    point_errors,
+    reprojection_errors,
+    reprojection_summary,
+)
 
 
 # -------------------------------------------------------------------------------- workspace
@@ -70,7 +74,7 @@ def evaluate_workspace(ws, gt: Path | str | None = None, write: bool = True) -> 
         "registered_images": len(model.images),
         "points": n_points,
         "mean_track_length": track_len,
-        "reprojection_px": reprojection_summary(errors),
+        "reprojection_px": reprojection_summary(errors, point_errors(model)),
     }
     defaulted = gt is None and ws.gt_model.is_dir()
     if defaulted:
@@ -129,8 +133,11 @@ def format_report(report: dict) -> str:
     rows.append(("registered images", f"{reg}" + (f" / {total}" if total else "")))
     rows.append(("3D points", f"{report['points']} (mean track length {report['mean_track_length']:.2f})"))
     if rp["mean"] is not None:
-        rows.append(("reprojection error", f"mean {rp['mean']:.3f} px, median {rp['median']:.3f} px, "
+        rows.append(("reprojection error", f"mean per observation {rp['mean']:.3f} px, median {rp['median']:.3f} px, "
                                            f"p95 {rp['p95']:.3f} px over {rp['observations']} observations"))
+        if rp.get("mean_per_point") is not None:
+            rows.append(("", f"mean per point {rp['mean_per_point']:.3f} px (each point's track averaged "
+                             "first; COLMAP model_analyzer's figure)"))
         worst = sorted(((v, k) for k, v in rp["per_image"].items() if v is not None), reverse=True)[:3]
         rows.append(("worst images", ", ".join(f"{k} {v:.2f} px" for v, k in worst)))
     if report.get("gt_skipped"):

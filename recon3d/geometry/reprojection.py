@@ -118,14 +118,41 @@ def _compute(model) -> dict[str, np.ndarray]:
     return {model.images[image_id].name: err for image_id, (_, err) in observation_errors(model).items()}
 
 
-def reprojection_summary(errors: dict[str, np.ndarray]) -> dict:
-    """Mean, median and 95th percentile over all observations, and the mean per image."""
+def point_errors(model) -> np.ndarray:
+    """Mean reprojection error of each 3D point over its track (what COLMAP stores as a point's error).
+
+    Args:
+        model: a :class:`recon3d.io.colmap.Model`.
+    Returns:
+        ``(P,)`` pixels, in the order of ``model.points``; NaN for a point no image observes.
+    """
+    total = np.zeros(len(model.point_ids))
+    count = np.zeros(len(model.point_ids))
+    for idx, err in observation_errors(model).values():
+        np.add.at(total, idx, err)
+        np.add.at(count, idx, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def reprojection_summary(errors: dict[str, np.ndarray], per_point: np.ndarray | None = None) -> dict:
+    """Mean, median and 95th percentile over all observations, and the mean per image.
+
+    Two means differ when points have tracks of different lengths: ``mean`` (= ``mean_per_observation``)
+    weighs every observation alike; ``mean_per_point`` (given the ``(P,)`` :func:`point_errors`) first
+    averages each point's track, then the points, as COLMAP's ``model_analyzer`` reports its "Mean
+    reprojection error".
+    """
     allerr = np.concatenate([e for e in errors.values()]) if errors else np.zeros(0)
     if len(allerr) == 0:
-        return {"observations": 0, "mean": None, "median": None, "p95": None, "per_image": {}}
+        return {"observations": 0, "mean": None, "mean_per_observation": None, "mean_per_point": None,
+                "median": None, "p95": None, "per_image": {}}
+    seen = per_point[np.isfinite(per_point)] if per_point is not None else np.zeros(0)
     return {
         "observations": int(len(allerr)),
         "mean": float(np.mean(allerr)),
+        "mean_per_observation": float(np.mean(allerr)),
+        "mean_per_point": float(np.mean(seen)) if len(seen) else None,
         "median": float(np.median(allerr)),
         "p95": float(np.percentile(allerr, 95)),
         "per_image": {n: (float(np.mean(e)) if len(e) else None) for n, e in sorted(errors.items())},

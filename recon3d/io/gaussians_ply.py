@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.core.errors import UserError
+from recon3d.io.compressed_ply import decode_compressed_ply, is_compressed_ply
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real spherical harmonic: colour = SH_C0 * f_dc + 0.5."""
@@ -53,6 +54,27 @@ class Splats:
         return 1.0 / (1.0 + np.exp(-self.opacities))
 
 
+def sh_degree_of(splats: Splats) -> int:
+    """The SH degree ``d`` of ``splats``: ``shN`` holds ``(d + 1)^2 - 1`` coefficients per channel."""
+    k = splats.shN.shape[1] if splats.shN.ndim == 3 else 0
+    d = int(round(np.sqrt(k + 1))) - 1
+    if (d + 1) ** 2 - 1 != k:
+        raise UserError(f"{k} higher SH coefficients per channel is no SH degree ((d + 1)^2 - 1)")
+    return d
+
+
+def with_sh_degree(splats: Splats, degree: int) -> Splats:
+    """``splats`` with SH degree ``degree``: higher coefficients zero-padded or dropped (a zero
+    coefficient adds nothing, so a padded model renders the same image)."""
+    if not 0 <= degree <= 4:
+        raise UserError(f"SH degree {degree}: use 0 to 4")
+    n, k = len(splats), (degree + 1) ** 2 - 1
+    have = splats.shN.reshape(n, -1, 3)
+    shN = np.zeros((n, k, 3), np.float32)
+    shN[:, : min(k, have.shape[1])] = have[:, :k]
+    return Splats(splats.means, splats.scales, splats.quats, splats.opacities, splats.sh0, shN)
+
+
 def _names(k: int) -> list[str]:
     return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
             + [f"f_rest_{i}" for i in range(3 * k)]
@@ -80,11 +102,22 @@ def write_splat_ply(path: Path | str, splats: Splats) -> Path:
     return Path(path)
 
 
+def read_compressed_ply(path: Path | str) -> Splats:
+    """Read SuperSplat's compressed PLY (:mod:`recon3d.io.compressed_ply`) as :class:`Splats`."""
+    d = decode_compressed_ply(path)
+    n = len(d["means"])
+    return Splats(means=d["means"], scales=d["scales"], quats=d["quats"], opacities=d["opacities"],
+                  sh0=((d["rgb"] - 0.5) / SH_C0).reshape(n, 1, 3).astype(np.float32), shN=d["shN"])
+
+
 def read_splat_ply(path: Path | str) -> Splats:
-    """Read a standard 3DGS PLY (binary little-endian, float properties)."""
+    """Read a standard 3DGS PLY (binary little-endian, float properties), or a compressed one
+    (:mod:`recon3d.io.compressed_ply`, decoded)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such splat file; train one with `recon3d train WS --method splat`")
+    if is_compressed_ply(path):
+        return read_compressed_ply(path)
     with open(path, "rb") as f:
         if f.readline().strip() != b"ply":
             raise UserError(f"{path}: not a PLY file")

@@ -173,6 +173,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
     """Train (resuming from the newest checkpoint), write the outputs; returns (outputs, summary)."""
     import torch
 
+    from recon3d.core.log import TrainLog
     from recon3d.core.progress import note, progress
     from recon3d.io.dataset import load_scene
     from recon3d.nerf.checkpoint import (
@@ -249,6 +250,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
     bar = progress(range(start, config.steps), desc="nerf", unit="step", total=config.steps, initial=start)
     last_report = (time.perf_counter(), start)
     speed: dict[str, float] = {}  # steps/s and rays/s, once measured (every 25 steps)
+    curve = TrainLog(ws.nerf, start)  # nerf/log.jsonl (+ TensorBoard events with --log tensorboard)
     try:
         for step in bar:
             frac = step / max(config.steps, 1)
@@ -283,6 +285,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{psnr:.2f}",
                                     rays_s=f"{speed.get('rays_per_s', 0.0):.3g}", refresh=False)
+                curve.log(done, {"loss": loss_value, "psnr": psnr, **speed, "lr": optimizer.param_groups[0]["lr"]})
             if config.eval_every and done % config.eval_every == 0 and scene.test:
                 from recon3d.nerf.evaluate import evaluate_views
 
@@ -305,6 +308,7 @@ def _fit(config: NerfConfig, ws: Workspace, monitor, overwrite: bool) -> tuple[d
             checkpoint(completed, elapsed0 + time.perf_counter() - t0)
         raise
     finally:
+        curve.close()
         if hasattr(bar, "close"):
             bar.close()
     train_seconds = elapsed0 + time.perf_counter() - t0

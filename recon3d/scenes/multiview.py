@@ -50,7 +50,10 @@ def view_poses(views: ViewsSpec, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     target = np.asarray(views.target, dtype=np.float64)
     if views.type == "ring":
-        ang = 2 * np.pi * np.arange(views.count) / views.count
+        if views.arc_deg >= 360.0:
+            ang = 2 * np.pi * np.arange(views.count) / views.count
+        else:
+            ang = np.radians(views.arc_deg) * (np.arange(views.count) / max(1, views.count - 1) - 0.5)
         eyes = target + np.stack([views.radius * np.cos(ang), views.radius * np.sin(ang),
                                   np.full_like(ang, views.height)], axis=1)
         targets = np.broadcast_to(target, eyes.shape)
@@ -160,7 +163,10 @@ def render_multiview(spec: SceneSpec, out: Path, progress: Callable | None = Non
     with atomic_dir(out / "images") as img_dir:
         for i in it:
             view = render_view(scene, camera, poses[i], spec.supersample)
-            write_image(img_dir / names[i], view.rgb)
+            rgb = view.rgb
+            if spec.noise > 0:
+                rgb = rgb + np.random.default_rng([spec.seed, 1000 + i]).normal(scale=spec.noise, size=rgb.shape)
+            write_image(img_dir / names[i], rgb)
             depths.append(view.depth)
             surfaces.append(view.surface)
     rng = np.random.default_rng(spec.seed + 1)

@@ -30,6 +30,8 @@ class TextureSpec:
     """Base RGB colour in [0, 1] ('plain' uses only this)."""
     density: float = 1.0
     """Relative number of shapes for 'shapes'."""
+    contrast: float = 1.0
+    """Pattern contrast around the base colour (1: as drawn; 0.1: faint, for low-texture scenes)."""
 
 
 @dataclass
@@ -86,6 +88,9 @@ class ViewsSpec:
     """Camera height above target for 'ring'; vertical spacing of rows for 'grid'."""
     target: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.5])
     """The point cameras look at (ring) or the wall centre (grid)."""
+    arc_deg: float = 360.0
+    """'ring': the arc the views span, degrees (360: a full ring, evenly spaced; less: an arc whose
+    first and last views sit at its ends)."""
     rows: int = 2
     """Rows of a 'grid'."""
     spacing: float = 0.6
@@ -176,6 +181,9 @@ class SceneSpec:
     """The stereo rig (stereo scenes)."""
     image_format: Literal["png", "jpg"] = "png"
     """File format of the rendered photos."""
+    noise: float = 0.0
+    """Sensor noise: standard deviation of Gaussian noise added to each pixel's colour in [0, 1]
+    (seeded per view; ground truth is unaffected)."""
 
 
 SCENES_DIR = Path(__file__).resolve().parents[2] / "scenes"

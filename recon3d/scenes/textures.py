@@ -42,7 +42,8 @@ def _draw_shapes(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _make_texture_cached(seed: int, resolution: int, kind: str, color: tuple, density: float) -> np.ndarray:
+def _make_texture_cached(seed: int, resolution: int, kind: str, color: tuple, density: float,
+                         contrast: float = 1.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     res = resolution
     base = np.asarray(color, dtype=np.float32)
@@ -57,14 +58,17 @@ def _make_texture_cached(seed: int, resolution: int, kind: str, color: tuple, de
         img = (0.5 * base + 0.5 * noise).astype(np.float32)
         if kind == "shapes":
             _draw_shapes(img, rng, int(round(density * 900 * (res / 1024) ** 2)))
-    img = np.clip(img, 0.0, 1.0)
+    if contrast != 1.0:
+        img = base + contrast * (img - base)
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)
     img.setflags(write=False)
     return img
 
 
 def make_texture(spec: TextureSpec) -> np.ndarray:
     """The ``(R, R, 3)`` float32 texture image of a spec (cached, read-only)."""
-    return _make_texture_cached(spec.seed, spec.resolution, spec.kind, tuple(spec.color), spec.density)
+    return _make_texture_cached(spec.seed, spec.resolution, spec.kind, tuple(spec.color), spec.density,
+                                spec.contrast)
 
 
 def sample_texture(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -41,6 +41,9 @@ class ExtractionConfig:
     """SIFT detection threshold (> 0); lower (e.g. 0.002) finds more features on low-texture objects."""
     first_octave: int = option(-1, min=-1)
     """First SIFT octave: -1 upsamples the image once (finer features, slower), 0 does not."""
+    adaptive_min_keypoints: int = option(1000, min=0)
+    """A photo with fewer SIFT keypoints than this is extracted again with a third of the peak threshold
+    and four times the feature count (low-texture photos); 0: never."""
     camera_model: Literal[COLMAP_CAMERA_MODELS] = option("SIMPLE_RADIAL", flag="--camera-model", metavar="MODEL")
     """COLMAP camera model for self-calibration (ignored when a camera file is given): one of
     SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV, FULL_OPENCV, OPENCV_FISHEYE,
@@ -63,7 +66,7 @@ class ExtractionConfig:
     def key(self) -> dict:
         """What the extracted features depend on (a change means extracting again)."""
         out = {k: getattr(self, k) for k in ("max_image_size", "max_num_features", "peak_threshold",
-                                             "first_octave", "camera_model", "camera_mode")}
+                                             "first_octave", "camera_model", "camera_mode", "adaptive_min_keypoints")}
         if self.pycolmap_options:
             out["pycolmap_options"] = dict(self.pycolmap_options)
         return out
@@ -118,9 +121,11 @@ class MatchingConfig:
 class MapperConfig:
     """Mapping (incremental or global) and the final refinement of every model."""
 
-    mapper: Literal["incremental", "global"] = option("incremental", flag="--mapper")
+    mapper: Literal["incremental", "global", "hierarchical"] = option("incremental", flag="--mapper")
     """'incremental': COLMAP's incremental mapper with bundle adjustment; 'global': GLOMAP (rotation
-    averaging, global positioning, then bundle adjustment)."""
+    averaging, global positioning, then bundle adjustment); 'hierarchical': the view graph is split
+    into overlapping clusters of at most cluster_max_images photos, each mapped incrementally (in
+    parallel), then merged: for sets past a few thousand photos."""
     refine_principal_point: Literal["auto", "always", "never"] = option("auto", flag="--refine-principal-point")
     """'auto': refine principal points in a final BA and keep them only where the views determine them
     (see recon3d.sfm.mapping); 'always' / 'never' force it. Ignored with a camera file."""
@@ -141,6 +146,22 @@ class MapperConfig:
     """Final refinement: points triangulated under a smaller angle (degrees) are dropped."""
     min_model_size: int = option(3, min=2)
     """Smallest model kept, in photos (at least 2)."""
+    cluster_max_images: int = option(500, flag="--cluster-max-images", min=3)
+    """Hierarchical: most photos in a leaf cluster before the overlap is added (at least 3)."""
+    cluster_overlap: int = option(50, min=1)
+    """Hierarchical: photos each cluster shares with its neighbours, for merging (at least 1)."""
+    second_pass: bool = option(True, flag="--second-pass")
+    """When the largest model leaves photos out, continue registering into it with looser absolute-pose
+    thresholds (extend_min_inliers, extend_min_inlier_ratio), keeping a photo only when its reprojection
+    error is in line with the model's other photos (recon3d.sfm.policy)."""
+    extend_min_inliers: int = option(6, min=3)
+    """Second registration pass: fewest 2D-3D inliers to register a photo (at least 3)."""
+    extend_min_inlier_ratio: float = option(0.05, min=0.0, max=1.0)
+    """Second registration pass: smallest 2D-3D inlier ratio to register a photo (0 to 1)."""
+    try_global: Literal["auto", "never"] = option("auto", flag="--try-global")
+    """'auto': when incremental mapping still leaves photos out, also run the global mapper on the same
+    matches and keep its model when it registers more photos at similar reprojection error and a
+    plausible focal length (the report says which mapper won and why); 'never': do not."""
     pp_max_sd_frac: float = option(0.002, min=0.0)
     """Principal-point rule: largest standard deviation of a kept principal point, as a fraction of the
     image diagonal."""
@@ -149,8 +170,10 @@ class MapperConfig:
     to be kept."""
     pycolmap_options: dict = field(default_factory=dict)
     """More options of pycolmap.IncrementalPipelineOptions (or GlobalPipelineOptions with mapper
-    'global'), {dotted name: value}, set after recon3d's (e.g. {'mapper.init_max_error': 6}); an
-    unknown name is an error that lists the valid ones."""
+    'global'), {dotted name: value}, set after recon3d's (e.g. {'mapper.init_max_error': 6}); with
+    mapper 'hierarchical' the incremental ones apply to every cluster, 'clustering.*' names
+    pycolmap.SceneClusteringOptions and 'hierarchical.*' the top of HierarchicalPipelineOptions
+    (e.g. 'hierarchical.num_workers'); an unknown name is an error that lists the valid ones."""
 
     def inlier_ratio(self) -> float:
         """``abs_pose_min_inlier_ratio`` with auto (-1) resolved."""

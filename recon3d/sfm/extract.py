@@ -21,6 +21,7 @@ The stage reads a folder of photos and fills a COLMAP ``database.db``:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +40,9 @@ def sift_device(name: str):
 def quiet_glog() -> None:
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2  # warnings and errors only; recon3d prints its own progress
+    from recon3d.core.log import glog_level
+
+    pycolmap.logging.minloglevel = glog_level()  # warnings and errors only; recon3d prints its own progress
 
 
 def split_chunks(items: list, n_chunks: int) -> list[list]:
@@ -170,10 +173,55 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
                 next(it, None)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
+    again = extract_sparse_again(database, image_dir, [im.name for im in todo], config, device, num_threads)
     db = pycolmap.Database.open(database)
     try:
         info = {"images": db.num_images(), "cameras": db.num_cameras(), "keypoints": db.num_keypoints(),
-                "extracted": len(todo)}
+                "extracted": len(todo), "extracted_again": again}
     finally:
         db.close()
     return info
+
+
+def extract_sparse_again(database: Path, image_dir: Path, names: list[str], config: ExtractionConfig,
+                         device: str = "auto", num_threads: int = -1) -> dict[str, list[int]]:
+    """Extract again, with a third of the peak threshold and four times the features, every photo of
+    ``names`` with fewer than ``config.adaptive_min_keypoints`` keypoints.
+
+    Returns:
+        ``{name: [keypoints before, keypoints after]}`` of the photos extracted again.
+    """
+    import sqlite3
+
+    import pycolmap
+
+    if config.adaptive_min_keypoints <= 0 or not names:
+        return {}
+    db = pycolmap.Database.open(database)
+    try:
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        sparse = {n: ids[n] for n in names if n in ids and db.num_keypoints_for_image(ids[n]) < config.adaptive_min_keypoints}
+        before = {n: int(db.num_keypoints_for_image(i)) for n, i in sparse.items()}
+    finally:
+        db.close()
+    if not sparse:
+        return {}
+    con = sqlite3.connect(database)
+    try:
+        with con:
+            for i in sparse.values():
+                con.execute("DELETE FROM keypoints WHERE image_id = ?", (int(i),))
+                con.execute("DELETE FROM descriptors WHERE image_id = ?", (int(i),))
+    finally:
+        con.close()
+    looser = dataclasses.replace(config, peak_threshold=config.peak_threshold / 3,
+                                 max_num_features=4 * config.max_num_features)
+    reader = pycolmap.ImageReaderOptions()
+    reader.camera_model = config.camera_model
+    pycolmap.extract_features(database, image_dir, list(sparse), pycolmap.CameraMode.PER_IMAGE, reader,
+                              extraction_options(looser, num_threads), sift_device(device))
+    db = pycolmap.Database.open(database)
+    try:
+        return {n: [before[n], int(db.num_keypoints_for_image(i))] for n, i in sparse.items()}
+    finally:
+        db.close()

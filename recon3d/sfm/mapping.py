@@ -30,6 +30,10 @@ A calibration is usually better than what a handful of views can say about a cam
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -107,16 +111,40 @@ def global_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, f
     return o
 
 
+def hierarchical_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
+                         refine_extra_params: bool = True):
+    """``pycolmap.HierarchicalPipelineOptions`` for ``config`` (arguments as :func:`incremental_options`).
+
+    Each cluster is mapped with :func:`incremental_options`' settings; ``pycolmap_options`` keys go
+    to those (``mapper.init_max_error``), to the clustering (``clustering.leaf_max_num_images``) or
+    to the top level (``hierarchical.num_workers``).
+    """
+    import pycolmap
+
+    o = pycolmap.HierarchicalPipelineOptions()
+    inc = incremental_options(dataclasses.replace(config, pycolmap_options={}), seed, num_threads, fixed_intrinsics,
+                              refine_extra_params)
+    inc.ba_refine_sensor_from_rig = False  # pycolmap: merging is unreliable when clusters move rig extrinsics
+    o.incremental_options = inc
+    o.num_threads = num_threads
+    o.clustering_options.leaf_max_num_images = config.cluster_max_images
+    o.clustering_options.image_overlap = config.cluster_overlap
+    apply_pycolmap_options(config.pycolmap_options, "mapping.pycolmap_options",
+                           {"": o.incremental_options, "clustering": o.clustering_options, "hierarchical": o})
+    return o
+
+
 def pipeline_options(config: SfmConfig, refine_extra_params: bool = True):
-    """pycolmap's incremental or global pipeline options for the whole :class:`SfmConfig`."""
-    build = global_options if config.mapping.mapper == "global" else incremental_options
+    """pycolmap's incremental, global or hierarchical pipeline options for the whole :class:`SfmConfig`."""
+    build = {"global": global_options, "hierarchical": hierarchical_options}.get(config.mapping.mapper,
+                                                                               incremental_options)
     return build(config.mapping, seed=config.seed, num_threads=config.num_threads,
                  fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
 
 
 def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConfig,
                  image_names: list[str] | None = None, on_image: Callable[[], None] | None = None,
-                 refine_extra_params: bool = True) -> list:
+                 refine_extra_params: bool = True, on_clusters: Callable[[dict], None] | None = None) -> list:
     """Run the mapper; returns the models (``pycolmap.Reconstruction``), largest first.
 
     Args:
@@ -127,23 +155,74 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
         image_names: map only these photos (the database may hold others); None: all.
         on_image: called after each registered image (incremental mapper), for progress bars.
         refine_extra_params: refine distortion (False keeps it fixed at the database's values).
+        on_clusters: hierarchical mapper: called with what :func:`hierarchical_mapping` says of its clusters.
     """
     import pycolmap
 
-    pycolmap.logging.minloglevel = 2
+    from recon3d.core.log import glog_level
+
+    pycolmap.logging.minloglevel = glog_level()  # everything with -v
     if config.seed >= 0:
         pycolmap.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     o = pipeline_options(config, refine_extra_params)
     if image_names:
-        o.image_names = list(image_names)
+        (o.incremental_options if config.mapping.mapper == "hierarchical" else o).image_names = list(image_names)
     if config.mapping.mapper == "global":
         recs = pycolmap.global_mapping(database, image_dir, out_dir, o)
+    elif config.mapping.mapper == "hierarchical":
+        recs, clusters = hierarchical_mapping(database, image_dir, out_dir, o)
+        if image_names:  # pycolmap maps each cluster's photos, whatever image_names says: drop the others
+            keep = set(image_names)
+            for rec in recs.values():
+                for frame_id in {rec.images[i].frame_id for i in rec.reg_image_ids() if rec.images[i].name not in keep}:
+                    rec.deregister_frame(frame_id)
+        if on_clusters is not None:
+            on_clusters(clusters)
+        for _ in range(max((r.num_reg_images() for r in recs.values()), default=0) if on_image else 0):
+            on_image()  # the clusters report no progress: the bar jumps to the end
     else:
         recs = pycolmap.incremental_mapping(database, image_dir, out_dir, o, next_image_callback=on_image)
     models = [r for r in recs.values() if r.num_reg_images() > 0]
     models.sort(key=lambda r: (-r.num_reg_images(), -r.num_points3D()))
     return models
+
+
+_CLUSTER_LINE = re.compile(r"Cluster \d+ with (\d+) images")
+_MERGE_LINE = re.compile(r"Merged clusters with (\d+) and (\d+) images into (\d+) images")
+
+
+def hierarchical_mapping(database: Path, image_dir: Path, out_dir: Path, options) -> tuple[dict, dict]:
+    """``pycolmap.hierarchical_mapping`` and what it did with the clusters.
+
+    pycolmap reports its partition only in its log, so the log (fd 2) is read for the duration of
+    the call; its warnings and errors are passed on to stderr.
+
+    Returns:
+        ``({id: pycolmap.Reconstruction}, {"clusters": number of leaf clusters, "cluster_sizes":
+        [photos per cluster, overlap included], "merges": number of successful merges})``.
+    """
+    import pycolmap
+
+    level = pycolmap.logging.minloglevel
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        try:
+            os.dup2(log.fileno(), 2)
+            pycolmap.logging.minloglevel = 0
+            recs = pycolmap.hierarchical_mapping(database, image_dir, out_dir, options)
+        finally:
+            pycolmap.logging.minloglevel = level
+            os.dup2(saved, 2)
+            os.close(saved)
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+    for line in text.splitlines():
+        if line[:1] in ("W", "E", "F"):
+            print(line, file=sys.stderr)
+    sizes = [int(m.group(1)) for m in _CLUSTER_LINE.finditer(text)]
+    return recs, {"clusters": len(sizes), "cluster_sizes": sizes, "merges": len(_MERGE_LINE.findall(text))}
 
 
 # ------------------------------------------------------------------------------- refinement

@@ -3,7 +3,8 @@
 :func:`run_sfm` is the stage (``recon3d sfm IMAGES -o WS``)::
 
     photos --scan/ingest--> WS/images --SIFT--> database.db --match/verify--> database.db
-           --map (incremental + BA, or global)--> refine (filter, BA, principal point)
+           --map (incremental + BA, or global)--> register the rest (recon3d.sfm.policy: second pass,
+           global second opinion, merge) --> refine (filter, BA, principal point)
            --> WS/sparse/N/{cameras,images,points3D}.bin + points.ply, WS/reports/sfm.{json,md} + plots
 
 Outputs are COLMAP's own formats, so any COLMAP-aware tool reads them; ``sparse/0`` is the
@@ -42,6 +43,7 @@ from recon3d.core.workspace import StageResult, Workspace, config_hash
 from recon3d.sfm.config import SfmConfig
 from recon3d.sfm.images import ImageScan, InputImage
 from recon3d.sfm.match import PairStats
+from recon3d.sfm.policy import explain_unregistered  # noqa: F401 - re-exported (it lived here)
 
 STAGING = ".sfm-staging"
 """Folder inside the workspace where a new photo set is reconstructed before it replaces the old one."""
@@ -111,11 +113,13 @@ def check_inputs(scan: ImageScan, folder: Path) -> None:
 
 # ------------------------------------------------------------------------------ the stages
 def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig, camera, progress,
-                    log: Callable[[str], None] = _stderr) -> dict:
+                    log: Callable[[str], None] = _stderr, reuse_database: bool = False) -> dict:
     """Extract features into ``work.database``; reuse the database when it is still valid.
 
     A database made with other extraction options, with other photos under the same names, or
-    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted.
+    by another tool (no recon3d marker) is moved aside to ``database.db.old``, not deleted; with
+    ``reuse_database`` its features are used instead when its images are these photos
+    (:func:`recon3d.sfm.reuse.check_database`, else a :class:`UserError`).
     """
     from recon3d.sfm.extract import extract
 
@@ -123,20 +127,28 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
     marker = work.reports / "stages" / "sfm-features.json"
     info = _read_json(marker) if work.database.exists() else None
     digests = {im.name: im.digest for im in images}
+    reused = None
     if work.database.exists():
         old = (info or {}).get("digests", {})
         stale = info is None or info.get("key") != key or any(old.get(n, d) != d for n, d in digests.items())
+        if stale and reuse_database:
+            from recon3d.sfm.reuse import check_database
+
+            reused = check_database(work.database, images)
+            stale, info = False, None
+            (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)  # its matches are kept as they are
         if stale:
             backup = work.database.with_name(work.database.name + ".old")
             os.replace(work.database, backup)
-            log(f"note: {work.database} was made with other photos or options; moved it to {backup.name} "
-                "and extracting features again")
+            log(f"note: {work.database} was made with other photos or options (or by another tool); moved it to "
+                f"{backup.name} and extracting features again (--reuse-database uses its features)")
             (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)
             info = None
     merged = {**((info or {}).get("digests", {})), **digests}
     atomic_write_json(marker, {"key": key, "digests": merged})  # before extracting: a partial DB stays valid
-    return extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
+    feat = extract(work.database, work.images, images, config.extraction, camera=camera, progress=progress,
                    device=config.device, num_threads=config.num_threads)
+    return {**feat, "reused_database": reused} if reused else feat
 
 
 def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
@@ -160,55 +172,7 @@ def _matches_stage(work: Workspace, config: SfmConfig, progress) -> dict:
                  num_threads=config.num_threads)
 
 
-def explain_unregistered(stats: PairStats, names: list[str], registered: dict[str, int], config: SfmConfig) -> dict[str, str]:
-    """The likely reason each photo of ``names`` is in no model.
-
-    Args:
-        stats: per-image and per-pair counts from the database.
-        names: the photos used.
-        registered: name -> index of the model it is in.
-        config: the options (thresholds quoted in the reasons).
-    Returns:
-        name -> one-line reason, for every unregistered photo.
-    """
-    index = {n: i for i, n in enumerate(stats.names)}
-    min_inl = max(config.matching.min_num_inliers, config.mapping.min_num_matches)
-    out = {}
-    for name in names:
-        if name in registered:
-            continue
-        i = index.get(name)
-        if i is None or stats.keypoints[i] == 0:
-            out[name] = "no features found (blank, overexposed or textureless photo)"
-            continue
-        kp = int(stats.keypoints[i])
-        raw, inl = stats.matches[i].copy(), stats.inliers[i].copy()
-        raw[i] = inl[i] = 0
-        best_raw = int(raw.max()) if len(raw) else 0
-        other_raw = stats.names[int(raw.argmax())] if best_raw else "-"
-        if kp < 100:
-            out[name] = f"only {kp} features (low texture); try --peak-threshold 0.002 --max-features 32768"
-        elif best_raw < config.mapping.min_num_matches:
-            out[name] = (f"too few matches (best {best_raw} with {other_raw}); the photo does not seem to "
-                         "overlap the others")
-        elif int(inl.max()) < min_inl:
-            out[name] = (f"failed geometric verification (best pair {other_raw}: {best_raw} matches, "
-                         f"{int(inl.max())} consistent, needs {min_inl})")
-        else:
-            reg_inl = [(int(inl[j]), stats.names[j]) for j in range(len(inl)) if stats.names[j] in registered]
-            best = max(reg_inl, default=(0, "-"))
-            if best[0] >= min_inl:
-                out[name] = (f"verified matches with registered photos ({best[0]} with {best[1]}) but its pose "
-                             "could not be estimated (too few of them on 3D points); try "
-                             "--abs-pose-min-inliers 6")
-            else:
-                partners = [stats.names[j] for j in range(len(inl)) if inl[j] >= min_inl]
-                out[name] = ("verified matches only with other unregistered photos (" + ", ".join(partners[:4])
-                             + ("..." if len(partners) > 4 else "") + ")")
-    return out
-
-
-def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> UserError:
+def no_model_error(stats: PairStats, names: list[str], config: SfmConfig, global_tried: bool = False) -> UserError:
     index = [stats.names.index(n) for n in names if n in stats.names]
     inl = stats.inliers[index][:, index] if index else stats.inliers
     raw = stats.matches[index][:, index] if index else stats.matches
@@ -217,7 +181,11 @@ def _no_model_error(stats: PairStats, names: list[str], config: SfmConfig) -> Us
         i, j = divmod(int(inl.argmax()), inl.shape[1])
         msg = (f"no initial pair could be reconstructed (best verified pair {sub[i]} / {sub[j]} with "
                f"{int(inl.max())} inliers; the incremental mapper needs {config.mapping.init_min_num_inliers} and some "
-               "parallax); take photos from more different positions, or try --mapper global")
+               "parallax); take photos from more different positions"
+               + (", or lower --mapping.init-min-num-inliers" if global_tried or config.mapping.mapper == "global"
+                  else ", or try --mapper global"))
+        if config.mapping.mapper == "global":
+            msg = msg.replace("no initial pair could be reconstructed", "global mapping found no model")
     elif raw.size and raw.max() > 0:
         i, j = divmod(int(raw.argmax()), raw.shape[1])
         msg = (f"the photos share no usable content: no pair passed geometric verification (best pair "
@@ -238,8 +206,8 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     """
     from recon3d.sfm.mapping import refine_model
 
-    models = _run_mapper(work, names, config, progress)
     notes: dict = {}
+    models = _run_mapper(work, names, config, progress, on_clusters=lambda c: notes.__setitem__("hierarchical", c))
     refine_extra_params = True
     if models and not config.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
             and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
@@ -254,6 +222,10 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
             "kept": "without distortion" if better else "with distortion"}
         if better:
             models, refine_extra_params = retry, False
+    from recon3d.sfm.policy import complete_models
+
+    models, notes["policy"] = complete_models(work.database, work.images, work.root, models, config, names,
+                                              refine_extra_params)
     refined, reports = [], []
     for rec in (progress(models, desc="refining", unit="model") if progress else models):
         rec, rep = refine_model(rec, config, refine_extra_params)
@@ -264,7 +236,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
 
 
 def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, desc: str | None = None,
-                refine_extra_params: bool = True) -> list:
+                refine_extra_params: bool = True, on_clusters=None) -> list:
     import tempfile
 
     from recon3d.sfm.mapping import map_database
@@ -280,7 +252,7 @@ def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, 
     remove_stale_temps(work.root, MAPPER_SCRATCH)  # left by a run killed while mapping
     with tempfile.TemporaryDirectory(prefix=owned_temp_prefix(MAPPER_SCRATCH), dir=work.root) as scratch:
         models = map_database(work.database, work.images, Path(scratch), config, image_names=names, on_image=on_image,
-                              refine_extra_params=refine_extra_params)
+                              refine_extra_params=refine_extra_params, on_clusters=on_clusters)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     return models
@@ -329,7 +301,7 @@ def check_pycolmap_options(config: SfmConfig) -> None:
 
 def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config: SfmConfig | None = None,
             overwrite: bool = False, progress: Callable | None = None,
-            log: Callable[[str], None] = _stderr) -> SfmResult:
+            log: Callable[[str], None] = _stderr, reuse_database: bool = False) -> SfmResult:
     """Structure from motion from a folder of photos into workspace ``ws``.
 
     Args:
@@ -339,6 +311,8 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
         overwrite: map again even when a finished result with the same photos and config exists.
         progress: tqdm-like wrapper for progress bars (``recon3d.core.progress.progress``), or None.
         log: where warnings go (one line each; default stderr). Nothing is printed to stdout.
+        reuse_database: use the features of a ``WS/database.db`` another tool made when its images are
+            these photos (names and sizes; else a :class:`UserError`), instead of extracting again.
     Returns:
         :class:`SfmResult` (``skipped``, ``summary``, ``report``, ``reconstruction``). Raises
         :class:`UserError` (exit code 2 for bad input, 3 when the photos cannot be reconstructed)
@@ -384,8 +358,10 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
     same_set = src.resolve() == ws.images.resolve() or ws.is_done("sfm", key) or _digests(ws.images) == digests
     staged = not same_set and (ws.images.exists() or ws.has_model())
     work = Workspace(ws.root / STAGING) if staged else ws
+    if reuse_database and (staged or not ws.database.is_file()):
+        log(f"note: --reuse-database: {ws.root} holds other photos or no database.db; extracting features")
     # a new photo set is built aside before the stage is entered: if it fails, ws (its marker too) stays as it was
-    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings) if staged else None
+    built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, reuse_database) if staged else None
     with ws.stage("sfm", key, overwrite, check=finished, invalidates=("eval",)) as run:
         if run.skipped:
             if staged:
@@ -393,7 +369,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
             report = _read_json(outputs["report"]) or {}
             return SfmResult(outputs, skipped=True, summary=format_summary(report, ws), data=report)
         if built is None:
-            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings)
+            built = _build(ws, work, same_set, scan, config, camera, progress, log, timings, reuse_database)
         if staged:
             _promote(work, ws)
         report = _report(ws, scan, config, built, timings, t_start)
@@ -402,7 +378,7 @@ def run_sfm(ws: Workspace | Path | str, images: Path | str | None = None, config
 
 
 def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, config: SfmConfig, camera, progress,
-           log: Callable[[str], None], timings: dict[str, float]) -> dict:
+           log: Callable[[str], None], timings: dict[str, float], reuse_database: bool = False) -> dict:
     """Photos, features, matches, mapping and ``sparse/`` in ``work`` (``ws``, or its staging folder)."""
     from recon3d.sfm.match import pair_stats
 
@@ -419,7 +395,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 
             ingest_images(scan.images, work.images)
         t = time.perf_counter()
-        feat = _features_stage(work, scan.images, config, camera, progress, log)
+        feat = _features_stage(work, scan.images, config, camera, progress, log, reuse_database)
         timings["features"] = time.perf_counter() - t
         t = time.perf_counter()
         matches = _matches_stage(work, config, progress)
@@ -428,7 +404,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
         t = time.perf_counter()
         models, refine_reports, notes = _map_stage(work, names, config, progress)
         if not models:
-            raise _no_model_error(stats, names, config)
+            raise no_model_error(stats, names, config, "global" in notes.get("policy", {}))
         timings["mapping"] = time.perf_counter() - t
         write_models(models, work.sparse, config)
     except UserError:
@@ -442,6 +418,7 @@ def _build(ws: Workspace, work: Workspace, same_set: bool, scan: ImageScan, conf
 def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timings: dict[str, float],
             t_start: float) -> dict:
     """Write ``reports/sfm.{json,md}`` and the plots; returns the report."""
+    from recon3d.sfm.policy import unregistered_entries
     from recon3d.sfm.report import build_report, write_report
 
     models = built["models"]
@@ -450,11 +427,14 @@ def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timi
         for im in rec.images.values():
             if im.has_pose:
                 registered.setdefault(im.name, k)
-    unregistered = explain_unregistered(built["stats"], built["names"], registered, config)
+    policy = built["notes"].get("policy", {})
+    unregistered = unregistered_entries(explain_unregistered(built["stats"], built["names"], registered, config),
+                                        policy.get("rejected", []))
     timings["total"] = time.perf_counter() - t_start
     report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
                           unregistered, timings)
-    report["notes"] = built["notes"]
+    report["notes"] = {k: v for k, v in built["notes"].items() if k != "policy"}
+    report["policy"] = policy
     write_report(ws, report, models, built["stats"])
     return report
 

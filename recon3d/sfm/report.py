@@ -53,7 +53,7 @@ def _model_stats(rec, index: int) -> tuple[dict, dict[str, dict], np.ndarray]:
 
 
 def build_report(ws: Workspace, config, scan, feat: dict, matches: dict, models: list, refine_reports: list,
-                 unregistered: dict[str, str], timings: dict[str, float]) -> dict:
+                 unregistered: list[dict], timings: dict[str, float]) -> dict:
     """The content of ``reports/sfm.json`` (see :func:`recon3d.sfm.run_sfm`)."""
     model_stats, per_image = [], {}
     for k, rec in enumerate(models):
@@ -71,7 +71,7 @@ def build_report(ws: Workspace, config, scan, feat: dict, matches: dict, models:
         "registered": model_stats[0]["registered"] if model_stats else 0,
         "registered_any_model": len(per_image),
         "models": model_stats,
-        "unregistered": [{"name": n, "reason": r} for n, r in sorted(unregistered.items())],
+        "unregistered": list(unregistered),
         "features": feat,
         "matching": matches,
         "per_image": dict(sorted(per_image.items())),
@@ -117,13 +117,17 @@ def format_summary(report: dict, ws: Workspace) -> str:
     models = report.get("models", [])
     m0 = models[0] if models else None
     used = report["images"]["used"]
-    more = f" (+{report['registered_any_model'] - m0['registered']} in {len(models) - 1} more model(s))" \
-        if m0 and len(models) > 1 else ""
+    more = f" (+{report['registered_any_model'] - m0['registered']} only in {len(models) - 1} separate model(s), " \
+        "not counted)" if m0 and len(models) > 1 else ""
     lines = [f"sfm: {report['registered']}/{used} photos registered in {ws.model}{more}, "
              f"{m0['points'] if m0 else 0} points, mean track length {m0['mean_track_length'] if m0 else 0:.2f}"]
     rp = m0["reprojection_px"] if m0 else {}
-    lines.append(f"  reprojection error: mean {rp.get('mean') or 0:.3f} px, median {rp.get('median') or 0:.3f} px, "
+    lines.append(f"  reprojection error: mean {rp.get('mean') or 0:.3f} px per observation, median {rp.get('median') or 0:.3f} px, "
                  f"p95 {rp.get('p95') or 0:.3f} px")
+    reused = report.get("features", {}).get("reused_database")
+    if reused:
+        lines.append(f"  features: reused {reused['reused']} photos' features from {ws.database} (made by another tool "
+                     f"or options), {reused['keypoints']} keypoints; {report['features'].get('extracted', 0)} extracted")
     cams = m0["cameras"] if m0 else []
     cam_line = _camera_text(cams[0]) if len(cams) == 1 else f"{len(cams)} cameras"
     lines.append(f"  camera: {cam_line}{_pp_text(m0) if m0 else ''}")
@@ -131,7 +135,7 @@ def format_summary(report: dict, ws: Workspace) -> str:
     skipped = report["images"]["skipped"]
     if un:
         first = un[0]
-        lines.append(f"  unregistered: {len(un)} ({first['name']}: {first['reason']}"
+        lines.append(f"  unregistered: {len(un)} ({first['name']}, {first.get('step', '?')}: {first['reason']}"
                      + ("; see the report for the rest" if len(un) > 1 else "") + ")")
     else:
         lines.append("  unregistered: none" + (f" ({len(skipped)} file(s) skipped as unreadable or duplicate)" if skipped else ""))
@@ -159,7 +163,18 @@ def _markdown(report: dict, ws: Workspace) -> str:
     for key, note in report.get("notes", {}).items():
         lines.append(f"- note ({key}): " + "; ".join(f"{k} {v}" for k, v in note.items()))
     lines += ["", "## Unregistered photos", ""]
-    lines += [f"- `{u['name']}`: {u['reason']}" for u in report["unregistered"]] or ["none"]
+    lines += [f"- `{u['name']}` ({u.get('step', '?')}): {u['reason']}" + (f"; would help: {u['help']}" if u.get("help") else "")
+              for u in report["unregistered"]] or ["none"]
+    policy = report.get("policy") or {}
+    if policy:
+        lines += ["", "## Registration policy", "", f"- model in sparse/0 from the {policy.get('mapper')} mapper: "
+                  f"{policy.get('why')}"]
+        if "second_pass" in policy:
+            sp = policy["second_pass"]
+            lines.append(f"- second registration pass: {sp['before']} -> {sp['after']} photos "
+                         f"({sp.get('placed', sp['after'])} placed); {sp['decision']}")
+        if policy.get("merged"):
+            lines.append(f"- {policy['merged']} smaller model(s) merged: their photos are all in sparse/0")
     if report["images"]["skipped"]:
         lines += ["", "## Skipped files", ""]
         lines += [f"- `{s['name']}`: {s['reason']}" for s in report["images"]["skipped"]]

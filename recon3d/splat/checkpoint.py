@@ -20,8 +20,10 @@ from recon3d.splat.model import make_optimizers, warn
 
 
 def stage_key(config: Any) -> Any:
-    """The settings a run (and its stage marker) is identified by: all but ``steps``, ``device`` and ``threads``."""
-    return dataclasses.replace(config, steps=0, device="any", threads=0)
+    """The settings a run (and its stage marker) is identified by: all but ``steps``, ``device``, ``threads``
+    and ``procs``."""
+    return dataclasses.replace(config, steps=0, device="any", threads=0,
+                               **({"procs": 1} if hasattr(config, "procs") else {}))
 
 
 def run_hash(config: Any) -> str:
@@ -37,10 +39,9 @@ def _to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def save_checkpoint(folder: Path, step: int, params: dict, optimizers: dict, strategy_state: dict,
-                    config: Any, keep: int = 2) -> Path:
-    """Write ``folder/step_NNNNNNN.pt`` atomically and delete all but the ``keep`` newest; returns its path."""
-    data = {
+def snapshot(step: int, params: dict, optimizers: dict, strategy_state: dict, config: Any) -> dict:
+    """The training state as a checkpoint holds it (on the CPU): what :func:`restore` takes."""
+    return {
         "step": step,
         "config_hash": run_hash(config),
         "params": {k: v.detach().cpu() for k, v in params.items()},
@@ -49,6 +50,12 @@ def save_checkpoint(folder: Path, step: int, params: dict, optimizers: dict, str
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
+
+
+def save_checkpoint(folder: Path, step: int, params: dict, optimizers: dict, strategy_state: dict,
+                    config: Any, keep: int = 2) -> Path:
+    """Write ``folder/step_NNNNNNN.pt`` atomically and delete all but the ``keep`` newest; returns its path."""
+    data = snapshot(step, params, optimizers, strategy_state, config)
     path = Path(folder) / f"step_{step:07d}.pt"
     with atomic_path(path) as tmp:
         torch.save(data, tmp)

@@ -19,7 +19,14 @@ class SplatConfig:
     """A Gaussian splatting run."""
 
     steps: int = option(30_000, min=1)
-    """Training steps (one image per step)."""
+    """Training steps (``batch_size`` images per step)."""
+    batch_size: int = option(1, min=1)
+    """Training views per step; the step follows the mean of their losses. With ``procs`` > 1 the
+    views are split among the processes (at least one each)."""
+    procs: int = option(1, min=1)
+    """Processes training together, data parallel (torch.distributed: gloo on CPU, NCCL on GPUs):
+    each renders its share of the batch, gradients and densification statistics are summed, so all
+    hold the same Gaussians. Does not change the result (up to rounding) nor identify the run."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cuda' or 'cpu'."""
     rasterizer: Literal["auto", "cuda", "torch"] = "auto"
@@ -114,7 +121,8 @@ class SplatConfig:
     noise_lr: float = option(5e5, min=0.0)
     """MCMC strategy: scale of the position noise."""
     absgrad: bool = False
-    """Default strategy, CUDA only: use absolute 2D gradients (AbsGS; raise grow_grad2d to ~0.0008)."""
+    """Default strategy, CUDA only: use absolute 2D gradients (AbsGS; raise grow_grad2d to ~0.0008). The torch
+    rasterizer refuses it (it changes which Gaussians grow, and the twin has no absolute gradients)."""
 
     # end-of-training cleanup (recon3d.splat.cleanup)
     cleanup_min_views: int = option(2, min=0)
@@ -126,9 +134,18 @@ class SplatConfig:
     cleanup_faint_opacity: float = option(0.05, min=0.0, max=1.0)
     """Opacity below which a huge Gaussian is removed after training; 0 keeps them all."""
 
-    # rasterizer
+    # rasterizer (gsplat's names)
     tile_size: int = option(16, min=1, max=64)
     """Tile side in pixels of the CUDA rasterizer."""
+    rasterize_mode: Literal["classic", "antialiased"] = "classic"
+    """'antialiased': Mip-Splatting's 2D filter compensation (each opacity times sqrt(det(cov2d) /
+    det(cov2d + 0.3 I))), for renders at other resolutions than training; both rasterizers."""
+    packed: bool = False
+    """gsplat's packed layout (only the visible (camera, Gaussian) pairs: less GPU memory with many
+    Gaussians, same images). CUDA only: the torch rasterizer's layout is already sparse; it ignores this."""
+    sparse_grad: bool = False
+    """Sparse gradients and torch.optim.SparseAdam for the Gaussians (gsplat's experimental option; needs
+    packed). CUDA only: the torch rasterizer ignores it and trains with Adam."""
 
     # bookkeeping
     checkpoint_every: int = option(1000, min=1)

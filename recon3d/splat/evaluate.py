@@ -23,12 +23,12 @@ from recon3d.io.dataset import TrainView
 
 
 def render_view(params: dict, view: TrainView, sh_degree: int, background: torch.Tensor, backend: str,
-                tile_size: int) -> torch.Tensor:
+                tile_size: int, rasterize_mode: str = "classic") -> torch.Tensor:
     """``(H, W, 3)`` render of ``params`` from a view's camera, clamped to [0, 1], without grad."""
     from recon3d.splat.render import render_image
 
     return render_image(params, view.cam_from_world, view.camera.K, view.camera.width, view.camera.height,
-                        sh_degree, background, backend, tile_size)
+                        sh_degree, background, backend, tile_size, rasterize_mode)
 
 
 def side_by_side(render: np.ndarray, photo: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ def side_by_side(render: np.ndarray, photo: np.ndarray) -> np.ndarray:
 
 def evaluate(params: dict, views: list[TrainView], split: str, ws: Workspace, sh_degree: int,
              background: torch.Tensor, backend: str, tile_size: int, report_views: int = 3,
-             extra: dict[str, Any] | None = None) -> dict:
+             extra: dict[str, Any] | None = None, rasterize_mode: str = "classic") -> dict:
     """PSNR/SSIM of every view, written to ``WS/splat/metrics.json``; pictures to ``WS/reports/``.
 
     Args:
@@ -58,7 +58,7 @@ def evaluate(params: dict, views: list[TrainView], split: str, ws: Workspace, sh
 
     rows = []
     for i, view in enumerate(views):
-        img = render_view(params, view, sh_degree, background, backend, tile_size)
+        img = render_view(params, view, sh_degree, background, backend, tile_size, rasterize_mode)
         gt = torch.as_tensor(view.image, device=img.device)
         rows.append({"name": view.name, "psnr": float(psnr(img, gt)), "ssim": float(ssim(img, gt))})
         if i < report_views:

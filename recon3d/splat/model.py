@@ -133,11 +133,34 @@ def means_lr(config: SplatConfig, scene_scale: float, step: int) -> float:
     return scene_scale * config.lr_means * (config.lr_means_final / config.lr_means) ** t
 
 
+def uses_gsplat(config: SplatConfig, device: torch.device | str) -> bool:
+    """Whether training with ``config`` on ``device`` renders with gsplat's CUDA kernels (not the torch twin)."""
+    return torch.device(device).type == "cuda" and config.rasterizer != "torch"
+
+
+def sparse_grads(config: SplatConfig, device: torch.device | str) -> bool:
+    """Whether the run uses sparse gradients (``sparse_grad`` and ``packed``, on gsplat's rasterizer)."""
+    return config.sparse_grad and config.packed and uses_gsplat(config, device)
+
+
 def make_optimizers(params: dict[str, torch.nn.Parameter], config: SplatConfig,
-                    scene_scale: float) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter (as gsplat's strategies expect), eps 1e-15 as in 3DGS."""
+                    scene_scale: float) -> dict[str, torch.optim.Optimizer]:
+    """One Adam per parameter (as gsplat's strategies expect), eps 1e-15 as in 3DGS; SparseAdam with
+    ``sparse_grad`` on gsplat's rasterizer."""
     lrs = learning_rates(config, scene_scale)
-    return {k: torch.optim.Adam([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15) for k, p in params.items()}
+    sparse = sparse_grads(config, next(iter(params.values())).device)
+    cls = torch.optim.SparseAdam if sparse else torch.optim.Adam
+    return {k: cls([{"params": [p], "lr": lrs[k], "name": k}], eps=1e-15) for k, p in params.items()}
+
+
+def sparsify_grads(params: dict[str, torch.nn.Parameter], info: dict) -> None:
+    """Make the gradients of the Gaussians seen (``info["gaussian_ids"]``, packed) sparse, as gsplat's
+    trainer does with ``sparse_grad`` (SparseAdam then updates only those rows)."""
+    ids = info["gaussian_ids"]
+    for p in params.values():
+        if p.grad is None or p.grad.is_sparse:
+            continue
+        p.grad = torch.sparse_coo_tensor(ids[None], p.grad[ids], p.size(), is_coalesced=False).coalesce()
 
 
 def render(
@@ -151,8 +174,11 @@ def render(
     backend: str = "auto",
     tile_size: int = 16,
     absgrad: bool = False,
+    rasterize_mode: str = "classic",
+    packed: bool = False,
+    sparse_grad: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
-    """Render the model into ``C`` cameras (activations applied here).
+    """Render the model into ``C`` cameras (activations applied here; options as :func:`rasterize`).
 
     Returns:
         ``colors (C, H, W, 3)``, ``alphas (C, H, W, 1)`` and the rasterizer's ``meta``.
@@ -165,7 +191,7 @@ def render(
     return rasterize(
         params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
         coeffs, viewmats, Ks, width, height, sh_degree=sh_degree, backgrounds=bg, backend=backend,
-        tile_size=tile_size, absgrad=absgrad,
+        tile_size=tile_size, absgrad=absgrad, rasterize_mode=rasterize_mode, packed=packed, sparse_grad=sparse_grad,
     )
 
 

@@ -63,6 +63,9 @@ def rasterize(
     tile_size: int = 16,
     backend: str = "auto",
     absgrad: bool = False,
+    rasterize_mode: str = "classic",
+    packed: bool = False,
+    sparse_grad: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render Gaussians into ``C`` pinhole cameras (gsplat's CUDA kernels or the torch twin).
 
@@ -83,6 +86,11 @@ def rasterize(
         tile_size: tile side in pixels (CUDA rasterizer; the torch twin needs no tiles).
         backend: ``"auto"`` (CUDA for CUDA tensors, else torch), ``"cuda"`` or ``"torch"``.
         absgrad: CUDA only: also accumulate ``meta["means2d"].absgrad``.
+        rasterize_mode: ``"classic"`` or ``"antialiased"`` (Mip-Splatting's compensation: each opacity times
+            ``sqrt(det(cov2d) / det(cov2d + eps2d I))``); both rasterizers.
+        packed, sparse_grad: gsplat's memory layouts (CUDA only; the torch twin's is already sparse, and
+            it ignores them): ``meta`` is then packed (``gaussian_ids`` set), and with ``sparse_grad`` the
+            parameters' gradients are meant to be made sparse by the caller (see gsplat).
     Returns:
         ``colors (C, H, W, D)``, ``alphas (C, H, W, 1)`` and ``meta`` (see the module docstring).
     """
@@ -94,16 +102,19 @@ def rasterize(
         return rasterization(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree,
-            packed=False, tile_size=tile_size, backgrounds=backgrounds, absgrad=absgrad,
+            packed=packed, tile_size=tile_size, backgrounds=backgrounds, absgrad=absgrad,
+            rasterize_mode=rasterize_mode, sparse_grad=sparse_grad and packed,
         )
     if backend != "torch":
         raise ValueError(f"backend must be 'auto', 'cuda' or 'torch', not {backend!r}")
     if absgrad:
         raise ValueError("absgrad is only available with the CUDA rasterizer")
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', not {rasterize_mode!r}")
     return _rasterize_torch(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         sh_degree=sh_degree, backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane,
-        eps2d=eps2d, tile_size=tile_size,
+        eps2d=eps2d, tile_size=tile_size, antialiased=rasterize_mode == "antialiased",
     )
 
 
@@ -120,13 +131,17 @@ def _project(
     eps2d: float,
     near_plane: float,
     far_plane: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    antialiased: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Project Gaussians into one camera with the culling of gsplat's CUDA projection kernel.
+
+    With ``antialiased``, each opacity is multiplied by ``sqrt(det(cov2d) / det(cov2d + eps2d I))``
+    before the culling and the opacity-aware extent, as the kernel does.
 
     Returns:
         ``ids (M,)`` indices of the visible Gaussians, their ``means2d (M, 2)``, ``conics (M, 3)``
-        (upper triangle of the inverse 2D covariance: a, b, c), ``depths (M,)`` and integer
-        ``radii (M, 2)`` (all > 0).
+        (upper triangle of the inverse 2D covariance: a, b, c), ``depths (M,)``, integer
+        ``radii (M, 2)`` (all > 0) and the ``opacities (M,)`` to composite with.
     """
     from gsplat.cuda._torch_impl import _quat_to_rotmat
 
@@ -154,22 +169,26 @@ def _project(
     cov2d = torch.stack([torch.stack([c00, c01], -1), torch.stack([c01, c11], -1)], -2)
     means2d = torch.stack([fx * tx / tz + cx, fy * ty / tz + cy], -1)
     depths = tz
+    det_orig = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
     cov2d = cov2d + eps2d * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
     det = cov2d[:, 0, 0] * cov2d[:, 1, 1] - cov2d[:, 0, 1] * cov2d[:, 1, 0]
+    opa = opacities[ids]
+    if antialiased:
+        opa = opa * torch.sqrt((det_orig / det.clamp(min=1e-10)).clamp(min=0))
     det_safe = det.clamp(min=1e-10)
     conics = torch.stack(
         [cov2d[:, 1, 1] / det_safe, -0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0]) / det_safe, cov2d[:, 0, 0] / det_safe], -1
     )
     with torch.no_grad():
-        extend = torch.sqrt(2.0 * torch.log(opacities[ids] / ALPHA_THRESHOLD).clamp(min=0)).clamp(max=MAX_EXTENT)
+        extend = torch.sqrt(2.0 * torch.log(opa.detach() / ALPHA_THRESHOLD).clamp(min=0)).clamp(max=MAX_EXTENT)
         radii = torch.stack([torch.ceil(extend * torch.sqrt(cov2d[:, 0, 0].clamp(min=0))),
                              torch.ceil(extend * torch.sqrt(cov2d[:, 1, 1].clamp(min=0)))], -1)
         m = means2d.detach()
-        keep = ((det > 0) & (radii > 0).any(-1)
+        keep = ((det > 0) & (radii > 0).any(-1) & (opa.detach() >= ALPHA_THRESHOLD)
                 & (m[:, 0] + radii[:, 0] > 0) & (m[:, 0] - radii[:, 0] < width)
                 & (m[:, 1] + radii[:, 1] > 0) & (m[:, 1] - radii[:, 1] < height))
         sel = torch.nonzero(keep)[:, 0]
-    return ids[sel], means2d[sel], conics[sel], depths[sel], radii[sel].int()
+    return ids[sel], means2d[sel], conics[sel], depths[sel], radii[sel].int(), opa[sel]
 
 
 def _pixel_pairs(
@@ -348,6 +367,7 @@ def _rasterize_torch(
     eps2d: float = 0.3,
     tile_size: int = 16,
     chunk_elems: int = 1 << 22,
+    antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, dict]:
     """Pure-torch twin of :func:`rasterize` (same arguments, outputs and ``meta`` keys); any device."""
     from gsplat.cuda._torch_impl import _spherical_harmonics
@@ -355,9 +375,10 @@ def _rasterize_torch(
     C, N = viewmats.shape[0], means.shape[0]
     projected, screen = [], []
     for c in range(C):
-        ids, m2d, con, depths, radii = _project(
-            means, quats, scales, opacities, viewmats[c], Ks[c], width, height, eps2d, near_plane, far_plane)
-        projected.append((ids, con, depths, radii))
+        ids, m2d, con, depths, radii, opa = _project(
+            means, quats, scales, opacities, viewmats[c], Ks[c], width, height, eps2d, near_plane, far_plane,
+            antialiased)
+        projected.append((ids, con, depths, radii, opa))
         screen.append(means.new_zeros(N, 2).index_put((ids,), m2d))
     # means2d as one (C, N, 2) tensor in the graph so that the strategies can read its .grad
     means2d = torch.stack(screen)
@@ -365,14 +386,14 @@ def _rasterize_torch(
     radii_all = torch.zeros(C, N, 2, dtype=torch.int32, device=means.device)
     depths_all = means.new_zeros(C, N)
     conics_all = means.new_zeros(C, N, 3)
-    for c, (ids, con, depths, radii) in enumerate(projected):
+    for c, (ids, con, depths, radii, opa) in enumerate(projected):
         if sh_degree is not None:
             campos = -viewmats[c, :3, :3].T @ viewmats[c, :3, 3]
             col = _spherical_harmonics(sh_degree, means[ids] - campos, colors[ids])
             col = torch.clamp_min(col + 0.5, 0.0)
         else:
             col = (colors[c] if colors.dim() == 3 else colors)[ids]
-        img, acc = _composite(means2d[c, ids], con, opacities[ids], col, depths, width, height, chunk_elems)
+        img, acc = _composite(means2d[c, ids], con, opa, col, depths, width, height, chunk_elems)
         if backgrounds is not None:
             img = img + backgrounds[c] * (1.0 - acc)
         images.append(img)
@@ -406,7 +427,7 @@ def _rasterize_dense_reference(
     Returns:
         ``colors (H, W, D)`` and ``alphas (H, W, 1)`` on a black background.
     """
-    ids, m2d, con, depths, _ = _project(
+    ids, m2d, con, depths, _, _ = _project(
         means, quats, scales, opacities, viewmat, K, width, height, eps2d, near_plane, 1e10)
     order = torch.argsort(depths.detach(), stable=True)
     m2d, con, opa, col = m2d[order], con[order], opacities[ids][order], colors[ids][order]

@@ -21,7 +21,8 @@ from recon3d.splat.config import SplatConfig
 
 
 def render_image(params: dict, cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int, sh_degree: int,
-                 background: torch.Tensor | None, backend: str, tile_size: int) -> torch.Tensor:
+                 background: torch.Tensor | None, backend: str, tile_size: int,
+                 rasterize_mode: str = "classic") -> torch.Tensor:
     """``(H, W, 3)`` render of ``params`` from one camera, clamped to [0, 1], without grad.
 
     Args:
@@ -29,6 +30,7 @@ def render_image(params: dict, cam_from_world: np.ndarray, K: np.ndarray, width:
         cam_from_world: ``(3, 4)`` pose; ``K``: ``(3, 3)`` intrinsics (COLMAP pixel centres).
         sh_degree: SH degree to evaluate; background: ``(3,)`` colour behind the Gaussians.
         backend: ``"cuda"`` (gsplat) or ``"torch"``; tile_size: the CUDA rasterizer's tile side.
+        rasterize_mode: ``"classic"`` or ``"antialiased"`` (as the model was trained).
     """
     from recon3d.splat.model import render, viewmat
 
@@ -37,7 +39,7 @@ def render_image(params: dict, cam_from_world: np.ndarray, K: np.ndarray, width:
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32, device=device)[None]
     with torch.no_grad():
         img, _, _ = render(params, vm, Kt, int(width), int(height), sh_degree, background,
-                           backend=backend, tile_size=tile_size)
+                           backend=backend, tile_size=tile_size, rasterize_mode=rasterize_mode)
     return img[0].clamp(0, 1)
 
 
@@ -64,7 +66,7 @@ def final_sh_degree(config: SplatConfig) -> int:
 def load_renderer(ws: Workspace, device: str = "auto") -> Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]:
     """The trained splats of ``ws`` as ``render(cam_from_world (3, 4), K (3, 3), W, H) -> (H, W, 3) uint8``.
 
-    Renders exactly as the run's evaluation did (same SH degree, background and tile size); without
+    Renders exactly as the run's evaluation did (same SH degree, background, tile size and rasterize mode); without
     ``config.yaml`` (splats from elsewhere) every SH degree of the PLY is used on a black background.
     """
     from recon3d.io.gaussians_ply import read_splat_ply
@@ -82,10 +84,11 @@ def load_renderer(ws: Workspace, device: str = "auto") -> Callable[[np.ndarray, 
     torch_device, backend = resolve_device(dataclasses.replace(config, device=device, rasterizer=rasterizer))
     params = {k: v.detach() for k, v in params_from_splats(splats, torch_device).items()}
     background = torch.tensor(config.background, dtype=torch.float32, device=torch_device)
-    tile = config.tile_size
+    tile, mode = config.tile_size, config.rasterize_mode
 
     def render(cam_from_world, K, width, height):
-        return to_uint8(render_image(params, cam_from_world, K, width, height, sh_degree, background, backend, tile))
+        return to_uint8(render_image(params, cam_from_world, K, width, height, sh_degree, background, backend, tile,
+                                     mode))
 
     return render
 

@@ -12,23 +12,42 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from gsplat import MCMCStrategy
+from gsplat import DefaultStrategy, MCMCStrategy
 from torch import Tensor
 
 from recon3d.splat.config import SplatConfig
 
 
+@dataclass
+class BatchDefaultStrategy(DefaultStrategy):
+    """``gsplat.DefaultStrategy`` whose running state grows by the statistics of the step's whole
+    batch (all views, all processes: ``info["stats"]``, see :func:`view_statistics`) instead of
+    by one rendered view's: the densification decisions of a batch or of several processes are
+    those of gsplat on the same views."""
+
+    def _update_state(self, params, state, info, packed=False):
+        # a rasterizer's meta of one view (gsplat's own call) or the step's summed statistics
+        stats = info["stats"] if "stats" in info else view_statistics(self, info, len(params["means"]), 1, packed)
+        if stats is None:
+            return
+        for key in ("grad2d", "count"):
+            if state[key] is None:
+                state[key] = torch.zeros_like(stats[key])
+            state[key] += stats[key]
+        if self.refine_scale2d_stop_iter > 0:
+            state["radii"] = stats["radii"].clone() if state["radii"] is None else \
+                torch.maximum(state["radii"], stats["radii"])
+
+
 def make_strategy(config: SplatConfig, scene_scale: float, device: torch.device) -> tuple[Any, dict]:
     """The strategy object (thresholds only) and its fresh mutable state dict."""
-    from gsplat import DefaultStrategy, MCMCStrategy
-
     if config.strategy == "mcmc":
         cls = MCMCStrategy if device.type == "cuda" else TorchMCMCStrategy
         strategy = cls(cap_max=config.cap_max, noise_lr=config.noise_lr, refine_start_iter=config.refine_start,
                        refine_stop_iter=config.refine_stop, refine_every=config.refine_every,
                        min_opacity=config.prune_opacity)
         return strategy, strategy.initialize_state()
-    strategy = DefaultStrategy(
+    strategy = BatchDefaultStrategy(
         prune_opa=config.prune_opacity, grow_grad2d=config.grow_grad2d, grow_scale3d=config.grow_scale3d,
         prune_scale3d=config.prune_scale3d, refine_start_iter=config.refine_start,
         refine_stop_iter=config.refine_stop, reset_every=config.reset_every, refine_every=config.refine_every,
@@ -37,21 +56,69 @@ def make_strategy(config: SplatConfig, scene_scale: float, device: torch.device)
     return strategy, strategy.initialize_state(scene_scale=scene_scale)
 
 
+def view_statistics(strategy: Any, info: dict, num_gaussians: int, batch: int,
+                    packed: bool = False) -> dict[str, Tensor] | None:
+    """Densification statistics of one rendered view, as gsplat's ``DefaultStrategy`` accumulates them.
+
+    Args:
+        strategy: the strategy (None is returned for MCMC, which keeps no statistics).
+        info: the rasterizer's meta of one view (``means2d`` (1, N, 2) with its gradient, ``radii``
+            (1, N, 2), ``width``, ``height``).
+        num_gaussians: N.
+        batch: views per step (all processes): each view's loss was divided by it.
+        packed: ``info`` is gsplat's packed layout (``means2d`` (nnz, 2), ``radii`` (nnz, 2),
+            ``gaussian_ids`` (nnz,)).
+    Returns:
+        ``{"grad2d": (N,) screen-gradient norms, "count": (N,) 1 where visible, "radii": (N,) screen
+        radius / image size}`` (sums over views and processes, except ``radii``: maximum).
+    """
+    if not isinstance(strategy, DefaultStrategy):
+        return None
+    device = info["means2d"].device
+    out = {k: torch.zeros(num_gaussians, device=device) for k in ("grad2d", "count", "radii")}
+    means2d = info[strategy.key_for_gradient]
+    grads = means2d.absgrad if strategy.absgrad else means2d.grad
+    if grads is None:
+        return out
+    grads = grads.clone()
+    grads[..., 0] *= info["width"] / 2.0 * info["n_cameras"] * batch  # the gradient of the view's own loss
+    grads[..., 1] *= info["height"] / 2.0 * info["n_cameras"] * batch
+    if packed:  # one row per visible (camera, Gaussian)
+        ids, grads, radii = info["gaussian_ids"], grads, info["radii"]
+    else:
+        sel = (info["radii"] > 0.0).all(dim=-1)  # (C, N)
+        ids, grads, radii = torch.where(sel)[1], grads[sel], info["radii"][sel]
+    out["grad2d"].index_add_(0, ids, grads.norm(dim=-1))
+    out["count"].index_add_(0, ids, torch.ones_like(ids, dtype=torch.float32))
+    radii = radii.max(dim=-1).values.float() / float(max(info["width"], info["height"]))
+    out["radii"].scatter_reduce_(0, ids, radii, reduce="amax")
+    return out
+
+
+def add_statistics(total: dict | None, more: dict | None) -> dict | None:
+    """Statistics of several views together (sums, radii by maximum)."""
+    if total is None or more is None:
+        return more if total is None else total
+    return {"grad2d": total["grad2d"] + more["grad2d"], "count": total["count"] + more["count"],
+            "radii": torch.maximum(total["radii"], more["radii"])}
+
+
 def before_backward(strategy: Any, params: dict, optimizers: dict, state: dict, step: int, info: dict) -> None:
     """Call the strategy's pre-backward hook (keeps ``info['means2d'].grad``)."""
-    from gsplat import DefaultStrategy
-
     if isinstance(strategy, DefaultStrategy):
         strategy.step_pre_backward(params, optimizers, state, step, info)
 
 
 def after_backward(strategy: Any, params: dict, optimizers: dict, state: dict, step: int, info: dict,
-                   means_lr: float) -> None:
-    """Call the strategy's post-backward hook (densify, prune, relocate ...)."""
+                   means_lr: float, packed: bool = False) -> None:
+    """Call the strategy's post-backward hook (densify, prune, relocate ...); ``packed``: gsplat's packed layout.
+
+    ``info["stats"]``: the step's :func:`view_statistics` of all its views (all processes), which
+    the default strategy adds to its running state."""
     if isinstance(strategy, MCMCStrategy):
         strategy.step_post_backward(params, optimizers, state, step, info, lr=means_lr)
         return
-    strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
+    strategy.step_post_backward(params, optimizers, state, step, info, packed=packed)
     # gsplat 1.5.3 tests `step % reset_every == 0 & step > 0`, which Python reads as
     # `step % reset_every == (0 & step) > 0`: always false, so it never resets opacities. Do the
     # 3DGS reset here (clamping opacities is idempotent, so a fixed gsplat resetting too is harmless).
