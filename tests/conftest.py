@@ -86,6 +86,22 @@ def orbit_ws(orbit_scene, tmp_path) -> Workspace:
 
 
 @pytest.fixture(scope="session")
+def splat_cpu_ws(orbit_scene, tmp_path_factory) -> Workspace:
+    """orbit (160 x 120) trained on CPU by ``python -m recon3d train --method splat-cpu`` (the CPU
+    acceptance run), once per session: the splat tests and the browser tests read it (do not write into it)."""
+    import subprocess
+    import sys
+
+    ws = scene_workspace(orbit_scene, tmp_path_factory.mktemp("splat") / "orbit")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "recon3d", "train", str(ws.root), "--device", "cpu",
+                           "--method", "splat-cpu"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "splat: done" in proc.stdout and "test PSNR" in proc.stdout
+    return ws
+
+
+@pytest.fixture(scope="session")
 def checkerboard_camera_json(checkerboard_scene, tmp_path_factory) -> Path:
     """camera.json written by ``recon3d calibrate`` on the checkerboard scene (once per session)."""
     from recon3d.cli import main

@@ -65,6 +65,18 @@ def test_camera_views_and_scene_frame_match_ground_truth(orbit_ws):
     assert 1.0 < frame.camera_spacing < 2.5  # 24 cameras on a ring
 
 
+def test_home_view_and_the_frustums_around_an_eye():
+    line = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [10, 0, 0]])
+    views = [D.CameraView(i, f"{i}.png", np.concatenate([np.eye(3), -c[:, None]], 1),
+                          Camera(100, 100, np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]]))) for i, c in enumerate(line)]
+    assert D.home_view(views) == 2 and D.home_view([]) is None  # the medoid: the middle of the row
+    eyes = np.array([[2.0, 0.1, 0], [9.5, 0, 0], [5.0, 0, 0]])  # through camera 2, near 4, between 3 and 4
+    assert D.frustums_at(line, eyes, 0.6).tolist() == [2, 4]  # the eye at 5 looks through none
+    assert D.frustums_at(line, eyes, 0.6, around=1.5).tolist() == [1, 2, 3, 4]  # with the neighbours
+    assert D.frustums_at(line, eyes[:1], 0.05, around=1.5).tolist() == []  # 0.1 from camera 2: not through it
+    assert D.frustums_at(line, np.zeros((0, 3)), 1.0).tolist() == []
+
+
 def test_splat_arrays_follow_3dgs_and_viser_conventions():
     rng = np.random.default_rng(0)
     n = 50
@@ -214,6 +226,42 @@ def test_port_in_use_is_a_user_error(orbit_ws, capsys):
         assert err.count("\n") == 0 and "already in use" in err
     with pytest.raises(UserError, match="not an address"):
         start_server("no-such-host.invalid", 0)
+
+
+def test_sigterm_stops_view_with_one_line_and_exit_143(orbit_ws):
+    """`recon3d view` stopped by SIGTERM (kill, timeout, docker stop) exits 143 with the CLI's one line,
+    no traceback and no native stack trace, like `sfm` (test_lock.py) and `train` (test_splat.py)."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from helpers.viewer import REPO, lines, wait_line
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "recon3d", "view", str(orbit_ws.root), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=lines, args=(proc.stdout, q), daemon=True).start()
+    seen: list[str] = []
+    try:
+        wait_line(q, r"recon3d view: showing", 60, seen)
+        wait_line(q, r"ground-truth cameras", 10, seen)  # the summary's last row: the server is idle now
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    while (line := q.get(timeout=5)) is not None:
+        seen.append(line)
+    text = "".join(seen)
+    assert rc == 143, text[-2000:]
+    assert "Aborted at" not in text and "*** " not in text and "Traceback" not in text, text[-2000:]
+    assert text.strip().splitlines()[-1].startswith("recon3d view: stopped (SIGTERM)"), text[-2000:]
 
 
 def _http_get(port: int, path: str) -> tuple[int, bytes]:

@@ -4,7 +4,8 @@
   recon3d view ws --port 8081      # another port (--port 0: any free one; the URL is printed)
 
 What you see (each layer toggles in the "Layers" panel; big sets are subsampled, counts shown):
-  cameras       frustums with photo thumbnails; click one to fly there and see its photo
+  cameras       frustums with photo thumbnails; click one to fly there and see its photo (the view
+                opens at one; while it looks through a camera, the frustums around it are hidden)
   sparse points coloured by RGB or by reprojection error (legend), from sparse/0
   splats        Gaussian splats from splat/point_cloud.ply (after `recon3d train`)
   stereo        point clouds stereo/*.ply (after `recon3d stereo`)
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from recon3d.core.errors import UserError
     from recon3d.core.progress import progress, summary
+    from recon3d.core.signals import Terminated
     from recon3d.core.workspace import Workspace
     from recon3d.viewer.app import ViewerApp, ViewerConfig, WorkspaceContent
     from recon3d.viewer.server import server_url, start_server, stop_server
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         print(summary(f"recon3d view: showing {ws.root}", rows), flush=True)
         while True:
             time.sleep(3600)
+    except Terminated:
+        raise  # the CLI's SIGTERM line and exit 143, as for every command
     except KeyboardInterrupt:
         print("recon3d view: stopped", flush=True)
         return 0

@@ -9,6 +9,7 @@ Modules, smallest first:
   conversion to and from :class:`recon3d.gaussians_ply.Splats`.
 - :mod:`recon3d.splat.strategy`   -- gsplat densification strategies (and a CPU-capable MCMC).
 - :mod:`recon3d.splat.checkpoint` -- atomic checkpoints (parameters, optimizer, strategy, RNG, step).
+- :mod:`recon3d.splat.cleanup`    -- the end-of-training removal of Gaussians fewer than 2 training cameras see.
 - :mod:`recon3d.splat.evaluate`   -- PSNR/SSIM on held-out views, metrics.json, side-by-side pictures.
 - :mod:`recon3d.splat.render`     -- one view of the Gaussians; a trained workspace as a renderer (`recon3d render`).
 - :mod:`recon3d.splat.export`     -- ``point_cloud.ply`` and the compact ``.splat`` format.

@@ -124,6 +124,16 @@ class SplatConfig:
     """Default strategy, CUDA only: use absolute 2D gradients (AbsGS; raise grow_grad2d to ~0.0008). The torch
     rasterizer refuses it (it changes which Gaussians grow, and the twin has no absolute gradients)."""
 
+    # end-of-training cleanup (recon3d.splat.cleanup)
+    cleanup_min_views: int = option(2, min=0)
+    """After training, remove Gaussians whose centre projects into fewer than this many training
+    images (unconstrained floaters); 0 keeps them."""
+    cleanup_huge_scale: float = option(0.05, min=0.0)
+    """After training, remove faint Gaussians (``cleanup_faint_opacity``) whose largest axis exceeds
+    this x the scene scale."""
+    cleanup_faint_opacity: float = option(0.05, min=0.0, max=1.0)
+    """Opacity below which a huge Gaussian is removed after training; 0 keeps them all."""
+
     # rasterizer (gsplat's names)
     tile_size: int = option(16, min=1, max=64)
     """Tile side in pixels of the CUDA rasterizer."""

@@ -1,6 +1,8 @@
 """The splat stage: ``train(config, workspace)`` trains Gaussians from ``sparse/0`` and ``images/``.
 
-Writes ``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
+Training ends with :mod:`recon3d.splat.cleanup` (Gaussians fewer than 2 training cameras see, or huge
+and faint, are removed; the count goes to the summary and ``metrics.json``). Writes
+``WS/splat/point_cloud.ply`` (standard 3DGS layout), ``WS/splat/metrics.json`` (held-out
 PSNR/SSIM), ``WS/splat/config.yaml`` (the resolved config), ``WS/reports/splat_test_*.png`` and the
 stage marker (through :meth:`~recon3d.core.workspace.Workspace.stage`). While it runs, ``WS/splat/ckpt/`` holds checkpoints; a rerun of a killed run resumes from
 the newest one and reaches the same result (the view order and every random draw are seeded). The last
@@ -175,6 +177,22 @@ def _train(config: SplatConfig, ws: Workspace, monitor, overwrite: bool, comm) -
         run.outputs, summary = _fit(config, ws, monitor, comm)
         run.info = {"steps": config.steps}
     return StageResult(run.outputs, skipped=False, summary=summary)
+
+
+def _cleanup(params: dict, scene, scene_scale: float, config: SplatConfig):
+    """``(params of the kept Gaussians, Cleanup)``: :func:`recon3d.splat.cleanup.cleanup_mask` over the
+    training cameras."""
+    from recon3d.splat.cleanup import cleanup_mask, prune_params
+
+    views = scene.train
+    with torch.no_grad():
+        clean = cleanup_mask(
+            params["means"].detach().cpu().numpy(), torch.exp(params["scales"]).detach().cpu().numpy(),
+            torch.sigmoid(params["opacities"]).detach().cpu().numpy(),
+            np.stack([v.cam_from_world for v in views]), np.stack([v.camera.K for v in views]),
+            np.array([(v.camera.width, v.camera.height) for v in views]), scene_scale,
+            config.cleanup_min_views, config.cleanup_huge_scale, config.cleanup_faint_opacity)
+    return (prune_params(params, clean.keep) if clean.removed else params), clean
 
 
 def _gpu_settings(config: SplatConfig, device: torch.device, backend: str) -> tuple[bool, bool]:
@@ -402,6 +420,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor, comm) -> tuple[dict[str, P
     # the last checkpoint stays: asked for more steps, a finished run trains on from here
     ckpt.save_checkpoint(ckpt_dir, config.steps, params, optimizers, state, config, keep=1)
 
+    params, cleaned = _cleanup(params, scene, scale, config)
     sh = final_sh_degree(config)
     write_splat_ply(ply, M.splats_from_params(params))
     views, split = (scene.test, "test") if scene.test else (scene.train, "train")
@@ -412,15 +431,19 @@ def _fit(config: SplatConfig, ws: Workspace, monitor, comm) -> tuple[dict[str, P
                              "batch_size": config.batch_size, "processes": comm.world,
                              "gaussians_per_process": counts,
                              "steps_per_s": round((config.steps - start) / max(seconds, 1e-9), 3),
-                             "peak_memory_bytes": peak},
+                             "peak_memory_bytes": peak, "cleanup_removed": cleaned.removed,
+                             "cleanup": {"unseen": cleaned.unseen, "huge_faint": cleaned.huge_faint,
+                                         "min_views": config.cleanup_min_views}},
                       rasterize_mode=config.rasterize_mode)
     cfg_path = ws.save_config(config, ws.splat)
     if monitor is not None:
-        final = {**metrics, **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
+        final = {**metrics, "num_gaussians": len(params["means"]),  # after the cleanup
+                 **({"psnr_test": result["psnr"], "ssim_test": result["ssim"]} if split == "test" else {})}
         monitor(_event(config.steps, config, params, final, sh, bg, backend, tile, done=True))
     rows = [
         ("steps", f"{config.steps} ({seconds:.0f} s this run, {device.type}, {backend} rasterizer)"),
-        ("gaussians", len(params["means"])),
+        ("gaussians", f"{len(params['means'])} (cleanup removed {cleaned.removed}: {cleaned.unseen} seen by fewer "
+                      f"than {config.cleanup_min_views} training cameras, {cleaned.huge_faint} huge and faint)"),
         (f"{split} PSNR", f"{result['psnr']:.2f} dB over {result['num_views']} views"),
         (f"{split} SSIM", f"{result['ssim']:.4f}"),
         ("model", ply),

@@ -103,6 +103,8 @@ class ViewerApp:
         self._lock = threading.Lock()
         self._point_idx = np.zeros(0, np.int64)
         self._selected: int | None = None
+        self._hidden: dict[str, set[int]] = {}  # camera layer -> frustums hidden because a view looks through them
+        self._frustum_centers: dict[str, np.ndarray] = {}  # camera layer -> (M, 3) frustum apexes
         f = content.frame
         self.frustum_scale = float(np.clip(0.4 * f.camera_spacing, 0.01 * f.radius, 0.15 * f.radius))
         self.point_size = 0.004 * f.radius
@@ -146,6 +148,11 @@ class ViewerApp:
             self.layers["gt_cameras"] = add_cameras(scene, "/gt_cameras", "Ground-truth cameras", poses, c.gt_views,
                                                     self.frustum_scale, C.GT_CAMERA_RGB, visible=False)
             rows.append(("ground-truth cameras", f"{len(poses)} ({self.gt_note})"))
+            self._frustum_centers["gt_cameras"] = np.array([p[:, :3].T @ -p[:, 3] for p in poses]).reshape(-1, 3)
+        self._frustum_centers["cameras"] = np.array([v.center for v in c.views]).reshape(-1, 3)
+        self.server.on_client_connect(self._watch_client)
+        for client in list(self.server.get_clients().values()):
+            self._watch_client(client)
         rows += [(what, f"skipped: {why}") for what, why in c.skipped]
         self._layers_folder = gui.add_folder("Layers", order=10)
         with self._layers_folder:
@@ -159,20 +166,65 @@ class ViewerApp:
         return rows
 
     def _set_initial_view(self) -> None:
+        """Open at a training camera (:func:`recon3d.viewer.data.home_view`), looking through it at the scene."""
         f, scene = self.content.frame, self.server.scene
         scene.set_up_direction(f.up)
-        horiz = np.array([1.0, 0.0, 0.0])
-        if self.content.views:
-            d = self.content.views[0].center - f.center
-            d = d - (d @ f.up) * f.up
-            if np.linalg.norm(d) > 1e-9:
-                horiz = d / np.linalg.norm(d)
         cam = self.server.initial_camera
-        cam.position = f.center + f.radius * (1.6 * horiz + 1.1 * f.up)
-        cam.look_at = f.center
+        home = D.home_view(self.content.views)
+        if home is not None:
+            view = self.content.views[home]
+            cam.position = view.center
+            cam.look_at = view.center + view.world_from_cam[:, 2] * self._look_distance(view)
+            cam.fov = view.fov_y
+        else:
+            cam.position = f.center + f.radius * (1.6 * np.array([1.0, 0.0, 0.0]) + 1.1 * f.up)
+            cam.look_at = f.center
         cam.up = f.up
         cam.near = 0.002 * f.radius
         cam.far = 50.0 * f.radius
+
+    def _look_distance(self, view: D.CameraView) -> float:
+        """Depth of the scene centre along ``view``'s optical axis (the orbit centre when flying there)."""
+        f = self.content.frame
+        return float(np.clip((f.center - view.center) @ view.world_from_cam[:, 2], 0.05 * f.radius, 10 * f.radius))
+
+    # ------------------------------------------------------- frustums the view looks through
+    def _watch_client(self, client) -> None:
+        client.camera.on_update(lambda _camera: self.update_hidden_frustums())
+
+    def hidden_radius(self) -> tuple[float, float]:
+        """``(size, around)``: a view whose eye is closer than ``size`` (the frustum size) to a camera
+        looks through it; then the frustums closer than ``around`` (1.5 camera spacings: a neighbour in
+        front of the eye covers a quarter of the view) are hidden with its own."""
+        scale = float(getattr(getattr(self, "frustum_slider", None), "value", self.frustum_scale))
+        return scale, max(scale, 1.5 * self.content.frame.camera_spacing)
+
+    def update_hidden_frustums(self) -> None:
+        """Hide the frustums (and photos) around any browser's eye; show the others again.
+
+        A view that looks through a camera sits inside its frustum: the photo would cover the whole
+        view (and its hover highlight tint it), and the next cameras' photos reach into the
+        picture. Those frustums (:meth:`hidden_radius`, :func:`recon3d.viewer.data.frustums_at`) are
+        hidden until every view has moved away.
+        """
+        eyes = [np.asarray(cl.camera.position, np.float64) for cl in list(self.server.get_clients().values())
+                if has_camera(cl)]
+        size, around = self.hidden_radius()
+        with self._lock:
+            for key, centers in self._frustum_centers.items():
+                layer = self.layers.get(key)
+                if layer is None or not len(centers):
+                    continue
+                inside = set(D.frustums_at(centers, np.array(eyes).reshape(-1, 3), size, around).tolist())
+                before = self._hidden.get(key, set())
+                for i in inside ^ before:
+                    layer.handles[i].visible = i not in inside
+                self._hidden[key] = inside
+
+    def hidden_frustums(self, key: str = "cameras") -> set[int]:
+        """Indices of layer ``key``'s frustums hidden because a view looks through them."""
+        with self._lock:
+            return set(self._hidden.get(key, set()))
 
     def _layer_gui(self) -> None:
         gui = self.server.gui
@@ -227,6 +279,7 @@ class ViewerApp:
             for h in self.layers.get(key, Layer("", "", None)).handles:
                 h.scale = scale
                 h.thickness = scale * 0.03
+        self.update_hidden_frustums()
 
     def select_camera(self, index: int, client=None) -> None:
         """Fly ``client``'s view (all clients when ``None``) to camera ``index`` and show its photo.
@@ -238,9 +291,8 @@ class ViewerApp:
         clients = [client] if client is not None else list(self.server.get_clients().values())
         for cl in clients:
             if cl is not None:
-                fly_to(cl, view.world_from_cam, view.fov_y,
-                       float(np.clip((self.content.frame.center - view.center) @ view.world_from_cam[:, 2],
-                                     0.05 * self.content.frame.radius, 10 * self.content.frame.radius)))
+                fly_to(cl, view.world_from_cam, view.fov_y, self._look_distance(view))
+        self.update_hidden_frustums()  # the server already holds the new pose; the browser's report follows
         with self._lock:
             cams = self.layers["cameras"].handles
             if self._selected is not None and self._selected < len(cams):

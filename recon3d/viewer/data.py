@@ -172,6 +172,37 @@ def scene_frame(views: list[CameraView], points: np.ndarray) -> SceneFrame:
     return SceneFrame(center, radius, up, spacing)
 
 
+def home_view(views: list[CameraView]) -> int | None:
+    """Index of the camera the viewer opens at: the medoid of the camera centres (the one with the
+    smallest summed distance to the others; the first of equals, e.g. on an orbit); ``None`` without cameras."""
+    if not views:
+        return None
+    c = np.array([v.center for v in views])
+    return int(np.argmin(np.linalg.norm(c[:, None] - c[None], axis=-1).sum(axis=1)))
+
+
+def frustums_at(centers: np.ndarray, eyes: np.ndarray, size: float, around: float = 0.0) -> np.ndarray:
+    """Indices of the frustums in the way of views that look through a camera.
+
+    An eye closer than ``size`` (the frustum depth) to a camera centre sits inside that frustum;
+    for such an eye every frustum with its apex closer than ``max(size, around)`` is returned (its
+    own and, with ``around``, the neighbours' that reach into the picture). Eyes elsewhere hide nothing.
+
+    Args:
+        centers: ``(M, 3)`` frustum apexes (camera centres); eyes: ``(E, 3)`` view positions.
+        size: frustum depth in world units; around: radius of the neighbours hidden with it.
+    Returns:
+        ``(K,)`` int64 sorted indices into ``centers``.
+    """
+    centers = np.asarray(centers, np.float64).reshape(-1, 3)
+    eyes = np.asarray(eyes, np.float64).reshape(-1, 3)
+    if not len(centers) or not len(eyes):
+        return np.zeros(0, np.int64)
+    d = np.linalg.norm(eyes[:, None] - centers[None], axis=-1)  # (E, M)
+    inside = d.min(axis=1) < size  # (E,) eyes looking through a camera
+    return np.flatnonzero((d[inside] < max(size, around)).any(axis=0)).astype(np.int64)
+
+
 def subsample_indices(n: int, max_n: int, seed: int = 0) -> np.ndarray:
     """Indices of at most ``max_n`` of ``n`` items, random but reproducible, in increasing order.
 
