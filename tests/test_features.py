@@ -211,3 +211,35 @@ def test_vocab_size():
     from recon3d.sfm.retrieval import vocab_size
 
     assert vocab_size(100) == 64 and vocab_size(24000) == 512 and vocab_size(10**9) == 16384
+
+
+def test_a_run_killed_before_the_second_extraction_resumes_it(orbit_scene, tmp_path):
+    """Photos with few keypoints are extracted again with looser options; a run killed between the two
+    extractions (here: the first run with the second step off) ends, on rerun, with the very keypoints of
+    an undisturbed run, and the rerun after that extracts nothing again."""
+    import cv2
+    import pycolmap
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):  # at 240x180 these photos have well under 1000 SIFT keypoints
+        img = cv2.imread(str(orbit_scene / "images" / f"view_{i:03d}.png"))
+        cv2.imwrite(str(images / f"view_{i:03d}.png"), cv2.resize(img, (240, 180), interpolation=cv2.INTER_AREA))
+    scan = scan_images(images)
+
+    def keypoints(db_path):
+        db = pycolmap.Database.open(db_path)
+        try:
+            return {im.name: db.read_keypoints(im.image_id) for im in db.read_all_images()}
+        finally:
+            db.close()
+
+    ref = extract(tmp_path / "ref.db", images, scan.images, ExtractionConfig())
+    assert set(ref["extracted_again"]) == {im.name for im in scan.images}
+    extract(tmp_path / "killed.db", images, scan.images, ExtractionConfig(adaptive_min_keypoints=0))
+    resumed = extract(tmp_path / "killed.db", images, scan.images, ExtractionConfig())
+    assert resumed["extracted"] == 0 and resumed["extracted_again"] == ref["extracted_again"]
+    want, got = keypoints(tmp_path / "ref.db"), keypoints(tmp_path / "killed.db")
+    assert all(np.array_equal(want[n], got[n]) for n in want)
+    again = extract(tmp_path / "killed.db", images, scan.images, ExtractionConfig())
+    assert again["extracted_again"] == ref["extracted_again"] and again["keypoints"] == resumed["keypoints"]

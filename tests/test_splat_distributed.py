@@ -54,7 +54,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_batch(orbit_scene, t
     dp = scene_workspace(orbit_scene, tmp_path / "dp")
     result = train(_config(batch_size=2, procs=2), dp)
     got = _metrics(dp)
-    assert got["processes"] == 2 and got["gaussians_per_process"] == [got["num_gaussians"]] * 2
+    assert got["processes"] == 2 and got["gaussians_per_process"] == [got["num_gaussians"] + got["cleanup_removed"]] * 2
     assert got["num_gaussians"] == ref["num_gaussians"] > 4000  # densification ran, the same way
     assert abs(got["psnr"] - ref["psnr"]) < 0.3, (got["psnr"], ref["psnr"])
     assert got["psnr"] > 18
@@ -122,4 +122,4 @@ def test_torchrun_launch(orbit_ws):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("splat: done") == 1 and "Traceback" not in proc.stderr
     metrics = _metrics(orbit_ws)
-    assert metrics["processes"] == 2 and metrics["gaussians_per_process"] == [metrics["num_gaussians"]] * 2
+    assert metrics["processes"] == 2 and metrics["gaussians_per_process"] == [metrics["num_gaussians"] + metrics["cleanup_removed"]] * 2

@@ -36,6 +36,7 @@ from recon3d.sfm.config import ExtractionConfig, MatchingConfig
 from recon3d.sfm.extract import (
     alias_image_names,
     camera_for_size,
+    extract_sparse_again,
     extraction_options,
     quiet_glog,
     restore_image_names,
@@ -166,11 +167,14 @@ def extract_on_cluster(session: ClusterSession, database: Path, image_dir: Path,
     run_jobs(session, "extract", jobs, submit, on_result, on_give_up)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
+    # low-texture photos: extracted again on the driver, as the single-machine path does (few photos)
+    again = extract_sparse_again(database, image_dir, [im.name for im in images if im.name not in skipped],
+                                 config, device)
     db = pycolmap.Database.open(database)
     try:
         info = {"images": db.num_images(), "cameras": db.num_cameras(), "keypoints": db.num_keypoints(),
                 "extracted": len(todo) - len(skipped), "reused": len(existing), "shards": len(jobs),
-                "skipped": skipped}
+                "skipped": skipped, "extracted_again": again}
     finally:
         db.close()
     return info

@@ -173,7 +173,8 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
                 next(it, None)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
-    again = extract_sparse_again(database, image_dir, [im.name for im in todo], config, device, num_threads)
+    # every photo, not only this run's: a run killed before this step left sparse photos extracted once
+    again = extract_sparse_again(database, image_dir, [im.name for im in images], config, device, num_threads)
     db = pycolmap.Database.open(database)
     try:
         info = {"images": db.num_images(), "cameras": db.num_cameras(), "keypoints": db.num_keypoints(),
@@ -183,13 +184,34 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
     return info
 
 
+AGAIN_TABLE = "recon3d_extracted_again"
+"""The database's own record of the photos :func:`extract_sparse_again` re-extracted (name, keypoints
+before, keypoints after). It travels with ``database.db`` (moved aside or deleted with it); COLMAP
+ignores tables it does not know."""
+
+
+def _again_record(con, create: bool = False) -> dict[str, list[int]]:
+    """``{name: [before, after]}`` from :data:`AGAIN_TABLE`; the table is made only when ``create``."""
+    if create:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {AGAIN_TABLE} "
+                    "(name TEXT PRIMARY KEY NOT NULL, before INTEGER NOT NULL, after INTEGER NOT NULL)")
+    elif not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (AGAIN_TABLE,)).fetchone():
+        return {}
+    return {n: [int(b), int(a)] for n, b, a in con.execute(f"SELECT name, before, after FROM {AGAIN_TABLE}")}
+
+
 def extract_sparse_again(database: Path, image_dir: Path, names: list[str], config: ExtractionConfig,
                          device: str = "auto", num_threads: int = -1) -> dict[str, list[int]]:
     """Extract again, with a third of the peak threshold and four times the features, every photo of
     ``names`` with fewer than ``config.adaptive_min_keypoints`` keypoints.
 
+    Resumable: a photo is recorded in the database (:data:`AGAIN_TABLE`) once its looser features are
+    written, so a rerun after a kill re-extracts exactly the photos an undisturbed run would, and never
+    one twice (re-extraction of a recorded photo would read its looser features as "first" ones).
+
     Returns:
-        ``{name: [keypoints before, keypoints after]}`` of the photos extracted again.
+        ``{name: [keypoints before, keypoints after]}`` of the photos of ``names`` extracted again, by
+        this call or an earlier one on this database.
     """
     import sqlite3
 
@@ -197,31 +219,47 @@ def extract_sparse_again(database: Path, image_dir: Path, names: list[str], conf
 
     if config.adaptive_min_keypoints <= 0 or not names:
         return {}
-    db = pycolmap.Database.open(database)
-    try:
-        ids = {im.name: im.image_id for im in db.read_all_images()}
-        sparse = {n: ids[n] for n in names if n in ids and db.num_keypoints_for_image(ids[n]) < config.adaptive_min_keypoints}
-        before = {n: int(db.num_keypoints_for_image(i)) for n, i in sparse.items()}
-    finally:
-        db.close()
-    if not sparse:
-        return {}
     con = sqlite3.connect(database)
     try:
         with con:
-            for i in sparse.values():
-                con.execute("DELETE FROM keypoints WHERE image_id = ?", (int(i),))
-                con.execute("DELETE FROM descriptors WHERE image_id = ?", (int(i),))
+            done = _again_record(con)
     finally:
         con.close()
-    looser = dataclasses.replace(config, peak_threshold=config.peak_threshold / 3,
-                                 max_num_features=4 * config.max_num_features)
-    reader = pycolmap.ImageReaderOptions()
-    reader.camera_model = config.camera_model
-    pycolmap.extract_features(database, image_dir, list(sparse), pycolmap.CameraMode.PER_IMAGE, reader,
-                              extraction_options(looser, num_threads), sift_device(device))
     db = pycolmap.Database.open(database)
     try:
-        return {n: [before[n], int(db.num_keypoints_for_image(i))] for n, i in sparse.items()}
+        ids = {im.name: im.image_id for im in db.read_all_images()}
+        sparse = {n: ids[n] for n in names if n in ids and n not in done
+                  and db.num_keypoints_for_image(ids[n]) < config.adaptive_min_keypoints}
+        before = {n: int(db.num_keypoints_for_image(i)) for n, i in sparse.items()}
     finally:
         db.close()
+    if sparse:
+        con = sqlite3.connect(database)
+        try:
+            with con:
+                for i in sparse.values():
+                    con.execute("DELETE FROM keypoints WHERE image_id = ?", (int(i),))
+                    con.execute("DELETE FROM descriptors WHERE image_id = ?", (int(i),))
+        finally:
+            con.close()
+        looser = dataclasses.replace(config, peak_threshold=config.peak_threshold / 3,
+                                     max_num_features=4 * config.max_num_features)
+        reader = pycolmap.ImageReaderOptions()
+        reader.camera_model = config.camera_model
+        pycolmap.extract_features(database, image_dir, list(sparse), pycolmap.CameraMode.PER_IMAGE, reader,
+                                  extraction_options(looser, num_threads), sift_device(device))
+        db = pycolmap.Database.open(database)
+        try:
+            after = {n: int(db.num_keypoints_for_image(i)) for n, i in sparse.items()}
+        finally:
+            db.close()
+        con = sqlite3.connect(database)
+        try:
+            with con:  # recorded only now: killed before this, a rerun extracts them again, the same way
+                _again_record(con, create=True)
+                con.executemany(f"INSERT OR REPLACE INTO {AGAIN_TABLE} VALUES (?, ?, ?)",
+                                [(n, before[n], after[n]) for n in sparse])
+        finally:
+            con.close()
+        done.update({n: [before[n], after[n]] for n in sparse})
+    return {n: done[n] for n in names if n in done}

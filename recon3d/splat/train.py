@@ -429,7 +429,7 @@ def _fit(config: SplatConfig, ws: Workspace, monitor, comm) -> tuple[dict[str, P
                       extra={"steps": config.steps, "train_seconds": round(seconds, 2), "device": device.type,
                              "rasterizer": backend, "resolution": [w, h], "resumed_from": start or None,
                              "batch_size": config.batch_size, "processes": comm.world,
-                             "gaussians_per_process": counts,
+                             "gaussians_per_process": counts,  # at the end of training, before the cleanup
                              "steps_per_s": round((config.steps - start) / max(seconds, 1e-9), 3),
                              "peak_memory_bytes": peak, "cleanup_removed": cleaned.removed,
                              "cleanup": {"unseen": cleaned.unseen, "huge_faint": cleaned.huge_faint,
