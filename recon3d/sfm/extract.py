@@ -186,8 +186,9 @@ def extract(database: Path, image_dir: Path, images: list[InputImage], config: E
 
 AGAIN_TABLE = "recon3d_extracted_again"
 """The database's own record of the photos :func:`extract_sparse_again` re-extracted (name, keypoints
-before, keypoints after). It travels with ``database.db`` (moved aside or deleted with it); COLMAP
-ignores tables it does not know."""
+before, keypoints after), and of the photos whose features came with a reused database
+(:func:`keep_features`, ``before = -1``: never extracted again). It travels with ``database.db``
+(moved aside or deleted with it); COLMAP ignores tables it does not know."""
 
 
 def _again_record(con, create: bool = False) -> dict[str, list[int]]:
@@ -198,6 +199,27 @@ def _again_record(con, create: bool = False) -> dict[str, list[int]]:
     elif not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (AGAIN_TABLE,)).fetchone():
         return {}
     return {n: [int(b), int(a)] for n, b, a in con.execute(f"SELECT name, before, after FROM {AGAIN_TABLE}")}
+
+
+def keep_features(database: Path) -> int:
+    """Record every photo that has keypoints in ``database`` as final: :func:`extract_sparse_again` leaves
+    them as they are (a database made by COLMAP or hloc, reused with ``--reuse-database``).
+
+    Returns:
+        the number of photos recorded.
+    """
+    import sqlite3
+
+    con = sqlite3.connect(database)
+    try:
+        with con:
+            _again_record(con, create=True)
+            rows = con.execute("SELECT images.name, keypoints.rows FROM images JOIN keypoints "
+                               "ON images.image_id = keypoints.image_id").fetchall()
+            con.executemany(f"INSERT OR IGNORE INTO {AGAIN_TABLE} VALUES (?, -1, ?)", rows)
+    finally:
+        con.close()
+    return len(rows)
 
 
 def extract_sparse_again(database: Path, image_dir: Path, names: list[str], config: ExtractionConfig,
@@ -262,4 +284,4 @@ def extract_sparse_again(database: Path, image_dir: Path, names: list[str], conf
         finally:
             con.close()
         done.update({n: [before[n], after[n]] for n in sparse})
-    return {n: done[n] for n in names if n in done}
+    return {n: done[n] for n in names if n in done and done[n][0] >= 0}

@@ -122,7 +122,7 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
     ``reuse_database`` its features are used instead when its images are these photos
     (:func:`recon3d.sfm.reuse.check_database`, else a :class:`UserError`).
     """
-    from recon3d.sfm.extract import extract
+    from recon3d.sfm.extract import extract, keep_features
 
     key = config_hash({"extraction": config.extraction.key(), "camera": camera.to_json() if camera else None})
     marker = work.reports / "stages" / "sfm-features.json"
@@ -136,6 +136,7 @@ def _features_stage(work: Workspace, images: list[InputImage], config: SfmConfig
             from recon3d.sfm.reuse import check_database
 
             reused = check_database(work.database, images)
+            keep_features(work.database)  # its features stay as they are: never extracted again
             stale, info = False, None
             (work.reports / "stages" / "sfm-matches.json").unlink(missing_ok=True)  # its matches are kept as they are
         if stale:
