@@ -31,7 +31,7 @@ from recon3d.core.errors import UserError
 from recon3d.geometry.camera import Camera
 from recon3d.io.cameras import save_camera
 from recon3d.scenes.raycast import RayScene
-from recon3d.scenes.render import render_view, write_image
+from recon3d.scenes.render import render_views, write_image
 from recon3d.scenes.spec import BoardSpec, LightSpec, ObjectSpec, SceneSpec
 
 
@@ -262,8 +262,7 @@ def render_checkerboard(spec: SceneSpec, out: Path, progress: Callable | None = 
     it = progress(range(len(poses)), desc=f"render {spec.name}", unit="view") if progress else range(len(poses))
     corners = []
     with atomic_dir(out / "images") as img_dir:
-        for v in it:
-            view = render_view(scene, camera, poses[v], spec.supersample)
+        for v, view in zip(it, render_views(scene, camera, poses, spec.supersample)):
             write_image(img_dir / f"view_{v:02d}.{spec.image_format}", view.rgb)
             corners.append(board_corners(camera, poses[v], board))
     with atomic_dir(out / "gt") as gt:

@@ -25,7 +25,7 @@ from recon3d.geometry.camera import Camera
 from recon3d.io.cameras import save_camera
 from recon3d.io.colmap import Model, ModelImage, write_text_model
 from recon3d.scenes.raycast import RayScene
-from recon3d.scenes.render import cast_from_camera, render_view, write_image
+from recon3d.scenes.render import cast_from_camera, render_views, write_image
 from recon3d.scenes.spec import IntrinsicsSpec, SceneSpec, ViewsSpec
 
 
@@ -161,8 +161,7 @@ def render_multiview(spec: SceneSpec, out: Path, progress: Callable | None = Non
     depths, surfaces = [], []
     it = progress(range(len(poses)), desc=f"render {spec.name}", unit="view") if progress else range(len(poses))
     with atomic_dir(out / "images") as img_dir:
-        for i in it:
-            view = render_view(scene, camera, poses[i], spec.supersample)
+        for i, view in zip(it, render_views(scene, camera, poses, spec.supersample)):
             rgb = view.rgb
             if spec.noise > 0:
                 rgb = rgb + np.random.default_rng([spec.seed, 1000 + i]).normal(scale=spec.noise, size=rgb.shape)

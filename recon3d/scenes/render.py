@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -90,6 +91,41 @@ def render_view(scene: RayScene, camera: Camera, cam_from_world: np.ndarray, sup
         depth=centre.t.reshape(H, W).astype(np.float32),
         surface=centre.surface.reshape(H, W).astype(np.int32),
     )
+
+
+def render_views(scene: RayScene, camera: Camera, cam_from_world: list[np.ndarray] | np.ndarray,
+                 supersample: int = 2, threads: int | None = None) -> Iterator[View]:
+    """:func:`render_view` of each pose ``(3, 4)`` of ``cam_from_world``, in order (:func:`render_many`)."""
+    return render_many([(scene, camera, pose, supersample) for pose in cam_from_world], threads)
+
+
+def render_many(jobs: list[tuple[RayScene, Camera, np.ndarray, int]], threads: int | None = None) -> Iterator[View]:
+    """:func:`render_view` of each ``(scene, camera, cam_from_world (3, 4), supersample)``, in order, on
+    ``threads`` threads.
+
+    NumPy's array operations release the GIL, so views rendered side by side use every core; the
+    views are the same as rendered one by one. At most ``2 * threads`` views are held at once.
+    ``threads=None``: ``RECON3D_RENDER_THREADS`` if set, else the CPU count (at most 4).
+    """
+    import os
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    if threads is None:
+        threads = int(os.environ.get("RECON3D_RENDER_THREADS", 0)) or min(4, os.cpu_count() or 1)
+    jobs = list(jobs)
+    if threads <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield render_view(*job)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="recon3d-render") as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(render_view, *job))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

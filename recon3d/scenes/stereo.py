@@ -31,7 +31,7 @@ from recon3d.io.cameras import save_rig
 from recon3d.scenes.board import board_corners, board_scene, random_board_poses
 from recon3d.scenes.multiview import camera_from_spec, view_poses
 from recon3d.scenes.raycast import RayScene
-from recon3d.scenes.render import render_view, write_image
+from recon3d.scenes.render import render_many, write_image
 from recon3d.scenes.spec import SceneSpec, ViewsSpec
 
 
@@ -72,21 +72,26 @@ def render_stereo(spec: SceneSpec, out: Path, progress: Callable | None = None) 
             atomic_dir(out / "rectified") as rect_dir:
         (rect_dir / "left").mkdir()
         (rect_dir / "right").mkdir()
-        for p in steps:
-            name = f"pair_{p:02d}.{spec.image_format}"
+        jobs = []
+        for p in range(n_pairs):
             left_pose = left_poses[p]
             right_pose = geometry.compose_rigid(right_from_left, left_pose)
-            raw_l = render_view(scene, rig.left, left_pose, spec.supersample)
-            write_image(l_dir / name, raw_l.rgb)
-            write_image(r_dir / name, render_view(scene, rig.right, right_pose, spec.supersample).rgb)
             rl_pose = np.concatenate([rect.R1 @ left_pose[:, :3], rect.R1 @ left_pose[:, 3:]], axis=1)
             rr_pose = np.concatenate([rect.R2 @ right_pose[:, :3], rect.R2 @ right_pose[:, 3:]], axis=1)
-            rl = render_view(scene, rect_left, rl_pose, spec.supersample)
+            jobs += [(scene, rig.left, left_pose, spec.supersample), (scene, rig.right, right_pose, spec.supersample),
+                     (scene, rect_left, rl_pose, spec.supersample), (scene, rect_right, rr_pose, spec.supersample)]
+        views = render_many(jobs)
+        for p in steps:
+            name = f"pair_{p:02d}.{spec.image_format}"
+            raw_l, raw_r, rl, rr = [next(views) for _ in range(4)]
+            write_image(l_dir / name, raw_l.rgb)
+            write_image(r_dir / name, raw_r.rgb)
             write_image(rect_dir / "left" / name, rl.rgb)
-            write_image(rect_dir / "right" / name, render_view(scene, rect_right, rr_pose, spec.supersample).rgb)
+            write_image(rect_dir / "right" / name, rr.rgb)
             depth.append(rl.depth)
             depth_raw.append(raw_l.depth)
             disparity.append((rect.focal * rect.baseline / rl.depth).astype(np.float32))
+        views.close()
 
     # calibration pairs: the board alone, seen by both cameras
     bscene = board_scene(spec.board, [0.45, 0.45, 0.45], spec.light)
@@ -97,12 +102,15 @@ def render_stereo(spec: SceneSpec, out: Path, progress: Callable | None = None) 
     with atomic_dir(out / "calib") as c_dir:
         (c_dir / "left").mkdir()
         (c_dir / "right").mkdir()
-        for v, pose in enumerate(bposes):
-            rpose = geometry.compose_rigid(right_from_left, pose)
-            write_image(c_dir / "left" / f"board_{v:02d}.png", render_view(bscene, rig.left, pose, 3).rgb)
-            write_image(c_dir / "right" / f"board_{v:02d}.png", render_view(bscene, rig.right, rpose, 3).rgb)
+        rposes = [geometry.compose_rigid(right_from_left, pose) for pose in bposes]
+        views = render_many([job for pose, rpose in zip(bposes, rposes)
+                             for job in ((bscene, rig.left, pose, 3), (bscene, rig.right, rpose, 3))])
+        for v, (pose, rpose) in enumerate(zip(bposes, rposes)):
+            write_image(c_dir / "left" / f"board_{v:02d}.png", next(views).rgb)
+            write_image(c_dir / "right" / f"board_{v:02d}.png", next(views).rgb)
             corners_l.append(board_corners(rig.left, pose, spec.board))
             corners_r.append(board_corners(rig.right, rpose, spec.board))
+        views.close()
 
     with atomic_dir(out / "gt") as gt:
         save_rig(rig, gt / "stereo.json", rect)
