@@ -23,7 +23,8 @@ With a calibration given as a prior (``camera.json`` without ``--fixed-intrinsic
 runs with the calibrated intrinsics fixed, and :func:`calibration_prior_rule` then refines all
 of them in a final BA under the same kind of test: the refinement is kept only when every
 parameter is well determined (focal lengths to 0.5 %, principal point as above, distortion
-coefficients to 0.02) and the change is significant (over 5 standard deviations jointly).
+coefficients to 0.02) and the change is significant (over ``calibration_min_sigma``, 20, standard
+deviations jointly: BA standard deviations are optimistic, see the field).
 A calibration is usually better than what a handful of views can say about a camera.
 """
 
@@ -340,7 +341,7 @@ def calibration_prior_rule(rec, config: MapperConfig) -> tuple[object, list[Intr
 
     Args:
         rec: a model mapped with the calibration's intrinsics fixed.
-        config: the thresholds (``pp_max_sd_frac``, ``pp_min_sigma``).
+        config: the thresholds (``pp_max_sd_frac``, ``calibration_min_sigma``).
     Returns:
         ``(reconstruction to use, one decision per camera)``.
     """
@@ -373,8 +374,9 @@ def calibration_prior_rule(rec, config: MapperConfig) -> tuple[object, list[Intr
             loose += [f"distortion {i}" for i in cam.extra_params_idxs() if not sd[i] < 0.02]
             if loose:
                 kept, reason = False, f"calibration kept: the views do not determine {', '.join(loose)}"
-            elif not sigma > config.pp_min_sigma:
-                kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
+            elif not sigma > config.calibration_min_sigma:
+                kept, reason = False, (f"calibration kept: the refinement moves it only {sigma:.1f} sd "
+                                       f"(needs {config.calibration_min_sigma:g})")
             else:
                 kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
         decisions.append(IntrinsicsDecision(int(cid), before, refined, sd, sigma, kept, reason))
