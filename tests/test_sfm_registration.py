@@ -2,7 +2,8 @@
 
 Scenes: ``sparse_ring`` (16 views 22.5 deg apart), ``narrow`` (an 8 deg lens) and ``lowtex``
 (a near-white object on black through a 12 deg lens, sensor noise). Each reconstruction runs once
-per module and several tests read it.
+per module and several tests read it. The narrow-lens rule (recon3d.sfm.focal) is tested with the
+scenes' photos written as JPEG with an EXIF 35 mm focal length, as a camera would write it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,33 @@ from recon3d.sfm.policy import HELP, explain_unregistered, unregistered_entries
 from recon3d.sfm.report import format_summary
 
 
-def _sfm(scene, tmp_path_factory, name: str, config: SfmConfig | None = None):
+def _sfm(scene, tmp_path_factory, name: str, config: SfmConfig | None = None, images=None, gt=None):
     ws = Workspace(tmp_path_factory.mktemp(name) / "ws")
-    result = run_sfm(ws, scene / "images", config or SfmConfig())
-    return ws, result, evaluate_workspace(ws, gt=scene / "gt" / "sparse" / "0")
+    result = run_sfm(ws, images or scene / "images", config or SfmConfig())
+    return ws, result, evaluate_workspace(ws, gt=gt or scene / "gt" / "sparse" / "0")
+
+
+def _with_exif(scene, out, focal_px: float):
+    """The scene's photos as JPEG (quality 95) with an EXIF 35 mm equivalent focal length for
+    ``focal_px`` (COLMAP reads it as ``f35 / 43.27 mm * image diagonal``), and its ground truth renamed
+    to match: ``(images folder, ground-truth model folder)``."""
+    import pycolmap
+    from PIL import Image
+
+    images, gt = out / "images", out / "gt"
+    images.mkdir(parents=True)
+    gt.mkdir()
+    for p in sorted((scene / "images").glob("*.png")):
+        im = Image.open(p).convert("RGB")
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = "recon3d", "synthetic"
+        exif.get_ifd(0x8769)[0xA405] = round(focal_px * 43.2666 / float(np.hypot(*im.size)))
+        im.save(images / f"{p.stem}.jpg", quality=95, exif=exif)
+    rec = pycolmap.Reconstruction(str(scene / "gt" / "sparse" / "0"))
+    for im in rec.images.values():
+        im.name = im.name.replace(".png", ".jpg")
+    rec.write_binary(str(gt))
+    return images, gt
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +85,33 @@ def test_sparse_ring_registers_every_view(sparse_ring_sfm):
 
 
 def test_narrow_lens_registers_every_view(narrow_sfm, narrow_scene):
-    """An 8 deg lens: every view registered and accurate. The focal length is within 2 % (measured
-    1.3 %, the issue asks 1 %: radial distortion takes up part of it)."""
+    """An 8 deg lens without EXIF: every view registered and accurate. Self-calibration puts the focal
+    length within 2 % (measured -1.0 %, 2.4 sd; with distortion fixed at zero it is the same), and the
+    report gives its standard deviation (measured 0.43 %)."""
     ws, result, ev = narrow_sfm
     assert result.report["registered"] == 12 and result.report["unregistered"] == []
     assert ev["gt"]["rotation_deg"]["median"] < 0.3
     f = result.report["models"][0]["cameras"][0]["params"][0]
     assert abs(f / 4576.0 - 1) < 0.02
+    (focal,) = result.report["models"][0]["refinement"]["focal"]
+    assert focal["source"] == "self-calibrated" and focal["determined"] and focal["prior"] is None
+    assert 0 < focal["sd"] < 0.01 * f and abs(f - 4576.0) < 4 * focal["sd"]
+    assert "warning" not in result.summary
+
+
+def test_narrow_lens_keeps_the_exif_focal_length(narrow_scene, tmp_path_factory):
+    """The narrow-lens rule: with an EXIF focal length (4585 px, +0.2 %) the 8 deg lens is mapped with
+    it held, and the final refinement keeps it because self-calibration moves it by too few standard
+    deviations: focal length within 1 % and rotations better than self-calibrated (0.07 vs 0.12 deg)."""
+    images, gt = _with_exif(narrow_scene, tmp_path_factory.mktemp("narrow_exif"), 4576.0)
+    ws, result, ev = _sfm(narrow_scene, tmp_path_factory, "narrow_exif", images=images, gt=gt)
+    report = result.report
+    assert report["registered"] == 12 and report["unregistered"] == []
+    assert "narrow_lens" in report["notes"]
+    (focal,) = report["models"][0]["refinement"]["focal"]
+    assert focal["source"] == "EXIF prior" and "kept" in focal["reason"]
+    assert abs(report["models"][0]["cameras"][0]["params"][0] / 4576.0 - 1) < 0.01
+    assert ev["gt"]["rotation_deg"]["median"] < 0.15
 
 
 def test_photos_only_in_a_separate_model_are_not_registered():
@@ -96,17 +140,39 @@ def test_photos_only_in_a_separate_model_are_not_registered():
 
 @pytest.mark.slow
 def test_lowtex_report_is_honest(lowtex_scene, tmp_path_factory):
-    """A near-white object through a 12 deg lens: photos are extracted again with more features, the
-    global mapper is asked for a second opinion, and the report accounts for every photo.
+    """A near-white object through a 12 deg lens, no EXIF: photos are extracted again with more
+    features, the global mapper is asked for a second opinion, and the report accounts for every photo.
 
-    Not reached (issue #17 asks >= 14/16 at < 1 deg): self-calibration finds no correct model here
-    (the focal length of a 12 deg lens on a few hundred weak features is not determined)."""
-    ws, result, _ = _sfm(lowtex_scene, tmp_path_factory, "lowtex")
+    Self-calibration cannot find this lens (measured 5100 px, sd 8.6 %, for 3045 px: the focal length of
+    a 12 deg lens on a few hundred weak features is not determined, and starting the mappers from other
+    focal lengths gives models that reproject as well but are tens of degrees off), so the report must
+    say so: the summary warns that the poses may be wrong and names what helps."""
+    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex")
     report = result.report
     assert report["features"]["extracted_again"]  # every photo had < 1000 keypoints
     assert all(after > before for before, after in report["features"]["extracted_again"].values())
     assert "global" in report["policy"]  # photos were left out, so the global mapper was tried
     _check_honest(ws, report)
+    (focal,) = report["models"][0]["refinement"]["focal"]
+    if ev["gt"]["rotation_deg"]["max"] > 5:  # a wrong model is never silent
+        assert not focal["determined"] and "warning: the views do not determine the focal length" in result.summary
+        assert "--camera" in result.summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lowtex_with_exif_registers_the_ring(lowtex_scene, tmp_path_factory, seed):
+    """Issue #17's acceptance on ``lowtex``: with the EXIF focal length (3051 px for 3045) held while
+    mapping (narrow-lens rule) and the global mapper's second opinion, >= 14/16 views at < 1 deg in
+    each of three runs (measured 16/16 at 0.39 deg, seed 0)."""
+    images, gt = _with_exif(lowtex_scene, tmp_path_factory.mktemp("lowtex_exif"), 3045.0)
+    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex_exif", SfmConfig(seed=seed), images, gt)
+    print(f"lowtex EXIF seed {seed}: {result.report['registered']}/16, median {ev['gt']['rotation_deg']['median']:.3f} "
+          f"deg, {result.report['policy']['why']}")
+    assert result.report["registered"] >= 14
+    assert ev["gt"]["rotation_deg"]["median"] < 1.0
+    assert abs(result.report["models"][0]["cameras"][0]["params"][0] / 3045.0 - 1) < 0.01
+    _check_honest(ws, result.report)
 
 
 @pytest.mark.parametrize("mapper, global_tried, suggests", [("incremental", False, True), ("incremental", True, False),
@@ -161,3 +227,53 @@ def test_left_out_views_are_registered_by_the_policy(orbit_scene, tmp_path, min_
     else:
         assert policy["mapper"] == "global" and policy["global"]["won"] and "global model used" in policy["why"]
     _check_honest(ws, result.report)
+
+
+# ------------------------------------------------------------------------------- real data
+@pytest.fixture(scope="module")
+def temple_full(shared_data, tmp_path_factory):
+    """Median rotation error of the full 19-view temple ring (the reference for its subsets)."""
+    gt = shared_data / "temple_ring" / "gt" / "templeR_par.txt"
+    ws = Workspace(tmp_path_factory.mktemp("temple_full") / "ws")
+    result = run_sfm(ws, shared_data / "temple_ring" / "images", SfmConfig())
+    assert result.report["registered"] == 19
+    return evaluate_workspace(ws, gt=gt)["gt"]["rotation_deg"]["median"]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [pytest.param(2, marks=pytest.mark.xfail(
+    reason="issue #17 not reached: every 2nd view measured 0.843 deg vs the full set's 0.736 (0.107 > 0.1)",
+    run=False)), 3])
+def test_temple_ring_subsets_register_every_view(shared_data, temple_full, tmp_path, step):
+    """Every 2nd (10 views, 36 deg apart on average) and every 3rd view (7 views) of the temple ring:
+    all registered, median rotation error within 0.1 deg of the full set's (measured, seed 0: full
+    0.736, every 2nd 0.843 (10/10, misses by 0.007 deg), every 3rd 0.735 (7/7))."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((shared_data / "temple_ring" / "images").iterdir())[::step]:
+        (photos / p.name).symlink_to(p)
+    ws = Workspace(tmp_path / "ws")
+    result = run_sfm(ws, photos, SfmConfig())
+    ev = evaluate_workspace(ws, gt=shared_data / "temple_ring" / "gt" / "templeR_par.txt")
+    n = len(list(photos.iterdir()))
+    print(f"temple every {step}: {result.report['registered']}/{n}, median {ev['gt']['rotation_deg']['median']:.3f} "
+          f"deg (full set {temple_full:.3f})")
+    assert result.report["registered"] == n and result.report["unregistered"] == []
+    assert ev["gt"]["rotation_deg"]["median"] < temple_full + 0.1
+
+
+@pytest.mark.slow
+def test_known_camera_refinable_ends_as_fixed_on_exact_intrinsics(facade_scene, tmp_path_factory):
+    """--camera with the exact synthetic intrinsics, refinable, ends no worse than --fixed-intrinsics
+    (issue #17). Mapping runs with a given calibration held either way, so a calibration the final rule
+    keeps gives the --fixed-intrinsics model itself (measured: 0.0380 deg both). On the facade the
+    views moved the exact intrinsics 6.9 sd (cy by 4 px), which at the old 5 sd threshold made the
+    refinable run 0.260 deg; narrow's case is test_known_camera_prior_is_kept_where_the_views_do_not_determine_it."""
+    cam = str(facade_scene / "gt" / "camera.json")
+    ws, result, ev = _sfm(facade_scene, tmp_path_factory, "facade_cam", SfmConfig(camera_file=cam, camera_fixed=False))
+    cal = result.report["models"][0]["refinement"]["calibration"]
+    print(f"facade --camera refinable: {ev['gt']['rotation_deg']['median']:.4f} deg; {cal[0]['reason']}")
+    assert result.report["unregistered"] == []
+    assert cal and not cal[0]["kept"] and "calibration kept" in cal[0]["reason"]
+    assert ev["gt"]["rotation_deg"]["median"] < 0.045  # --fixed-intrinsics: 0.0380

@@ -168,6 +168,23 @@ class MapperConfig:
     pp_min_sigma: float = option(5.0, min=0.0)
     """Principal-point rule: smallest shift, in standard deviations, for a refined principal point
     to be kept."""
+    calibration_min_sigma: float = option(20.0, min=0.0)
+    """Calibration-prior rule (``--camera`` without ``--fixed-intrinsics``): smallest joint shift of the
+    refined intrinsics, in standard deviations, for the refinement to replace the given calibration.
+    Higher than ``pp_min_sigma``: a board calibration is usually better than what SfM views say, and
+    bundle-adjustment standard deviations are optimistic (measured on the ``facade`` scene: its exact
+    intrinsics moved 6.9 sd, and the median rotation error rose from 0.038 to 0.260 deg)."""
+    focal_max_sd_frac: float = option(0.01, min=0.0, max=1.0)
+    """Focal-length rule: a focal length whose standard deviation is under this fraction of it (0 to 1)
+    counts as determined by the views; otherwise an EXIF prior is kept, or the summary warns
+    (recon3d.sfm.focal)."""
+    focal_min_sigma: float = option(5.0, min=0.0)
+    """Focal-length rule: smallest move from the EXIF focal length, in standard deviations (>= 0), for
+    the self-calibrated value to replace it."""
+    narrow_focal_factor: float = option(2.75, min=0.0)
+    """Narrow-lens rule: when every camera's EXIF focal length exceeds this many times its longer image
+    side (a field of view under about 20 deg; >= 0), mapping holds the focal lengths at the EXIF
+    values (the focal-length rule may refine them at the end)."""
     pycolmap_options: dict = field(default_factory=dict)
     """More options of pycolmap.IncrementalPipelineOptions (or GlobalPipelineOptions with mapper
     'global'), {dotted name: value}, set after recon3d's (e.g. {'mapper.init_max_error': 6}); with

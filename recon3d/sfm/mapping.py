@@ -23,7 +23,8 @@ With a calibration given as a prior (``camera.json`` without ``--fixed-intrinsic
 runs with the calibrated intrinsics fixed, and :func:`calibration_prior_rule` then refines all
 of them in a final BA under the same kind of test: the refinement is kept only when every
 parameter is well determined (focal lengths to 0.5 %, principal point as above, distortion
-coefficients to 0.02) and the change is significant (over 5 standard deviations jointly).
+coefficients to 0.02) and the change is significant (over ``calibration_min_sigma``, 20, standard
+deviations jointly: BA standard deviations are optimistic, see the field).
 A calibration is usually better than what a handful of views can say about a camera.
 """
 
@@ -51,7 +52,7 @@ def _set_seed(o, seed: int) -> None:
 
 
 def incremental_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
-                        refine_extra_params: bool = True):
+                        refine_extra_params: bool = True, hold_focal: bool = False):
     """``pycolmap.IncrementalPipelineOptions`` for ``config``, then its ``pycolmap_options``.
 
     Args:
@@ -60,6 +61,8 @@ def incremental_options(config: MapperConfig, seed: int = 0, num_threads: int = 
         num_threads: CPU threads (-1: all).
         fixed_intrinsics: keep the cameras' intrinsics as they are in the database (a calibration).
         refine_extra_params: refine distortion (False keeps it at the database's values).
+        hold_focal: keep the focal lengths at the database's values (the narrow-lens rule,
+            :mod:`recon3d.sfm.focal`).
     """
     import pycolmap
 
@@ -75,8 +78,10 @@ def incremental_options(config: MapperConfig, seed: int = 0, num_threads: int = 
     if not refine_extra_params:
         o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_extra_params = False
-    if fixed_intrinsics:
+    if fixed_intrinsics or hold_focal:
         o.ba_refine_focal_length = False
+        o.mapper.abs_pose_refine_focal_length = False
+    if fixed_intrinsics:
         o.ba_refine_extra_params = False
         o.mapper.abs_pose_refine_focal_length = False
         o.mapper.abs_pose_refine_extra_params = False
@@ -85,7 +90,7 @@ def incremental_options(config: MapperConfig, seed: int = 0, num_threads: int = 
 
 
 def global_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
-                   refine_extra_params: bool = True):
+                   refine_extra_params: bool = True, hold_focal: bool = False):
     """``pycolmap.GlobalPipelineOptions`` for ``config`` (arguments as :func:`incremental_options`)."""
     import pycolmap
 
@@ -104,15 +109,16 @@ def global_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, f
     o.mapper.bundle_adjustment.refine_principal_point = False
     if not refine_extra_params:
         o.mapper.bundle_adjustment.refine_extra_params = False
-    if fixed_intrinsics:
+    if fixed_intrinsics or hold_focal:
         o.mapper.bundle_adjustment.refine_focal_length = False
+    if fixed_intrinsics:
         o.mapper.bundle_adjustment.refine_extra_params = False
     apply_pycolmap_options(config.pycolmap_options, "mapping.pycolmap_options", {"": o})
     return o
 
 
 def hierarchical_options(config: MapperConfig, seed: int = 0, num_threads: int = -1, fixed_intrinsics: bool = False,
-                         refine_extra_params: bool = True):
+                         refine_extra_params: bool = True, hold_focal: bool = False):
     """``pycolmap.HierarchicalPipelineOptions`` for ``config`` (arguments as :func:`incremental_options`).
 
     Each cluster is mapped with :func:`incremental_options`' settings; ``pycolmap_options`` keys go
@@ -123,7 +129,7 @@ def hierarchical_options(config: MapperConfig, seed: int = 0, num_threads: int =
 
     o = pycolmap.HierarchicalPipelineOptions()
     inc = incremental_options(dataclasses.replace(config, pycolmap_options={}), seed, num_threads, fixed_intrinsics,
-                              refine_extra_params)
+                              refine_extra_params, hold_focal)
     inc.ba_refine_sensor_from_rig = False  # pycolmap: merging is unreliable when clusters move rig extrinsics
     o.incremental_options = inc
     o.num_threads = num_threads
@@ -134,17 +140,18 @@ def hierarchical_options(config: MapperConfig, seed: int = 0, num_threads: int =
     return o
 
 
-def pipeline_options(config: SfmConfig, refine_extra_params: bool = True):
+def pipeline_options(config: SfmConfig, refine_extra_params: bool = True, hold_focal: bool = False):
     """pycolmap's incremental, global or hierarchical pipeline options for the whole :class:`SfmConfig`."""
     build = {"global": global_options, "hierarchical": hierarchical_options}.get(config.mapping.mapper,
                                                                                incremental_options)
     return build(config.mapping, seed=config.seed, num_threads=config.num_threads,
-                 fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
+                 fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params, hold_focal=hold_focal)
 
 
 def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConfig,
                  image_names: list[str] | None = None, on_image: Callable[[], None] | None = None,
-                 refine_extra_params: bool = True, on_clusters: Callable[[dict], None] | None = None) -> list:
+                 refine_extra_params: bool = True, on_clusters: Callable[[dict], None] | None = None,
+                 hold_focal: bool = False) -> list:
     """Run the mapper; returns the models (``pycolmap.Reconstruction``), largest first.
 
     Args:
@@ -156,6 +163,7 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
         on_image: called after each registered image (incremental mapper), for progress bars.
         refine_extra_params: refine distortion (False keeps it fixed at the database's values).
         on_clusters: hierarchical mapper: called with what :func:`hierarchical_mapping` says of its clusters.
+        hold_focal: keep the focal lengths at the database's (EXIF) values (:mod:`recon3d.sfm.focal`).
     """
     import pycolmap
 
@@ -165,7 +173,7 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
     if config.seed >= 0:
         pycolmap.set_random_seed(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    o = pipeline_options(config, refine_extra_params)
+    o = pipeline_options(config, refine_extra_params, hold_focal)
     if image_names:
         (o.incremental_options if config.mapping.mapper == "hierarchical" else o).image_names = list(image_names)
     if config.mapping.mapper == "global":
@@ -227,7 +235,8 @@ def hierarchical_mapping(database: Path, image_dir: Path, out_dir: Path, options
 
 # ------------------------------------------------------------------------------- refinement
 def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: bool = False,
-                  covariance: bool = False, refine_extra_params: bool = True) -> tuple[object, dict[int, np.ndarray] | None]:
+                  covariance: bool = False, refine_extra_params: bool = True,
+                  constant_intrinsics: list[int] = ()) -> tuple[object, dict[int, np.ndarray] | None]:
     """Global bundle adjustment of ``rec`` in place (Ceres, trivial loss, gauge on two cameras).
 
     Args:
@@ -236,6 +245,7 @@ def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: b
         fixed_intrinsics: keep focal lengths and distortion fixed.
         covariance: also return each camera's intrinsics covariance (unit pixel variance).
         refine_extra_params: let distortion parameters move (unless ``fixed_intrinsics``).
+        constant_intrinsics: ids of cameras whose intrinsics stay as they are.
     Returns:
         ``(summary, {camera_id: (P, P) tangent covariance of its parameters} or None)``.
     """
@@ -249,6 +259,8 @@ def bundle_adjust(rec, refine_principal_point: bool = False, fixed_intrinsics: b
     cfg = pycolmap.BundleAdjustmentConfig()
     for image_id in rec.reg_image_ids():
         cfg.add_image(image_id)
+    for camera_id in constant_intrinsics:
+        cfg.set_constant_cam_intrinsics(camera_id)
     if len(list(rec.reg_image_ids())) >= 2:
         cfg.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     adjuster = pycolmap.create_default_ceres_bundle_adjuster(o, cfg, rec)
@@ -329,7 +341,7 @@ def calibration_prior_rule(rec, config: MapperConfig) -> tuple[object, list[Intr
 
     Args:
         rec: a model mapped with the calibration's intrinsics fixed.
-        config: the thresholds (``pp_max_sd_frac``, ``pp_min_sigma``).
+        config: the thresholds (``pp_max_sd_frac``, ``calibration_min_sigma``).
     Returns:
         ``(reconstruction to use, one decision per camera)``.
     """
@@ -362,8 +374,9 @@ def calibration_prior_rule(rec, config: MapperConfig) -> tuple[object, list[Intr
             loose += [f"distortion {i}" for i in cam.extra_params_idxs() if not sd[i] < 0.02]
             if loose:
                 kept, reason = False, f"calibration kept: the views do not determine {', '.join(loose)}"
-            elif not sigma > config.pp_min_sigma:
-                kept, reason = False, f"calibration kept: the refinement moves it only {sigma:.1f} sd"
+            elif not sigma > config.calibration_min_sigma:
+                kept, reason = False, (f"calibration kept: the refinement moves it only {sigma:.1f} sd "
+                                       f"(needs {config.calibration_min_sigma:g})")
             else:
                 kept, reason = True, f"refined: the views determine the intrinsics and move them {sigma:.0f} sd"
         decisions.append(IntrinsicsDecision(int(cid), before, refined, sd, sigma, kept, reason))
@@ -456,14 +469,17 @@ class RefineReport:
     filtered_observations: int = 0
     principal_point: list[dict] = field(default_factory=list)
     calibration: list[dict] = field(default_factory=list)
+    focal: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"filtered_observations": self.filtered_observations, "principal_point": self.principal_point,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "focal": self.focal}
 
 
-def refine_model(rec, config: SfmConfig, refine_extra_params: bool = True) -> tuple[object, RefineReport]:
-    """Final finish of a model: filter, bundle adjust (twice), principal-point rule, filter.
+def refine_model(rec, config: SfmConfig, refine_extra_params: bool = True,
+                 priors: dict[int, float] | None = None) -> tuple[object, RefineReport]:
+    """Final finish of a model: filter, bundle adjust (twice), principal-point rule, focal-length rule
+    (:func:`recon3d.sfm.focal.focal_rule`, with the EXIF focal lengths ``priors``), filter.
 
     Returns ``(the refined reconstruction (``rec`` or a refined copy), what was done)``.
     """
@@ -478,6 +494,11 @@ def refine_model(rec, config: SfmConfig, refine_extra_params: bool = True) -> tu
         else:
             rec, decisions = principal_point_rule(rec, config.mapping, config.fixed_intrinsics, refine_extra_params)
             report.principal_point = [d.to_dict() for d in decisions]
+            if not config.fixed_intrinsics:
+                from recon3d.sfm.focal import focal_rule
+
+                rec, focal = focal_rule(rec, priors or {}, config.mapping, refine_extra_params)
+                report.focal = [d.to_dict() for d in focal]
     report.filtered_observations += filter_observations(rec, config.mapping.max_reproj_error, config.mapping.min_tri_angle)
     return rec, report
 

@@ -216,15 +216,23 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     run whose largest model holds more photos wins. Narrow-angle views (long focal lengths,
     short arcs) cannot determine radial distortion, and a wild estimate blocks registration.
     """
+    from recon3d.sfm.focal import exif_priors, hold_focal, image_sides
     from recon3d.sfm.mapping import refine_model
 
     notes: dict = {}
-    models = _run_mapper(work, names, config, progress, on_clusters=lambda c: notes.__setitem__("hierarchical", c))
+    priors = {} if config.fixed_intrinsics else exif_priors(work.database)
+    hold = bool(priors) and hold_focal(priors, image_sides(work.database, names), config.mapping)
+    if hold:
+        notes["narrow_lens"] = {"reason": "every camera's EXIF focal length is over "
+                                f"{config.mapping.narrow_focal_factor:g} x its longer image side: mapped with it held",
+                                "focal_px": {str(k): round(v, 1) for k, v in priors.items()}}
+    models = _run_mapper(work, names, config, progress, on_clusters=lambda c: notes.__setitem__("hierarchical", c),
+                         hold_focal=hold)
     refine_extra_params = True
     if models and not config.fixed_intrinsics and (len(models) > 1 or models[0].num_reg_images() < len(names)) \
             and any(len(list(cam.extra_params_idxs())) > 0 for cam in models[0].cameras.values()):
         retry = _run_mapper(work, names, config, progress, desc="mapping again (distortion fixed)",
-                            refine_extra_params=False)
+                            refine_extra_params=False, hold_focal=hold)
         better = bool(retry) and retry[0].num_reg_images() > models[0].num_reg_images()
         notes["distortion_retry"] = {
             "reason": f"{models[0].num_reg_images()}/{len(names)} photos in the largest model with distortion "
@@ -237,10 +245,10 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
     from recon3d.sfm.policy import complete_models
 
     models, notes["policy"] = complete_models(work.database, work.images, work.root, models, config, names,
-                                              refine_extra_params)
+                                              refine_extra_params, hold_focal=hold)
     refined, reports = [], []
     for rec in (progress(models, desc="refining", unit="model") if progress else models):
-        rec, rep = refine_model(rec, config, refine_extra_params)
+        rec, rep = refine_model(rec, config, refine_extra_params, priors)
         refined.append(rec)
         reports.append(rep.to_dict())
     order = sorted(range(len(refined)), key=lambda k: (-refined[k].num_reg_images(), -refined[k].num_points3D()))
@@ -248,7 +256,7 @@ def _map_stage(work: Workspace, names: list[str], config: SfmConfig, progress) -
 
 
 def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, desc: str | None = None,
-                refine_extra_params: bool = True, on_clusters=None) -> list:
+                refine_extra_params: bool = True, on_clusters=None, hold_focal: bool = False) -> list:
     import tempfile
 
     from recon3d.sfm.mapping import map_database
@@ -264,7 +272,7 @@ def _run_mapper(work: Workspace, names: list[str], config: SfmConfig, progress, 
     remove_stale_temps(work.root, MAPPER_SCRATCH)  # left by a run killed while mapping
     with tempfile.TemporaryDirectory(prefix=owned_temp_prefix(MAPPER_SCRATCH), dir=work.root) as scratch:
         models = map_database(work.database, work.images, Path(scratch), config, image_names=names, on_image=on_image,
-                              refine_extra_params=refine_extra_params, on_clusters=on_clusters)
+                              refine_extra_params=refine_extra_params, on_clusters=on_clusters, hold_focal=hold_focal)
     if bar is not None and hasattr(bar, "close"):
         bar.close()
     return models

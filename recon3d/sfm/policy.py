@@ -117,7 +117,7 @@ def accept_extension(before, after, tolerance: float = 1.25) -> tuple[list[str],
 
 
 def extend_model(database: Path, image_dir: Path, scratch: Path, rec, config: SfmConfig, names: list[str],
-                 refine_extra_params: bool = True):
+                 refine_extra_params: bool = True, hold_focal: bool = False):
     """Continue incremental registration from ``rec`` with the looser thresholds; returns the extended
     model (a new reconstruction) or None when the mapper gave nothing back."""
     import pycolmap
@@ -126,7 +126,8 @@ def extend_model(database: Path, image_dir: Path, scratch: Path, rec, config: Sf
 
     m = config.mapping
     o = incremental_options(m, seed=config.seed, num_threads=config.num_threads,
-                            fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
+                            fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params,
+                            hold_focal=hold_focal)
     o.mapper.abs_pose_min_num_inliers = min(m.extend_min_inliers, m.abs_pose_min_num_inliers)
     o.mapper.abs_pose_min_inlier_ratio = min(m.extend_min_inlier_ratio, m.inlier_ratio())
     o.multiple_models = False
@@ -140,14 +141,15 @@ def extend_model(database: Path, image_dir: Path, scratch: Path, rec, config: Sf
 
 
 def run_global(database: Path, image_dir: Path, scratch: Path, config: SfmConfig, names: list[str],
-               refine_extra_params: bool = True):
+               refine_extra_params: bool = True, hold_focal: bool = False):
     """The global mapper's largest model on the same database, or None (it failed or found nothing)."""
     import pycolmap
 
     from recon3d.sfm.mapping import global_options
 
     o = global_options(config.mapping, seed=config.seed, num_threads=config.num_threads,
-                       fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
+                       fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params,
+                       hold_focal=hold_focal)
     o.image_names = list(names)
     level = pycolmap.logging.minloglevel
     pycolmap.logging.minloglevel = 3  # a failing second opinion is reported in sfm.json, not as log errors
@@ -162,7 +164,7 @@ def run_global(database: Path, image_dir: Path, scratch: Path, config: SfmConfig
 
 
 def complete_models(database: Path, image_dir: Path, scratch_root: Path, models: list, config: SfmConfig,
-                    names: list[str], refine_extra_params: bool = True) -> tuple[list, dict]:
+                    names: list[str], refine_extra_params: bool = True, hold_focal: bool = False) -> tuple[list, dict]:
     """Steps 1-3 of the module docstring on the mapper's ``models`` (largest first).
 
     Returns:
@@ -181,7 +183,7 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
         scratch = Path(tmp)
         if models and m.second_pass and models[0].num_reg_images() < len(names):
             before = models[0]
-            ext = extend_model(database, image_dir, scratch, before, config, names, refine_extra_params)
+            ext = extend_model(database, image_dir, scratch, before, config, names, refine_extra_params, hold_focal)
             if ext is not None and ext.num_reg_images() > before.num_reg_images():
                 placed = int(ext.num_reg_images())
                 rejected, why = accept_extension(before, ext)
@@ -195,7 +197,7 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
                                          "decision": "second pass registered no further photo"}
         best = models[0].num_reg_images() if models else 0
         if m.try_global == "auto" and m.mapper == "incremental" and best < len(names):
-            glob = run_global(database, image_dir, scratch, config, names, refine_extra_params)
+            glob = run_global(database, image_dir, scratch, config, names, refine_extra_params, hold_focal)
             report["global"] = _judge_global(models[0] if models else None, glob)
             if report["global"]["won"]:
                 report["mapper"], report["why"] = "global", report["global"]["why"]

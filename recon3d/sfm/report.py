@@ -131,6 +131,12 @@ def format_summary(report: dict, ws: Workspace) -> str:
     cams = m0["cameras"] if m0 else []
     cam_line = _camera_text(cams[0]) if len(cams) == 1 else f"{len(cams)} cameras"
     lines.append(f"  camera: {cam_line}{_pp_text(m0) if m0 else ''}")
+    if m0:
+        from recon3d.sfm.focal import focal_warning
+
+        warn = focal_warning(m0.get("refinement", {}).get("focal", []))
+        if warn:
+            lines.append(f"  {warn}")
     un = report.get("unregistered", [])
     skipped = report["images"]["skipped"]
     if un:
@@ -164,6 +170,8 @@ def _markdown(report: dict, ws: Workspace) -> str:
             lines.append(f"  - principal point of camera {p['camera_id']}: {p['reason']}")
         for p in m.get("refinement", {}).get("calibration", []):
             lines.append(f"  - calibration of camera {p['camera_id']}: {p['reason']}")
+        for p in m.get("refinement", {}).get("focal", []):
+            lines.append(f"  - focal length of camera {p['camera_id']}: {p['reason']}")
     for key, note in report.get("notes", {}).items():
         lines.append(f"- note ({key}): " + "; ".join(f"{k} {v}" for k, v in note.items()))
     lines += ["", "## Unregistered photos", ""]
