@@ -308,13 +308,13 @@ def retrieval_on_cluster(session: ClusterSession, database: Path, num_images: in
                          shared: SharedInputs | None = None, block_size: int = 0) -> tuple[list, dict]:
     """:func:`recon3d.sfm.retrieval.retrieval_pairs` with the queries done by Ray tasks (same arguments and
     return value; info adds ``indexed``, ``index_bytes``, ``index_seconds``, ``queries``, ``blocks``,
-    ``query_seconds`` and ``queried_on_driver``)."""
+    ``query_seconds``, ``queried_on_driver`` and ``driver_cpu_s``: this process's CPU seconds, training included)."""
     import pycolmap
     import ray
 
     from recon3d.sfm.retrieval import index_vocab_tree, query_vocab_tree, vocab_tree_file
 
-    shared = shared or SharedInputs(database)
+    shared, c0 = shared or SharedInputs(database), time.process_time()
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
         tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
         info.update(index_vocab_tree(tree, database, Path(tmp) / "indexed.bin", num_threads))
@@ -350,7 +350,7 @@ def retrieval_on_cluster(session: ClusterSession, database: Path, num_images: in
         raw.extend(query_vocab_tree(shared.skeleton_bytes, indexed, feats, num_images, num_threads))
     pairs = sorted({(min(a, b), max(a, b)) for a, b in raw if a != b})
     info.update(queries=len(ids), blocks=len(jobs), query_seconds=time.perf_counter() - t0,
-                queried_on_driver=len(left))
+                queried_on_driver=len(left), driver_cpu_s=time.process_time() - c0)
     return pairs, info
 
 
