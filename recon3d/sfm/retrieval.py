@@ -7,6 +7,12 @@ already in ``database.db``, and :func:`retrieval_pairs` asks pycolmap's vocabula
 generator for each image's most similar images. A tree given by the user (COLMAP's
 ``vocab_tree_*.bin``) works the same way.
 
+On a cluster (:func:`recon3d.sfm.cluster.retrieval_on_cluster`) the same work is split:
+:func:`index_vocab_tree` indexes every photo into the tree once, as the pair generator does before
+its first query, and writes the indexed tree; :func:`query_vocab_tree` runs pycolmap's own generator
+on that file for any subset of the photos (it finds them indexed and only queries), so the union of
+the subsets' pairs is :func:`retrieval_pairs`' list.
+
 Determinism: the same database and seed give the same tree file, byte for byte, and the same pair
 set. What could vary and why it does not: the sample is drawn with a seeded numpy generator; the
 Hamming-embedding projection comes from COLMAP's thread-local PRNG, which
