@@ -139,6 +139,48 @@ def test_cluster_run_equals_single_machine(single, clustered):
     assert saved["cluster"]["nodes_used"] == 2
 
 
+def test_retrieval_queries_on_the_cluster_equal_one_machine(single, ray_cluster, tmp_path):
+    """--matching retrieval with a cluster: the vocabulary tree is trained and indexed on the driver, the
+    per-photo queries run as tasks on both nodes (4 blocks of 3 photos); the pairs are the single-machine
+    retrieval pairs, and matching them on the cluster gives the single-machine matches of those pairs."""
+    import pycolmap
+
+    from recon3d.core.cluster import connect
+    from recon3d.sfm.cluster import match_on_cluster
+    from recon3d.sfm.config import MatchingConfig
+    from recon3d.sfm.retrieval import retrieval_pairs
+
+    ws1 = single[0]
+    ref, _ = retrieval_pairs(ws1.database, 4)
+    database = tmp_path / "database.db"
+    shutil.copy(ws1.database, database)
+    con = sqlite3.connect(database)
+    con.execute("DELETE FROM matches")
+    con.execute("DELETE FROM two_view_geometries")
+    con.commit()
+    con.close()
+    with connect(ClusterOptions(ray_cluster.address)) as session:
+        m = match_on_cluster(session, database, MatchingConfig(pairing="retrieval", retrieval_num_images=4))
+        nodes = [n for n in session.summary()["nodes"] if n["tasks"].get("retrieve")]
+    con = sqlite3.connect(database)
+    got = sorted(divmod(pair_id, 2147483647) for (pair_id,) in con.execute("SELECT pair_id FROM matches"))
+    con.close()
+    assert got == ref and len(VIEWS) * 2 <= len(ref) < len(VIEWS) * (len(VIEWS) - 1) // 2
+    assert m["mode"] == "retrieval" and m["pairs"] == len(ref)
+    info = m["retrieval"]
+    assert info["queries"] == len(VIEWS) and info["blocks"] == 4 and info["queried_on_driver"] == 0
+    assert len(nodes) == 2  # the queries ran on both nodes
+    a, b = pair_stats(ws1.database), pair_stats(database)
+    db = pycolmap.Database.open(database)
+    index = {im.image_id: a.names.index(im.name) for im in db.read_all_images()}
+    db.close()
+    picked = np.zeros_like(a.matches, dtype=bool)
+    for i, j in ref:
+        picked[index[i], index[j]] = picked[index[j], index[i]] = True
+    np.testing.assert_array_equal(b.matches, np.where(picked, a.matches, 0))
+    np.testing.assert_array_equal(b.inliers, np.where(picked, a.inliers, 0))
+
+
 def _ray_workers(cluster, title: str) -> list[int]:
     """Pids of this cluster's worker processes now running a task ``title`` (their process title)."""
     session = Path(cluster.head_node.get_session_dir_path()).name

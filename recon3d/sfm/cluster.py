@@ -15,6 +15,11 @@ writer of ``database.db``:
   scratch database (so results are those of the single-machine path, whatever the blocks); the
   driver writes each block's matches and two-view geometries in one transaction. Pairs already
   in the database are reused.
+* :func:`retrieval_on_cluster` (``--matching retrieval``): the driver trains the vocabulary tree on
+  the photos' features and indexes every photo into it (:func:`recon3d.sfm.retrieval.index_vocab_tree`);
+  each task gets the indexed tree and a block of photos and runs pycolmap's own retrieval queries
+  for them (:func:`recon3d.sfm.retrieval.query_vocab_tree`): the pairs equal the single-machine
+  ones. A photo whose query fails twice is queried on the driver.
 
 Faults (:func:`recon3d.core.cluster.run_jobs`): a failed task's photos or pairs get one more task
 each; a photo or pair that fails twice is skipped with a warning naming it.
@@ -251,18 +256,124 @@ def match_block(skeleton: bytes, pairs: list[tuple[int, int]], feature_refs: dic
             "cpu_s": time.process_time() - c0, "pairs": out, "failed": []}
 
 
+def retrieve_block(skeleton: bytes, indexed_tree: bytes, feature_refs: dict, num_images: int) -> dict:
+    """Ray task: the retrieval pairs of the photos ``feature_refs`` (image id -> ObjectRef of their features).
+
+    Returns ``{"node", "pid", "seconds", "cpu_s", "pairs": [(query id, neighbour id)], "failed": []}``.
+    """
+    import ray
+
+    from recon3d.sfm.retrieval import query_vocab_tree
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    quiet_glog()
+    ids = sorted(feature_refs)
+    feats = dict(zip(ids, ray.get([feature_refs[i] for i in ids])))
+    pairs = query_vocab_tree(skeleton, indexed_tree, feats, num_images, num_threads=1)
+    return {"node": node_id(), "pid": os.getpid(), "seconds": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0, "pairs": pairs, "failed": []}
+
+
+class SharedInputs:
+    """What the driver puts in the object store once for retrieval and matching: the database without
+    features and each photo's features."""
+
+    def __init__(self, database: Path):
+        self.database = database
+        self.skeleton_bytes: bytes | None = None
+        self.skeleton = None
+        self.refs: dict[int, object] = {}
+
+    def put(self, image_ids) -> None:
+        """Put the skeleton (once) and the features of ``image_ids`` not put yet."""
+        import pycolmap
+        import ray
+
+        if self.skeleton is None:
+            self.skeleton_bytes = skeleton_database(self.database)
+            self.skeleton = ray.put(self.skeleton_bytes)
+        missing = sorted(set(image_ids) - set(self.refs))
+        if not missing:
+            return
+        db = pycolmap.Database.open(self.database)
+        try:
+            for i in missing:
+                self.refs[i] = ray.put((db.read_keypoints(i), db.read_descriptors(i)))
+        finally:
+            db.close()
+
+
+def retrieval_on_cluster(session: ClusterSession, database: Path, num_images: int, vocab_tree: Path | str = "",
+                         seed: int = 0, num_threads: int = -1, log: Callable[[str], None] = print,
+                         shared: SharedInputs | None = None, block_size: int = 0) -> tuple[list, dict]:
+    """:func:`recon3d.sfm.retrieval.retrieval_pairs` with the queries done by Ray tasks (same arguments and
+    return value; info adds ``indexed``, ``index_bytes``, ``index_seconds``, ``queries``, ``blocks``,
+    ``query_seconds``, ``queried_on_driver`` and ``driver_cpu_s``: this process's CPU seconds, training included)."""
+    import pycolmap
+    import ray
+
+    from recon3d.sfm.retrieval import index_vocab_tree, query_vocab_tree, vocab_tree_file
+
+    shared, c0 = shared or SharedInputs(database), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
+        tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
+        info.update(index_vocab_tree(tree, database, Path(tmp) / "indexed.bin", num_threads))
+        indexed = (Path(tmp) / "indexed.bin").read_bytes()
+    t0 = time.perf_counter()
+    db = pycolmap.Database.open(database)
+    try:
+        ids = sorted(im.image_id for im in db.read_all_images() if db.exists_descriptors(im.image_id))
+    finally:
+        db.close()
+    shared.put(ids)
+    tree_ref = ray.put(indexed)
+    size = block_size or max(1, min(512, -(-len(ids) // (2 * session.cpus))))
+    jobs = [Job(chunk) for chunk in (split_chunks(ids, -(-len(ids) // size)) if ids else [])]
+    task = ray.remote(num_cpus=1, max_retries=0)(retrieve_block)
+    raw: list[tuple[int, int]] = []
+    left: list[int] = []
+
+    def on_result(job: Job, out: dict) -> list:
+        raw.extend(out["pairs"])
+        return []
+
+    def on_give_up(image_id: int, reason: str) -> None:
+        left.append(image_id)
+        log(f"warning: the retrieval query of image {image_id} failed twice on the cluster ({reason}); "
+            "querying it here")
+
+    run_jobs(session, "retrieve", jobs,
+             lambda job: task.remote(shared.skeleton, tree_ref, {i: shared.refs[i] for i in job.items}, num_images),
+             on_result, on_give_up)
+    if left:  # the same query, in this process: the pairs stay those of one machine
+        feats = dict(zip(left, ray.get([shared.refs[i] for i in left])))
+        raw.extend(query_vocab_tree(shared.skeleton_bytes, indexed, feats, num_images, num_threads))
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in raw if a != b})
+    info.update(queries=len(ids), blocks=len(jobs), query_seconds=time.perf_counter() - t0,
+                queried_on_driver=len(left), driver_cpu_s=time.process_time() - c0)
+    return pairs, info
+
+
 def match_on_cluster(session: ClusterSession, database: Path, config: MatchingConfig, progress: Callable | None = None,
                      device: str = "auto", seed: int = 0, num_threads: int = -1, log: Callable[[str], None] = print,
                      block_size: int = 0) -> dict:
     """:func:`recon3d.sfm.match.match` with matching and verification done by Ray tasks (same arguments and
-    return value, plus ``"reused_pairs"``, ``"blocks"`` and ``"skipped_pairs"``)."""
+    return value, plus ``"reused_pairs"``, ``"blocks"`` and ``"skipped_pairs"``; with retrieval, ``"retrieval"``:
+    what :func:`retrieval_on_cluster` did)."""
     import pycolmap
     import ray
 
     from recon3d.sfm.pairs import select_pairs
 
     quiet_glog()
-    mode, pairs = select_pairs(database, config, seed=seed, num_threads=num_threads)
+    shared, retrieval = SharedInputs(database), {}
+
+    def retrieve(*args, **kwargs):
+        pairs, info = retrieval_on_cluster(session, *args, **kwargs, log=log, shared=shared)
+        retrieval.update(info)
+        return pairs, info
+
+    mode, pairs = select_pairs(database, config, seed=seed, num_threads=num_threads, retrieve=retrieve)
     db = pycolmap.Database.open(database)
     try:
         restore_image_names(db)
@@ -275,14 +386,9 @@ def match_on_cluster(session: ClusterSession, database: Path, config: MatchingCo
     size = block_size or max(1, min(64, -(-len(todo) // (4 * session.cpus))))
     jobs = [Job(chunk) for chunk in (split_chunks(todo, -(-len(todo) // size)) if todo else [])]
     names = {i: n for n, i in ids.items()}
-    skeleton = ray.put(skeleton_database(database)) if jobs else None
-    refs: dict[int, object] = {}
-    db = pycolmap.Database.open(database)
-    try:
-        for i in sorted({i for a, b in todo for i in (a, b)}):
-            refs[i] = ray.put((db.read_keypoints(i), db.read_descriptors(i)))
-    finally:
-        db.close()
+    if jobs:
+        shared.put({i for a, b in todo for i in (a, b)})
+    refs = shared.refs
     wrap = progress or (lambda it, **kw: it)
     bar = wrap(range(len(todo)), desc=f"matching ({mode}, cluster, {session.cpus} CPUs)", unit="pair") if todo else None
     it = iter(bar) if bar is not None else None
@@ -292,7 +398,7 @@ def match_on_cluster(session: ClusterSession, database: Path, config: MatchingCo
 
     def submit(job: Job):
         need = {i for pair in job.items for i in pair}
-        return task.remote(skeleton, job.items, {i: refs[i] for i in need}, config, seed, dev)
+        return task.remote(shared.skeleton, job.items, {i: refs[i] for i in need}, config, seed, dev)
 
     def on_result(job: Job, out: dict) -> list:
         db = pycolmap.Database.open(database)
@@ -325,6 +431,8 @@ def match_on_cluster(session: ClusterSession, database: Path, config: MatchingCo
         info = {"mode": mode, "pairs": len(pairs), "matched_pairs": db.num_matched_image_pairs(),
                 "verified_pairs": db.num_verified_image_pairs(), "inlier_matches": db.num_inlier_matches(),
                 "reused_pairs": len(done), "blocks": len(jobs), "skipped_pairs": skipped}
+        if retrieval:
+            info["retrieval"] = retrieval
     finally:
         db.close()
     return info

@@ -193,6 +193,16 @@ def map_database(database: Path, image_dir: Path, out_dir: Path, config: SfmConf
         recs = pycolmap.incremental_mapping(database, image_dir, out_dir, o, next_image_callback=on_image)
     models = [r for r in recs.values() if r.num_reg_images() > 0]
     models.sort(key=lambda r: (-r.num_reg_images(), -r.num_points3D()))
+    if config.mapping.mapper == "hierarchical":
+        kept, seen = [], set()  # a cluster's leftover model whose photos are all in a larger one adds nothing
+        for rec in models:
+            names = {rec.images[i].name for i in rec.reg_image_ids()}
+            kept += [rec] if names - seen else []
+            seen |= names
+        for rec in kept if clusters["merges"] else []:  # merged clusters disagree where they meet (by over a
+            # pixel): adjust each model whole before refine_model's filter cuts the observations joining them
+            bundle_adjust(rec, fixed_intrinsics=config.fixed_intrinsics, refine_extra_params=refine_extra_params)
+        models = kept
     return models
 
 

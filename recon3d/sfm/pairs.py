@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from recon3d.core.errors import UserError
 from recon3d.sfm.config import MatchingConfig
@@ -25,11 +26,13 @@ def unique_pairs(pairs) -> list[tuple[str, str]]:
     return sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
 
 
-def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
-                 num_threads: int = -1) -> tuple[str, list[tuple[str, str]]]:
+def select_pairs(database: Path, config: MatchingConfig, seed: int = 0, num_threads: int = -1,
+                 retrieve: Callable | None = None) -> tuple[str, list[tuple[str, str]]]:
     """The pair-selection mode ``auto`` resolves to, and the image pairs it gives (by name).
 
     ``seed`` and ``num_threads`` go to the vocabulary tree trained for retrieval and loop detection.
+    ``retrieve``: what answers retrieval, called as :func:`recon3d.sfm.retrieval.retrieval_pairs`
+    (default; :func:`recon3d.sfm.cluster.retrieval_on_cluster` spreads the queries over a cluster).
 
     The pairs are canonical (:func:`unique_pairs`): the same database and config give the same list.
     """
@@ -51,7 +54,7 @@ def select_pairs(database: Path, config: MatchingConfig, seed: int = 0,
     from recon3d.sfm.retrieval import retrieval_pairs, vocab_tree_file
 
     if mode == "retrieval":
-        ids, _ = retrieval_pairs(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
+        ids, _ = (retrieve or retrieval_pairs)(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
                                  seed=seed, num_threads=num_threads)
         return mode, unique_pairs((names[a], names[b]) for a, b in ids)
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:

@@ -7,6 +7,12 @@ already in ``database.db``, and :func:`retrieval_pairs` asks pycolmap's vocabula
 generator for each image's most similar images. A tree given by the user (COLMAP's
 ``vocab_tree_*.bin``) works the same way.
 
+On a cluster (:func:`recon3d.sfm.cluster.retrieval_on_cluster`) the same work is split:
+:func:`index_vocab_tree` indexes every photo into the tree once, as the pair generator does before
+its first query, and writes the indexed tree; :func:`query_vocab_tree` runs pycolmap's own generator
+on that file for any subset of the photos (it finds them indexed and only queries), so the union of
+the subsets' pairs is :func:`retrieval_pairs`' list.
+
 Determinism: the same database and seed give the same tree file, byte for byte, and the same pair
 set. What could vary and why it does not: the sample is drawn with a seeded numpy generator; the
 Hamming-embedding projection comes from COLMAP's thread-local PRNG, which
@@ -153,6 +159,110 @@ def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = ""
             db.close()
     pairs = sorted({(min(a, b), max(a, b)) for a, b in raw if a != b})
     return pairs, info
+
+
+# ------------------------------------------------------- queries spread over processes (--cluster)
+NUM_CHECKS = 64
+"""Nearest-neighbour checks of indexing and queries: pycolmap's ``VocabTreePairingOptions.num_checks``
+default, which :func:`retrieval_pairs` leaves as it is."""
+
+
+def feature_keypoints(keypoints: np.ndarray):
+    """``(N, 6)`` keypoint rows (x, y, a11, a12, a21, a22: what ``Database.read_keypoints`` gives) as
+    ``pycolmap.FeatureKeypoints``."""
+    import pycolmap
+
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, 6)
+    return pycolmap.FeatureKeypoints([pycolmap.FeatureKeypoint(x=r[0], y=r[1], a11=r[2], a12=r[3], a21=r[4], a22=r[5])
+                                      for r in kp.tolist()])
+
+
+def index_vocab_tree(tree: Path, database: Path, out: Path, num_threads: int = -1) -> dict:
+    """Index every photo of ``database`` into the vocabulary tree ``tree`` and write the result to ``out``.
+
+    What pycolmap's ``VocabTreePairGenerator`` does before its first query (each feature assigned to
+    one visual word, :data:`NUM_CHECKS` checks, then the tf-idf weights), so a generator reading
+    ``out`` finds every photo already indexed and only queries: :func:`query_vocab_tree` on any
+    machine gives the pairs :func:`retrieval_pairs` gives here. Photos without features are left out.
+
+    Returns:
+        ``{"indexed": photos, "features": int, "index_bytes": size of out, "index_seconds": float}``.
+    """
+    import pycolmap
+
+    t0 = time.perf_counter()
+    index = pycolmap.VisualIndex.read(tree)
+    options = pycolmap.VisualIndex.IndexOptions()
+    options.num_neighbors = 1
+    options.num_checks = NUM_CHECKS
+    options.num_threads = num_threads
+    db = pycolmap.Database.open(database)
+    features = indexed = 0
+    try:
+        for image_id in sorted(im.image_id for im in db.read_all_images()):
+            if not db.exists_descriptors(image_id):
+                continue
+            desc = db.read_descriptors(image_id)
+            index.add(options, image_id, feature_keypoints(db.read_keypoints(image_id)), desc.to_float())
+            features += desc.data.shape[0]
+            indexed += 1
+    finally:
+        db.close()
+    index.prepare()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index.write(out)
+    return {"indexed": indexed, "features": features, "index_bytes": out.stat().st_size,
+            "index_seconds": time.perf_counter() - t0}
+
+
+def query_vocab_tree(skeleton: bytes, indexed_tree: bytes, features: dict, num_images: int,
+                     num_threads: int = 1) -> list[tuple[int, int]]:
+    """The retrieval pairs of the photos ``features`` (image id -> ``(keypoints, pycolmap.FeatureDescriptors)``).
+
+    Args:
+        skeleton: bytes of a copy of ``database.db`` without features (every photo's row).
+        indexed_tree: bytes of a tree file from :func:`index_vocab_tree` on that database.
+        features: the query photos' features.
+        num_images: neighbours per photo (as :func:`retrieval_pairs`).
+        num_threads: CPU threads.
+    Returns:
+        ``(query id, neighbour id)`` pairs, neighbours of each query as pycolmap's generator gives them.
+    """
+    import pycolmap
+
+    from recon3d.sfm.extract import alias_image_names
+
+    empty_kp = np.zeros((0, 6), np.float32)
+    empty_desc = pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.SIFT, np.zeros((0, 128), np.uint8))
+    with tempfile.TemporaryDirectory(prefix="recon3d-query-") as tmp:
+        path, tree, queries = Path(tmp) / "query.db", Path(tmp) / "tree.bin", Path(tmp) / "queries.txt"
+        path.write_bytes(skeleton)
+        tree.write_bytes(indexed_tree)
+        db = pycolmap.Database.open(path)
+        try:
+            with pycolmap.DatabaseTransaction(db):
+                # the generator reads every photo's features (and finds it indexed already): the others
+                # get none, of the right type
+                for im in db.read_all_images():
+                    kp, desc = features.get(im.image_id, (empty_kp, empty_desc))
+                    db.write_keypoints(im.image_id, kp)
+                    db.write_descriptors(im.image_id, desc)
+                alias_image_names(db)  # the query list is text, one name a line
+            names = {im.image_id: im.name for im in db.read_all_images()}
+        finally:
+            db.close()
+        queries.write_text("".join(f"{names[i]}\n" for i in sorted(features)), encoding="utf-8")
+        options = pycolmap.VocabTreePairingOptions()
+        options.vocab_tree_path = str(tree)
+        options.match_list_path = str(queries)
+        options.num_images = num_images + 1  # an image retrieves itself first
+        options.num_checks = NUM_CHECKS
+        options.num_threads = num_threads
+        db = pycolmap.Database.open(path)
+        try:
+            return [(int(a), int(b)) for a, b in pycolmap.VocabTreePairGenerator(options, db).all_pairs()]
+        finally:
+            db.close()
 
 
 @contextlib.contextmanager
