@@ -193,7 +193,7 @@ def test_no_model_error_suggests_global_only_when_untried(mapper, global_tried, 
 def test_known_camera_prior_is_kept_where_the_views_do_not_determine_it(narrow_scene, tmp_path_factory):
     """--camera with the exact intrinsics on an 8 deg lens: the views cannot pin the focal length
     (self-calibration misses it by ~1.4 %), so the calibration prior is kept as given and the run
-    ends as --fixed-intrinsics would (recon3d.sfm.mapping.calibration_prior_rule)."""
+    ends as --fixed-intrinsics would (recon3d.sfm.intrinsics.calibration_prior_rule)."""
     ws, result, ev = _sfm(narrow_scene, tmp_path_factory, "narrow_cam",
                           SfmConfig(camera_file=str(narrow_scene / "gt" / "camera.json")))
     cal = result.report["models"][0]["refinement"]["calibration"]

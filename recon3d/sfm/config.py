@@ -208,7 +208,7 @@ class SfmConfig:
     '': self-calibrate."""
     camera_fixed: bool = option(False, flag="--fixed-intrinsics")
     """With camera_file: keep its intrinsics fixed (True), or (False) map with them fixed and refine
-    them in a final BA only where the views determine them (recon3d.sfm.mapping.calibration_prior_rule)."""
+    them in a final BA only where the views determine them (recon3d.sfm.intrinsics.calibration_prior_rule)."""
     seed: int = option(0, flag="--seed", min=-1)
     """Random seed of verification RANSAC and mapping (-1: random)."""
     num_threads: int = option(-1, flag="--threads", min=-1)

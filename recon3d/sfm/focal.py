@@ -97,11 +97,11 @@ def _focal_sd(rec, refine_extra_params: bool) -> dict[int, float]:
     """Standard deviation (px) of each camera's focal length in a bundle adjustment of a copy of ``rec``."""
     import pycolmap
 
-    from recon3d.sfm.mapping import _sigma2, bundle_adjust
+    from recon3d.sfm.intrinsics import bundle_adjust, residual_variance
 
     trial = pycolmap.Reconstruction(rec)
     _, covs = bundle_adjust(trial, covariance=True, refine_extra_params=refine_extra_params)
-    sigma2 = _sigma2(trial)
+    sigma2 = residual_variance(trial)
     out = {}
     for cid, cam in trial.cameras.items():
         extra = set(cam.extra_params_idxs()) if refine_extra_params else set()
@@ -128,7 +128,7 @@ def focal_rule(rec, priors: dict[int, float], config: MapperConfig,
     Returns:
         ``(rec, one decision per camera)``.
     """
-    from recon3d.sfm.mapping import bundle_adjust
+    from recon3d.sfm.intrinsics import bundle_adjust
 
     sds = _focal_sd(rec, refine_extra_params)
     decisions, held = [], []

@@ -73,7 +73,7 @@ def plausible_focal(rec) -> bool:
 
 def mean_error(rec) -> float:
     """Mean reprojection error of all observations of ``rec`` (px)."""
-    from recon3d.sfm.mapping import residual_stats
+    from recon3d.sfm.intrinsics import residual_stats
 
     rss, n = residual_stats(rec)
     return float(np.sqrt(rss / n)) if n else float("inf")
