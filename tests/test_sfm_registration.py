@@ -221,9 +221,13 @@ def test_left_out_views_are_registered_by_the_policy(orbit_scene, tmp_path, min_
     policy = result.report["policy"]
     assert result.report["registered"] == 8 and result.report["unregistered"] == []
     assert ev["gt"]["rotation_deg"]["median"] < 0.2
-    if expect == "second pass":
-        assert policy["mapper"] == "incremental" and policy["second_pass"]["after"] == 8
-        assert policy["second_pass"]["before"] < 8 and policy["rejected"] == []
+    if expect == "second pass":  # here: the second pass adds the 3 views; where SIFT differs slightly (other
+        # CPUs, threads), it may leave one out and the global second opinion then wins: both are the policy
+        assert "second_pass" in policy and policy["second_pass"]["before"] < 8
+        if policy["mapper"] == "incremental":
+            assert policy["second_pass"]["after"] == 8 and policy["rejected"] == []
+        else:
+            assert policy["mapper"] == "global" and policy["global"]["won"]
     else:
         assert policy["mapper"] == "global" and policy["global"]["won"] and "global model used" in policy["why"]
     _check_honest(ws, result.report)
