@@ -21,7 +21,9 @@ The stage reads a folder of photos and fills a COLMAP ``database.db``:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 from pathlib import Path
 from typing import Callable
 
@@ -191,6 +193,17 @@ before, keypoints after), and of the photos whose features came with a reused da
 (moved aside or deleted with it); COLMAP ignores tables it does not know."""
 
 
+@contextlib.contextmanager
+def _transaction(database: Path):
+    """A sqlite3 connection to ``database`` inside one transaction (committed on success), then closed."""
+    con = sqlite3.connect(database)
+    try:
+        with con:
+            yield con
+    finally:
+        con.close()
+
+
 def _again_record(con, create: bool = False) -> dict[str, list[int]]:
     """``{name: [before, after]}`` from :data:`AGAIN_TABLE`; the table is made only when ``create``."""
     if create:
@@ -208,17 +221,11 @@ def keep_features(database: Path) -> int:
     Returns:
         the number of photos recorded.
     """
-    import sqlite3
-
-    con = sqlite3.connect(database)
-    try:
-        with con:
-            _again_record(con, create=True)
-            rows = con.execute("SELECT images.name, keypoints.rows FROM images JOIN keypoints "
-                               "ON images.image_id = keypoints.image_id").fetchall()
-            con.executemany(f"INSERT OR IGNORE INTO {AGAIN_TABLE} VALUES (?, -1, ?)", rows)
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        _again_record(con, create=True)
+        rows = con.execute("SELECT images.name, keypoints.rows FROM images JOIN keypoints "
+                           "ON images.image_id = keypoints.image_id").fetchall()
+        con.executemany(f"INSERT OR IGNORE INTO {AGAIN_TABLE} VALUES (?, -1, ?)", rows)
     return len(rows)
 
 
@@ -235,18 +242,12 @@ def extract_sparse_again(database: Path, image_dir: Path, names: list[str], conf
         ``{name: [keypoints before, keypoints after]}`` of the photos of ``names`` extracted again, by
         this call or an earlier one on this database.
     """
-    import sqlite3
-
     import pycolmap
 
     if config.adaptive_min_keypoints <= 0 or not names:
         return {}
-    con = sqlite3.connect(database)
-    try:
-        with con:
-            done = _again_record(con)
-    finally:
-        con.close()
+    with _transaction(database) as con:
+        done = _again_record(con)
     db = pycolmap.Database.open(database)
     try:
         ids = {im.name: im.image_id for im in db.read_all_images()}
@@ -256,14 +257,10 @@ def extract_sparse_again(database: Path, image_dir: Path, names: list[str], conf
     finally:
         db.close()
     if sparse:
-        con = sqlite3.connect(database)
-        try:
-            with con:
-                for i in sparse.values():
-                    con.execute("DELETE FROM keypoints WHERE image_id = ?", (int(i),))
-                    con.execute("DELETE FROM descriptors WHERE image_id = ?", (int(i),))
-        finally:
-            con.close()
+        with _transaction(database) as con:
+            for i in sparse.values():
+                con.execute("DELETE FROM keypoints WHERE image_id = ?", (int(i),))
+                con.execute("DELETE FROM descriptors WHERE image_id = ?", (int(i),))
         looser = dataclasses.replace(config, peak_threshold=config.peak_threshold / 3,
                                      max_num_features=4 * config.max_num_features)
         reader = pycolmap.ImageReaderOptions()
@@ -275,13 +272,9 @@ def extract_sparse_again(database: Path, image_dir: Path, names: list[str], conf
             after = {n: int(db.num_keypoints_for_image(i)) for n, i in sparse.items()}
         finally:
             db.close()
-        con = sqlite3.connect(database)
-        try:
-            with con:  # recorded only now: killed before this, a rerun extracts them again, the same way
-                _again_record(con, create=True)
-                con.executemany(f"INSERT OR REPLACE INTO {AGAIN_TABLE} VALUES (?, ?, ?)",
-                                [(n, before[n], after[n]) for n in sparse])
-        finally:
-            con.close()
+        with _transaction(database) as con:  # recorded only now: killed before this, a rerun extracts them again
+            _again_record(con, create=True)
+            con.executemany(f"INSERT OR REPLACE INTO {AGAIN_TABLE} VALUES (?, ?, ?)",
+                            [(n, before[n], after[n]) for n in sparse])
         done.update({n: [before[n], after[n]] for n in sparse})
     return {n: done[n] for n in names if n in done and done[n][0] >= 0}

@@ -65,8 +65,7 @@ def exif_priors(database: Path) -> dict[int, float]:
 
     db = pycolmap.Database.open(database)
     try:
-        return {int(c.camera_id): float(np.mean([c.params[i] for i in c.focal_length_idxs()]))
-                for c in db.read_all_cameras() if c.has_prior_focal_length}
+        return {int(c.camera_id): _focal(c) for c in db.read_all_cameras() if c.has_prior_focal_length}
     finally:
         db.close()
 
@@ -97,21 +96,24 @@ def _focal_sd(rec, refine_extra_params: bool) -> dict[int, float]:
     """Standard deviation (px) of each camera's focal length in a bundle adjustment of a copy of ``rec``."""
     import pycolmap
 
-    from recon3d.sfm.intrinsics import bundle_adjust, residual_variance
+    from recon3d.sfm.intrinsics import (
+        bundle_adjust,
+        residual_variance,
+        scaled_covariance,
+    )
 
     trial = pycolmap.Reconstruction(rec)
     _, covs = bundle_adjust(trial, covariance=True, refine_extra_params=refine_extra_params)
     sigma2 = residual_variance(trial)
     out = {}
     for cid, cam in trial.cameras.items():
-        extra = set(cam.extra_params_idxs()) if refine_extra_params else set()
-        variable = [i for i in range(len(cam.params)) if i in set(cam.focal_length_idxs()) | extra]
-        cov = (covs or {}).get(cid)
-        if cov is None or cov.shape[0] != len(variable):
+        got = scaled_covariance(trial, covs, cid, cam, True, False, refine_extra_params, sigma2)
+        if got is None:
             out[cid] = float("nan")
             continue
+        variable, cov = got
         idx = [variable.index(i) for i in cam.focal_length_idxs()]
-        var = float(np.mean(np.diag(cov)[idx])) * sigma2
+        var = float(np.mean(np.diag(cov)[idx]))
         out[cid] = float(np.sqrt(var)) if var >= 0 else float("nan")
     return out
 
