@@ -172,16 +172,23 @@ def test_live_viewer_renders_the_browser_view(browser, orbit_ws):
         page = browser.new_page(viewport=VIEWPORT)
         page.goto(lv.url)
         page.get_by_text("Training", exact=True).wait_for(timeout=30_000)
+
+        def rendered_current_view() -> bool:
+            # The browser may still move its camera after the first renders (its default view, then
+            # the scene's initial view arrives): wait for a render of the view it shows now.
+            client = next((c for c in lv.server.get_clients().values() if has_camera(c)), None)
+            return (client is not None and lv.renders >= 2 and
+                    np.allclose(asked[-1][0], client_cam_from_world(client.camera), atol=1e-6))
+
         end = time.monotonic() + 30
         step = 0
-        while time.monotonic() < end and lv.renders < 2:
+        while time.monotonic() < end and not rendered_current_view():
             step += 1
             lv(TrainEvent("nerf", step, 1000, {"loss": 1.0 / step, "psnr": 12.0 + step / 10}, render=render))
             time.sleep(0.02)
         assert lv.renders >= 2, "no render of the browser's view while it was connected"
-        client = next(c for c in lv.server.get_clients().values() if has_camera(c))
+        assert rendered_current_view(), "the renders never caught up with the browser's current view"
         cam_from_world, K, w, h = asked[-1]
-        assert np.allclose(cam_from_world, client_cam_from_world(client.camera), atol=1e-6)
         assert max(w, h) == lv.config.render_size and K[0, 2] == w / 2
         page.get_by_text("current view").wait_for(timeout=10_000)
         assert "nerf** training: step" in lv.status.content
