@@ -194,6 +194,21 @@ def test_retrieval_finds_the_ring_neighbours(orbit_db):
     assert ring <= {tuple(sorted((names[a], names[b]))) for a, b in ids}
 
 
+def test_indexing_into_the_vocabulary_tree_is_deterministic(orbit_db, tmp_path):
+    """The indexed tree is the same file every time (on more than one thread it was not: about one
+    indexing in twenty differed, and with it, sometimes, the retrieval pairs of one machine and a cluster)."""
+    import hashlib
+
+    from recon3d.sfm.retrieval import build_vocab_tree, index_vocab_tree
+
+    build_vocab_tree(orbit_db, tmp_path / "tree.bin")
+    digests = set()
+    for _ in range(5):
+        info = index_vocab_tree(tmp_path / "tree.bin", orbit_db, tmp_path / "indexed.bin")
+        digests.add(hashlib.sha256((tmp_path / "indexed.bin").read_bytes()).hexdigest())
+    assert len(digests) == 1 and info["indexed"] == 24
+
+
 def test_loop_detection_closes_the_ring(orbit_db):
     """The first and last views of the ring overlap, but sequential matching (overlap 1) pairs only
     neighbours in name order: the closing pair comes from loop detection alone (no downloaded tree)."""

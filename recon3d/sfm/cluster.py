@@ -317,7 +317,7 @@ def retrieval_on_cluster(session: ClusterSession, database: Path, num_images: in
     shared, c0 = shared or SharedInputs(database), time.process_time()
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
         tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
-        info.update(index_vocab_tree(tree, database, Path(tmp) / "indexed.bin", num_threads))
+        info.update(index_vocab_tree(tree, database, Path(tmp) / "indexed.bin"))
         indexed = (Path(tmp) / "indexed.bin").read_bytes()
     t0 = time.perf_counter()
     db = pycolmap.Database.open(database)

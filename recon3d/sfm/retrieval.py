@@ -14,16 +14,19 @@ on that file for any subset of the photos (it finds them indexed and only querie
 the subsets' pairs is :func:`retrieval_pairs`' list.
 
 Determinism: the same database and seed give the same tree file, byte for byte, and the same pair
-set. What could vary and why it does not: the sample is drawn with a seeded numpy generator; the
-Hamming-embedding projection comes from COLMAP's thread-local PRNG, which
-``pycolmap.set_random_seed`` seeds right before every build, in the calling thread; faiss k-means
-and the IVF/ITQ word index use faiss's own fixed seeds; the number of OpenMP threads (1 to 16, set
-through ``num_threads`` or the calling thread's OpenMP setting) gives the same tree; queries are
-read-only. Checked (on a 2-core x86-64 machine) repeatedly in one process, across processes and
-with the CPUs overloaded; the cause of one CI run that saw two calls differ is not known. What
-does vary is the *order* of COLMAP's pair list: the pair generator answers queries on a thread pool
-and returns results in the order the threads finish, so :func:`retrieval_pairs` (and
-:func:`recon3d.sfm.pairs.select_pairs`) return sorted, de-duplicated pairs.
+set, on one machine and on a cluster. What could vary and why it does not: the sample is drawn
+with a seeded numpy generator; the Hamming-embedding projection comes from COLMAP's thread-local
+PRNG, which ``pycolmap.set_random_seed`` seeds right before every build, in the calling thread;
+faiss k-means and the IVF/ITQ word index use faiss's own fixed seeds; the number of OpenMP threads
+(1 to 16) gives the same tree. *Indexing* the photos into the tree is not deterministic on more
+than one thread: measured on the 12-view orbit database, 3 of 60 indexings on 2 threads wrote a
+different file, and queries on such a file gave a different pair once in six (the cause of the
+cluster test's rare failures). So both paths index on one thread, through
+:func:`index_vocab_tree`, and query the indexed file (queries are read-only and are spread over
+threads or tasks). What does vary is the *order* of COLMAP's pair list: the pair generator answers
+queries on a thread pool and returns results in the order the threads finish, so
+:func:`retrieval_pairs` (and :func:`recon3d.sfm.pairs.select_pairs`) return sorted, de-duplicated
+pairs.
 """
 
 from __future__ import annotations
@@ -145,16 +148,22 @@ def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = ""
 
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
         tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
+        indexed = Path(tmp) / "indexed.bin"
+        try:
+            info.update(index_vocab_tree(tree, database, indexed))
+        except UserError:
+            raise
+        except Exception as exc:  # a corrupt or foreign tree file
+            raise UserError(f"vocabulary tree {tree} could not be used ({exc}); "
+                            "leave --vocab-tree out and recon3d trains one on your photos") from None
         options = pycolmap.VocabTreePairingOptions()
-        options.vocab_tree_path = str(tree)
+        options.vocab_tree_path = str(indexed)  # every photo found indexed: the generator only queries
         options.num_images = num_images + 1  # an image retrieves itself first
+        options.num_checks = NUM_CHECKS
         options.num_threads = num_threads
         db = pycolmap.Database.open(database)
         try:
             raw = pycolmap.VocabTreePairGenerator(options, db).all_pairs()
-        except Exception as exc:  # a corrupt or foreign tree file
-            raise UserError(f"vocabulary tree {tree} could not be used ({exc}); "
-                            "leave --vocab-tree out and recon3d trains one on your photos") from None
         finally:
             db.close()
     pairs = sorted({(min(a, b), max(a, b)) for a, b in raw if a != b})
@@ -177,8 +186,10 @@ def feature_keypoints(keypoints: np.ndarray):
                                       for r in kp.tolist()])
 
 
-def index_vocab_tree(tree: Path, database: Path, out: Path, num_threads: int = -1) -> dict:
+def index_vocab_tree(tree: Path, database: Path, out: Path) -> dict:
     """Index every photo of ``database`` into the vocabulary tree ``tree`` and write the result to ``out``.
+
+    On one thread: on more, the file depends on thread timing (see the module's note on determinism).
 
     What pycolmap's ``VocabTreePairGenerator`` does before its first query (each feature assigned to
     one visual word, :data:`NUM_CHECKS` checks, then the tf-idf weights), so a generator reading
@@ -195,7 +206,7 @@ def index_vocab_tree(tree: Path, database: Path, out: Path, num_threads: int = -
     options = pycolmap.VisualIndex.IndexOptions()
     options.num_neighbors = 1
     options.num_checks = NUM_CHECKS
-    options.num_threads = num_threads
+    options.num_threads = 1
     db = pycolmap.Database.open(database)
     features = indexed = 0
     try:
