@@ -151,7 +151,10 @@ def test_lowtex_report_is_honest(lowtex_scene, tmp_path_factory):
     report = result.report
     assert report["features"]["extracted_again"]  # every photo had < 1000 keypoints
     assert all(after > before for before, after in report["features"]["extracted_again"].values())
-    assert "global" in report["policy"]  # photos were left out, so the global mapper was tried
+    policy = report["policy"]
+    # the global mapper is tried whenever photos are still left out after the second pass (which, on this
+    # lens, sometimes places every photo: the mapping runs on threads and varies from run to run)
+    assert "global" in policy or policy["second_pass"]["after"] == 16
     _check_honest(ws, report)
     (focal,) = report["models"][0]["refinement"]["focal"]
     if ev["gt"]["rotation_deg"]["max"] > 5:  # a wrong model is never silent
