@@ -312,13 +312,12 @@ def retrieval_on_cluster(session: ClusterSession, database: Path, num_images: in
     import pycolmap
     import ray
 
-    from recon3d.sfm.retrieval import index_vocab_tree, query_vocab_tree, vocab_tree_file
+    from recon3d.sfm.retrieval import indexed_vocab_tree, query_vocab_tree
 
     shared, c0 = shared or SharedInputs(database), time.process_time()
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
-        tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
-        info.update(index_vocab_tree(tree, database, Path(tmp) / "indexed.bin"))
-        indexed = (Path(tmp) / "indexed.bin").read_bytes()
+        path, info = indexed_vocab_tree(database, vocab_tree, Path(tmp), seed, num_threads)
+        indexed = path.read_bytes()
     t0 = time.perf_counter()
     db = pycolmap.Database.open(database)
     try:

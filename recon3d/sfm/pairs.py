@@ -51,7 +51,7 @@ def select_pairs(database: Path, config: MatchingConfig, seed: int = 0, num_thre
     if mode == "spatial" and not has_gps:
         raise UserError("spatial matching needs GPS positions in the photos' EXIF and these have none; "
                         "use --matching exhaustive, retrieval or sequential")
-    from recon3d.sfm.retrieval import NUM_CHECKS, index_vocab_tree, retrieval_pairs, vocab_tree_file
+    from recon3d.sfm.retrieval import NUM_CHECKS, indexed_vocab_tree, retrieval_pairs
 
     if mode == "retrieval":
         ids, _ = (retrieve or retrieval_pairs)(database, min(config.retrieval_num_images, max(n - 1, 1)), config.vocab_tree,
@@ -65,10 +65,9 @@ def select_pairs(database: Path, config: MatchingConfig, seed: int = 0, num_thre
             options.overlap = config.overlap
             if config.loop_detection:
                 options.loop_detection = True
-                tree, _ = vocab_tree_file(database, config.vocab_tree, Path(tmp), seed, num_threads)
                 # indexed here, on one thread: the generator's own indexing depends on thread timing
-                index_vocab_tree(tree, database, Path(tmp) / "indexed.bin")
-                options.vocab_tree_path = str(Path(tmp) / "indexed.bin")
+                indexed, _ = indexed_vocab_tree(database, config.vocab_tree, Path(tmp), seed, num_threads)
+                options.vocab_tree_path = str(indexed)
                 options.loop_detection_num_checks = NUM_CHECKS
         else:
             options, generator = pycolmap.SpatialPairingOptions(), pycolmap.SpatialPairGenerator

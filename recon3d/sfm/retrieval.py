@@ -147,15 +147,7 @@ def retrieval_pairs(database: Path, num_images: int, vocab_tree: Path | str = ""
     import pycolmap
 
     with tempfile.TemporaryDirectory(prefix="recon3d-vocab-") as tmp:
-        tree, info = vocab_tree_file(database, vocab_tree, Path(tmp), seed, num_threads)
-        indexed = Path(tmp) / "indexed.bin"
-        try:
-            info.update(index_vocab_tree(tree, database, indexed))
-        except UserError:
-            raise
-        except Exception as exc:  # a corrupt or foreign tree file
-            raise UserError(f"vocabulary tree {tree} could not be used ({exc}); "
-                            "leave --vocab-tree out and recon3d trains one on your photos") from None
+        indexed, info = indexed_vocab_tree(database, vocab_tree, Path(tmp), seed, num_threads)
         options = pycolmap.VocabTreePairingOptions()
         options.vocab_tree_path = str(indexed)  # every photo found indexed: the generator only queries
         options.num_images = num_images + 1  # an image retrieves itself first
@@ -224,6 +216,24 @@ def index_vocab_tree(tree: Path, database: Path, out: Path) -> dict:
     index.write(out)
     return {"indexed": indexed, "features": features, "index_bytes": out.stat().st_size,
             "index_seconds": time.perf_counter() - t0}
+
+
+def indexed_vocab_tree(database: Path, vocab_tree: Path | str, tmp: Path, seed: int = 0,
+                       num_threads: int = -1) -> tuple[Path, dict]:
+    """:func:`vocab_tree_file` with every photo of ``database`` indexed into it (:func:`index_vocab_tree`),
+    written under ``tmp``: what retrieval, its cluster twin and loop detection query.
+
+    Returns:
+        ``(indexed tree file, info of both steps)``.
+    """
+    tree, info = vocab_tree_file(database, vocab_tree, tmp, seed, num_threads)
+    indexed = Path(tmp) / "indexed.bin"
+    try:
+        info.update(index_vocab_tree(tree, database, indexed))
+    except Exception as exc:  # a corrupt or foreign tree file
+        raise UserError(f"vocabulary tree {tree} could not be used ({exc}); "
+                        "leave --vocab-tree out and recon3d trains one on your photos") from None
+    return indexed, info
 
 
 def query_vocab_tree(skeleton: bytes, indexed_tree: bytes, features: dict, num_images: int,
