@@ -54,6 +54,38 @@ def test_orbit_meets_ground_truth(orbit_sfm):
     assert result.report["unregistered"] == []
 
 
+def test_a_photo_placed_wrongly_is_refused_by_the_two_view_check(orbit_sfm):
+    """The two-view consistency check: on the orbit model every photo agrees with most of its verified
+    matches and none is refused; the same model with one photo turned 117 deg about its centre (a pose
+    its reprojection error alone would not give away after a few points were triangulated through it)
+    loses exactly that photo, with the counts in the reason."""
+    import pycolmap
+
+    from recon3d.sfm.consistency import agreement, check_model, read_verified
+
+    ws, result, _, _ = orbit_sfm
+    assert result.report["policy"]["inconsistent"] == {}
+    rec = pycolmap.Reconstruction(str(ws.sparse / "0"))
+    db = pycolmap.Database.open(ws.database)
+    keypoints = {i: np.asarray(db.read_keypoints(i)) for i in rec.reg_image_ids()}
+    db.close()
+    shares = [a.share for a in agreement(rec, read_verified(ws.database), keypoints, 4.0).values()]
+    assert min(shares) > 0.75 and np.median(shares) > 0.9
+    assert check_model(rec, ws.database, 4.0, 0.5, 15) == {}
+
+    im = next(rec.images[i] for i in rec.reg_image_ids() if rec.images[i].name == "view_007.png")
+    frame = rec.frames[im.frame_id]
+    pose = np.asarray(frame.rig_from_world.matrix())
+    c = -pose[:, :3].T @ pose[:, 3]
+    turn = pycolmap.Rotation3d(np.array([0.0, 1.0, 0.0]) * np.deg2rad(117.0)).matrix()
+    R = turn @ pose[:, :3]
+    frame.rig_from_world = pycolmap.Rigid3d(np.concatenate([R, (-R @ c)[:, None]], axis=1))
+    refused = check_model(rec, ws.database, 4.0, 0.5, 15)
+    assert list(refused) == ["view_007.png"] and "verified matches" in refused["view_007.png"]
+    assert "view_007.png" not in {rec.images[i].name for i in rec.reg_image_ids()}
+    assert rec.num_reg_images() == 23
+
+
 def test_orbit_outputs_are_a_colmap_workspace(orbit_sfm, orbit_scene):
     import pycolmap
 

@@ -162,6 +162,13 @@ class MapperConfig:
     """'auto': when incremental mapping still leaves photos out, also run the global mapper on the same
     matches and keep its model when it registers more photos at similar reprojection error and a
     plausible focal length (the report says which mapper won and why); 'never': do not."""
+    consistency_min_agreement: float = option(0.5, min=0.0, max=1.0)
+    """Two-view consistency check of every model (recon3d.sfm.consistency): a registered photo is
+    deregistered when under this share of its verified matches with the other registered photos agree
+    with the model's poses (0 to 1; 0: no check). A rightly placed photo agrees with 0.85-1.0 of them."""
+    consistency_max_error: float = option(4.0, min=0.0)
+    """Two-view consistency check: largest Sampson distance (px) of a verified match that agrees with
+    the model (>= 0)."""
     pp_max_sd_frac: float = option(0.002, min=0.0)
     """Principal-point rule: largest standard deviation of a kept principal point, as a fraction of the
     image diagonal."""

@@ -465,7 +465,7 @@ def _report(ws: Workspace, scan: ImageScan, config: SfmConfig, built: dict, timi
                 registered.setdefault(im.name, k)
     policy = built["notes"].get("policy", {})
     unregistered = unregistered_entries(explain_unregistered(built["stats"], built["names"], registered, config),
-                                        policy.get("rejected", []))
+                                        policy.get("rejected", []), policy.get("inconsistent"))
     timings["total"] = time.perf_counter() - t_start
     report = build_report(ws, config, scan, built["features"], built["matches"], models, built["refine"],
                           unregistered, timings)

@@ -15,7 +15,12 @@ After the mapper (:func:`recon3d.sfm.mapping.map_database`) has built its models
    one only when it registers more photos at equal consistency, judged without ground truth: mean
    reprojection error at most 1.5 times the incremental model's (+0.1 px) and a plausible focal length
    (:func:`plausible_focal`). ``reports/sfm.json`` says which mapper won and why (``policy``).
-3. **Merging.** Smaller models whose photos all sit in the largest one after 1-2 are dropped (their
+3. **Two-view consistency** (``mapping.consistency_min_agreement``). Every model is checked against
+   the database's verified two-view geometries (:mod:`recon3d.sfm.consistency`): a photo whose
+   verified matches with the other registered photos mostly disagree with the model's poses is
+   deregistered (``inconsistent`` in the report, with the counts), so a photo placed wrongly through
+   false matches is refused rather than reported as registered.
+4. **Merging.** Smaller models whose photos all sit in the largest one after 1-3 are dropped (their
    photos are in ``sparse/0``); the rest stay as ``sparse/1``, ... A photo only there is *not*
    counted as registered: the report lists it with the step that refused it.
 
@@ -165,12 +170,13 @@ def run_global(database: Path, image_dir: Path, scratch: Path, config: SfmConfig
 
 def complete_models(database: Path, image_dir: Path, scratch_root: Path, models: list, config: SfmConfig,
                     names: list[str], refine_extra_params: bool = True, hold_focal: bool = False) -> tuple[list, dict]:
-    """Steps 1-3 of the module docstring on the mapper's ``models`` (largest first).
+    """Steps 1-4 of the module docstring on the mapper's ``models`` (largest first).
 
     Returns:
         ``(models largest first, policy report)``; the report holds ``mapper`` (which mapper's model
         is ``sparse/0``), ``why``, ``second_pass``, ``global``, ``rejected`` (photos the second pass
-        refused) and ``merged`` (smaller models absorbed).
+        refused, and those of step 3), ``inconsistent`` (step 3: name -> reason) and ``merged`` (smaller
+        models absorbed).
     """
     from recon3d.core.atomic import owned_temp_prefix
 
@@ -204,6 +210,16 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
                 models = [glob] + models
             else:
                 report["why"] = report["global"]["why"]
+    if models and m.consistency_min_agreement > 0:
+        from recon3d.sfm.consistency import check_model
+
+        inconsistent: dict[str, str] = {}
+        for rec in models:
+            inconsistent.update(check_model(rec, database, m.consistency_max_error, m.consistency_min_agreement,
+                                            config.matching.min_num_inliers))
+        report["inconsistent"] = inconsistent
+        report["rejected"] = report["rejected"] + [n for n in inconsistent if n not in report["rejected"]]
+        models = sorted((r for r in models if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
     if models:
         main = reg_names(models[0])
         kept = [models[0]] + [r for r in models[1:] if not reg_names(r) <= main]
@@ -303,11 +319,15 @@ def step_of(reason: str) -> str:
     return "failed absolute pose"
 
 
-def unregistered_entries(reasons: dict[str, str], rejected: list[str]) -> list[dict]:
-    """The report's ``unregistered`` list: ``{name, reason, step, help}`` per photo not in sparse/0."""
+def unregistered_entries(reasons: dict[str, str], rejected: list[str],
+                         inconsistent: dict[str, str] | None = None) -> list[dict]:
+    """The report's ``unregistered`` list: ``{name, reason, step, help}`` per photo not in sparse/0
+    (``inconsistent``: the reasons of photos the two-view consistency check deregistered)."""
     out = []
     for name, reason in sorted(reasons.items()):
-        if name in rejected and step_of(reason) == "failed absolute pose":
+        if name in (inconsistent or {}) and step_of(reason) == "failed absolute pose":
+            reason = inconsistent[name]
+        elif name in rejected and step_of(reason) == "failed absolute pose":
             reason = ("rejected: the second registration pass placed it, but its reprojection error was out of "
                       "line with the model's other photos")
         step = step_of(reason)

@@ -185,6 +185,12 @@ def _markdown(report: dict, ws: Workspace) -> str:
             sp = policy["second_pass"]
             lines.append(f"- second registration pass: {sp['before']} -> {sp['after']} photos "
                          f"({sp.get('placed', sp['after'])} placed); {sp['decision']}")
+        if "inconsistent" in policy:
+            bad = policy["inconsistent"]
+            lines.append("- two-view consistency check: " + (
+                f"{len(bad)} photo(s) deregistered, their poses contradicted by most of their verified matches: "
+                + ", ".join(f"`{n}`" for n in sorted(bad)) if bad else
+                "every registered photo agrees with its verified matches"))
         if policy.get("merged"):
             lines.append(f"- {policy['merged']} smaller model(s) merged: their photos are all in sparse/0")
     if report["images"]["skipped"]:
