@@ -129,11 +129,19 @@ def test_clicking_a_camera_flies_the_view_to_it(browser, orbit_ws):
         fly_to(client, behind, view.fov_y, 3.0)
         wait_for_pose(behind)
         time.sleep(0.5)
-        page.mouse.click(VIEWPORT["width"] / 2, VIEWPORT["height"] / 2)
-        end = time.monotonic() + 15
-        while time.monotonic() < end and app._selected != k:
-            time.sleep(0.1)
-        assert app._selected == k, "the click did not reach camera 5's frustum"
+        # Click the centre of the canvas; under load (CI failed once) the browser may not have drawn the
+        # scene from the new pose when the first click lands, so click again (a person would too), 3 times.
+        for _ in range(3):
+            page.mouse.click(VIEWPORT["width"] / 2, VIEWPORT["height"] / 2)
+            end = time.monotonic() + 5
+            while time.monotonic() < end and app._selected != k:
+                time.sleep(0.1)
+            if app._selected == k:
+                break
+        if app._selected != k:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "viewer_click_missed.png"))
+        assert app._selected == k, "the click did not reach camera 5's frustum (screenshot: viewer_click_missed.png)"
         got = wait_for_pose(view.world_from_cam)
         radius = content.frame.radius
         assert np.linalg.norm(got[:, 3] - view.center) < 1e-6 * radius
