@@ -10,16 +10,17 @@ After the mapper (:func:`recon3d.sfm.mapping.map_database`) has built its models
    kept only when its mean reprojection error stays within what the model's other photos show
    (:func:`accept_extension`); the whole pass is dropped when it raises the other photos' error or
    moves the focal length.
-2. **Global mapping as a second opinion** (``mapping.try_global``). When photos are still left out,
-   the global mapper (GLOMAP) runs on the same database; its largest model replaces the incremental
-   one only when it registers more photos at equal consistency, judged without ground truth: mean
-   reprojection error at most 1.5 times the incremental model's (+0.1 px) and a plausible focal length
-   (:func:`plausible_focal`). ``reports/sfm.json`` says which mapper won and why (``policy``).
-3. **Two-view consistency** (``mapping.consistency_min_agreement``). Every model is checked against
+2. **Two-view consistency** (``mapping.consistency_min_agreement``). Every model is checked against
    the database's verified two-view geometries (:mod:`recon3d.sfm.consistency`): a photo whose
    verified matches with the other registered photos mostly disagree with the model's poses is
    deregistered (``inconsistent`` in the report, with the counts), so a photo placed wrongly through
    false matches is refused rather than reported as registered.
+3. **Global mapping as a second opinion** (``mapping.try_global``). When photos are still left out,
+   the global mapper (GLOMAP) runs on the same database and its model goes through the same
+   consistency check; it replaces the incremental one only when it then registers more photos at
+   equal consistency, judged without ground truth: mean reprojection error at most 1.5 times the
+   incremental model's (+0.1 px) and a plausible focal length (:func:`plausible_focal`).
+   ``reports/sfm.json`` says which mapper won and why (``policy``).
 4. **Merging.** Smaller models whose photos all sit in the largest one after 1-3 are dropped (their
    photos are in ``sparse/0``); the rest stay as ``sparse/1``, ... A photo only there is *not*
    counted as registered: the report lists it with the step that refused it.
@@ -174,9 +175,10 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
 
     Returns:
         ``(models largest first, policy report)``; the report holds ``mapper`` (which mapper's model
-        is ``sparse/0``), ``why``, ``second_pass``, ``global``, ``rejected`` (photos the second pass
-        refused, and those of step 3), ``inconsistent`` (step 3: name -> reason) and ``merged`` (smaller
-        models absorbed).
+        is ``sparse/0``), ``why``, ``second_pass``, ``global`` (with ``inconsistent``: how many photos
+        step 2 took out of the global model), ``rejected`` (photos the second pass refused, and those
+        of step 2), ``inconsistent`` (step 2 on the models kept: name -> reason, photos in sparse/0
+        excepted) and ``merged`` (smaller models absorbed).
     """
     from recon3d.core.atomic import owned_temp_prefix
 
@@ -201,31 +203,44 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
             else:
                 report["second_pass"] = {"before": int(before.num_reg_images()), "after": int(before.num_reg_images()),
                                          "decision": "second pass registered no further photo"}
+        checks = [(rec, _check(rec, database, config)) for rec in models]  # step 2: (model, refused)
+        models = sorted((r for r in models if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
         best = models[0].num_reg_images() if models else 0
         if m.try_global == "auto" and m.mapper == "incremental" and best < len(names):
             glob = run_global(database, image_dir, scratch, config, names, refine_extra_params, hold_focal)
-            report["global"] = _judge_global(models[0] if models else None, glob)
+            g_checked = _check(glob, database, config) if glob is not None else {}
+            report["global"] = _judge_global(models[0] if models else None,
+                                             glob if glob is not None and glob.num_reg_images() > 0 else None)
+            report["global"]["inconsistent"] = len(g_checked)
             if report["global"]["won"]:
                 report["mapper"], report["why"] = "global", report["global"]["why"]
                 models = [glob] + models
+                checks.append((glob, g_checked))
             else:
                 report["why"] = report["global"]["why"]
-    if models and m.consistency_min_agreement > 0:
-        from recon3d.sfm.consistency import check_model
-
-        inconsistent: dict[str, str] = {}
-        for rec in models:
-            inconsistent.update(check_model(rec, database, m.consistency_max_error, m.consistency_min_agreement,
-                                            config.matching.min_num_inliers))
-        report["inconsistent"] = inconsistent
-        report["rejected"] = report["rejected"] + [n for n in inconsistent if n not in report["rejected"]]
-        models = sorted((r for r in models if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
+    if m.consistency_min_agreement > 0:
+        main_names = reg_names(models[0]) if models else set()
+        # a photo refused by a smaller model but registered in sparse/0 is not refused
+        report["inconsistent"] = {n: why for rec, refused in checks if any(rec is r for r in models)
+                                  for n, why in refused.items() if n not in main_names}
+        report["rejected"] = report["rejected"] + [n for n in report["inconsistent"] if n not in report["rejected"]]
     if models:
         main = reg_names(models[0])
         kept = [models[0]] + [r for r in models[1:] if not reg_names(r) <= main]
         report["merged"] = len(models) - len(kept)
         models = kept
     return models, report
+
+
+def _check(rec, database: Path, config: SfmConfig) -> dict[str, str]:
+    """Step 2 on ``rec`` (modified): ``{name: reason}`` of the photos the consistency check deregistered."""
+    from recon3d.sfm.consistency import check_model
+
+    m = config.mapping
+    if m.consistency_min_agreement <= 0:
+        return {}
+    return check_model(rec, database, m.consistency_max_error, m.consistency_min_agreement,
+                       config.matching.min_num_inliers)
 
 
 def _judge_global(inc, glob) -> dict:
