@@ -2,11 +2,17 @@
 
 Scenes are rendered once per test session. Set ``RECON3D_TEST_CACHE=/some/dir`` to keep
 renders between runs (they are deterministic; a changed spec renders again).
+
+Under pytest-xdist (``scripts/test.sh`` runs two workers) the expensive session fixtures (the
+rendered scenes, the CPU splat run, the checkerboard calibration) are built once for all workers:
+the first worker to need one builds it in a folder shared by the workers, under a file lock, and
+the others wait for it and read it (:func:`shared_once`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,11 +41,33 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def shared_once(tmp_path_factory, name: str, build, folder: Path | None = None) -> Path:
+    """``build(folder)`` once per test run, whatever the number of xdist workers; returns the folder.
+
+    ``folder`` defaults to ``name`` in a folder all workers of this run share (one worker: its own
+    temporary folder). The first caller builds under a file lock and leaves a ``.built`` mark there
+    (for this run only: a kept ``RECON3D_TEST_CACHE`` is checked again by the next run); the others
+    wait on the lock and find the mark. A build that failed leaves no mark: the next caller
+    builds again (and fails the same way, in its own test).
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    run = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"  # this run's, for all workers
+    run.mkdir(parents=True, exist_ok=True)
+    folder = folder or run / name
+    mark = run / f".{name}.built"
+    with FileLock(str(run / f".{name}.lock")):
+        if not mark.exists():
+            build(folder)
+            mark.touch()
+    return folder
+
+
 def _rendered(tmp_path_factory, name: str) -> Path:
     cache = os.environ.get("RECON3D_TEST_CACHE")
-    root = Path(cache) / name if cache else tmp_path_factory.mktemp(name)
-    render_scene_cached(load_spec(name), root)
-    return root
+    return shared_once(tmp_path_factory, f"scene-{name}", lambda root: render_scene_cached(load_spec(name), root),
+                       Path(cache) / name if cache else None)
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +120,16 @@ def splat_cpu_ws(orbit_scene, tmp_path_factory) -> Workspace:
     import subprocess
     import sys
 
-    ws = scene_workspace(orbit_scene, tmp_path_factory.mktemp("splat") / "orbit")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "recon3d", "train", str(ws.root), "--device", "cpu",
-                           "--method", "splat-cpu"], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "splat: done" in proc.stdout and "test PSNR" in proc.stdout
+    def build(folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        ws = scene_workspace(orbit_scene, folder / "orbit")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "-m", "recon3d", "train", str(ws.root), "--device", "cpu",
+                               "--method", "splat-cpu"], env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "splat: done" in proc.stdout and "test PSNR" in proc.stdout
+
+    ws = Workspace(shared_once(tmp_path_factory, "splat-cpu", build) / "orbit")
     return ws
 
 
@@ -106,9 +138,12 @@ def checkerboard_camera_json(checkerboard_scene, tmp_path_factory) -> Path:
     """camera.json written by ``recon3d calibrate`` on the checkerboard scene (once per session)."""
     from recon3d.cli import main
 
-    out = tmp_path_factory.mktemp("calib") / "cal" / "camera.json"
-    rc = main(["calibrate", str(checkerboard_scene / "images"), "--board", "9x6", "--square", "0.025", "-o", str(out)])
-    assert rc == 0
+    def build(folder: Path) -> None:
+        rc = main(["calibrate", str(checkerboard_scene / "images"), "--board", "9x6", "--square", "0.025",
+                   "-o", str(folder / "camera.json")])
+        assert rc == 0
+
+    out = shared_once(tmp_path_factory, "calib", build) / "camera.json"
     return out
 
 
