@@ -33,7 +33,14 @@ def _cuda_available() -> bool:
         return False
 
 
+HEAVY_FIRST = ["test_splat.py", "test_soak.py", "test_sfm.py", "test_calibrate.py", "test_sfm_registration.py",
+               "test_viewer_browser.py", "test_nerf_train.py", "test_cluster.py", "test_splat_distributed.py"]
+"""Test files run first (longest first: the xdist workers then finish together), the rest in name order."""
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within a rank
     if not _cuda_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
