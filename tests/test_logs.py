@@ -213,6 +213,29 @@ def test_line_progress_reports_every_interval(capsys):
     assert "done in" in lines[-1] and any("ETA" in ln for ln in lines[:-1])
 
 
+
+def test_line_progress_ticks_never_cross_the_final_line(capsys):
+    """The timer thread's lines and the final one never share a line or come after it, even with a
+    tick due at every moment (CI saw a tick and the final line interleaved under load)."""
+    every = SETTINGS.every
+    configure(every=1e-4)
+    try:
+        for _ in range(40):
+            bar = LineProgress(range(50), desc="work", unit="step", total=50, echo=True)
+            for _ in bar:
+                time.sleep(1e-4)
+    finally:
+        configure(every=every)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(re.fullmatch(r"\[[\d:]+\] work: step \d+/50 \(\d+%\) \| [^\[]*", ln) for ln in lines)
+    runs, run = [], []
+    for ln in lines:
+        run.append(int(re.search(r"step (\d+)/", ln).group(1)))
+        if "done in" in ln:
+            runs.append(run)
+            run = []
+    assert run == [] and all(r == sorted(r) and r[-1] == 50 for r in runs)
+
 def test_train_log_drops_steps_past_the_resumed_checkpoint(tmp_path):
     with TrainLog(tmp_path, 0) as log:
         for step in (10, 20, 30, 40):

@@ -156,6 +156,7 @@ class LineProgress:
         self.t0 = time.monotonic()
         self.lines = 0
         self._stop = threading.Event()
+        self._emitting = threading.Lock()
         self._thread: threading.Thread | None = None
         if echo or SETTINGS.file is not None:
             # the thread holds the bar weakly: a bar dropped without close() (an error mid-stage) stops it
@@ -202,7 +203,9 @@ class LineProgress:
         self._stop.set()
         if self.bar is not None:
             self.bar.close()
-        if self.lines:  # a stage that reported along the way also says when it ended
+        with self._emitting:  # a tick still writing has counted its line once this is acquired
+            reported = self.lines
+        if reported:  # a stage that reported along the way also says when it ended
             self.emit(final=True)
 
     def line(self, final: bool = False) -> str:
@@ -224,11 +227,17 @@ class LineProgress:
         return f"{head}{extra} | {tail}"
 
     def emit(self, final: bool = False) -> None:
-        text = self.line(final)
-        self.lines += 1
-        if self.echo and SETTINGS.level > QUIET:
-            print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-        to_file(text)
+        # One line at a time, in order: a timer tick that races close() either ends its line before the
+        # final one or is dropped (CI saw a tick and the final line interleaved on one line under load).
+        with self._emitting:
+            if not final and self._stop.is_set():
+                return
+            text = self.line(final)
+            self.lines += 1
+            if self.echo and SETTINGS.level > QUIET:
+                sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")  # one write: the line and its end
+                sys.stderr.flush()
+            to_file(text)
 
     @staticmethod
     def _tick(ref: "weakref.ref[LineProgress]", stop: threading.Event) -> None:
