@@ -96,20 +96,37 @@ def agreement(rec, verified: dict[tuple[int, int], np.ndarray], keypoints: dict[
     return out
 
 
-def check_model(rec, database: Path, threshold_px: float, min_agreement: float, min_matches: int) -> dict[str, str]:
+class Evidence:
+    """A database's verified matches (read once) and its keypoints (read when first needed): what
+    :func:`check_model` checks a model against, shared by the several models one run checks."""
+
+    def __init__(self, database: Path):
+        self.database = Path(database)
+        self.verified = read_verified(self.database)
+        self._keypoints: dict[int, np.ndarray] = {}
+
+    def keypoints(self, image_ids) -> dict[int, np.ndarray]:
+        """``{image id: (K, >= 2) keypoints}`` of ``image_ids``."""
+        import pycolmap
+
+        missing = [int(i) for i in image_ids if int(i) not in self._keypoints]
+        if missing:
+            db = pycolmap.Database.open(self.database)
+            try:
+                self._keypoints.update({i: np.asarray(db.read_keypoints(i)) for i in missing})
+            finally:
+                db.close()
+        return {int(i): self._keypoints[int(i)] for i in image_ids}
+
+
+def check_model(rec, evidence: Evidence | Path, threshold_px: float, min_agreement: float,
+                min_matches: int) -> dict[str, str]:
     """Deregister from ``rec`` (modified) the photos whose verified matches mostly disagree with it, worst
     first (a removed photo's pairs no longer count for its partners); returns ``{name: reason}`` of those
-    deregistered."""
-    import pycolmap
-
-    verified = read_verified(database)
-    reg = {int(i) for i in rec.reg_image_ids()}
-    db = pycolmap.Database.open(database)
-    try:
-        keypoints = {i: np.asarray(db.read_keypoints(i)) for i in reg}
-    finally:
-        db.close()
-    agree = agreement(rec, verified, keypoints, threshold_px)  # poses do not change below: computed once
+    deregistered. ``evidence``: an :class:`Evidence`, or the database to read one from."""
+    evidence = evidence if isinstance(evidence, Evidence) else Evidence(evidence)
+    keypoints = evidence.keypoints(rec.reg_image_ids())
+    agree = agreement(rec, evidence.verified, keypoints, threshold_px)  # poses do not change below: computed once
     rejected: dict[str, str] = {}
     while len(agree) > 2:
         bad = [(a.share, i) for i, a in agree.items() if a.verified >= min_matches and a.share < min_agreement]

@@ -203,12 +203,13 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
             else:
                 report["second_pass"] = {"before": int(before.num_reg_images()), "after": int(before.num_reg_images()),
                                          "decision": "second pass registered no further photo"}
-        checks = [(rec, _check(rec, database, config)) for rec in models]  # step 2: (model, refused)
+        evidence = _evidence(database, config)  # the verified matches, read once for every model checked
+        checks = [(rec, _check(rec, evidence, config)) for rec in models]  # step 2: (model, refused)
         models = sorted((r for r in models if r.num_reg_images() > 0), key=lambda r: -r.num_reg_images())
         best = models[0].num_reg_images() if models else 0
         if m.try_global == "auto" and m.mapper == "incremental" and best < len(names):
             glob = run_global(database, image_dir, scratch, config, names, refine_extra_params, hold_focal)
-            g_checked = _check(glob, database, config) if glob is not None else {}
+            g_checked = _check(glob, evidence, config) if glob is not None else {}
             report["global"] = _judge_global(models[0] if models else None,
                                              glob if glob is not None and glob.num_reg_images() > 0 else None)
             report["global"]["inconsistent"] = len(g_checked)
@@ -232,14 +233,21 @@ def complete_models(database: Path, image_dir: Path, scratch_root: Path, models:
     return models, report
 
 
-def _check(rec, database: Path, config: SfmConfig) -> dict[str, str]:
+def _evidence(database: Path, config: SfmConfig):
+    """What step 2 checks models against (:class:`recon3d.sfm.consistency.Evidence`); None when it is off."""
+    from recon3d.sfm.consistency import Evidence
+
+    return Evidence(database) if config.mapping.consistency_min_agreement > 0 else None
+
+
+def _check(rec, evidence, config: SfmConfig) -> dict[str, str]:
     """Step 2 on ``rec`` (modified): ``{name: reason}`` of the photos the consistency check deregistered."""
     from recon3d.sfm.consistency import check_model
 
     m = config.mapping
-    if m.consistency_min_agreement <= 0:
+    if evidence is None:
         return {}
-    return check_model(rec, database, m.consistency_max_error, m.consistency_min_agreement,
+    return check_model(rec, evidence, m.consistency_max_error, m.consistency_min_agreement,
                        config.matching.min_num_inliers)
 
 
