@@ -9,8 +9,8 @@ For each set both pipelines start from the same photos with the same camera mode
 SIMPLE_RADIAL camera), CPU SIFT at the same max image size (1600) and feature count (8192),
 exhaustive matching and incremental mapping:
 
-* recon3d: ``python -m recon3d sfm IMAGES -o WS`` (everything it does by default, including the
-  final refinement and the principal-point rule).
+* recon3d: ``python -m recon3d sfm IMAGES -o WS`` (everything it does by default, including SIFT
+  affine shapes, the final refinement and the principal-point rule).
 * COLMAP: Debian's ``colmap`` 3.8 CLI: ``feature_extractor``, ``exhaustive_matcher``, ``mapper``.
 
 Each command runs under ``/usr/bin/time -v``: wall time, CPU time (user + system) and peak
@@ -175,7 +175,8 @@ def write_tables(results: list[dict], meta: dict, out_dir: Path) -> str:
              f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs). Load average before "
              f"{meta['load_before']}, after {meta['load_after']} (other jobs shared the machine: wall times are "
              "inflated and noisy; CPU time is steadier). Same photos, one shared SIMPLE_RADIAL camera, CPU SIFT at "
-             f"max image size {MAX_IMAGE_SIZE} with {MAX_FEATURES} features, exhaustive matching, incremental mapping.",
+             f"max image size {MAX_IMAGE_SIZE} with {MAX_FEATURES} features (recon3d fits SIFT affine shapes by "
+             "default, COLMAP's default does not), exhaustive matching, incremental mapping.",
              "Rotation error: median after Sim(3) alignment to the ground truth (in brackets: after the rotation "
              "fitted to the orientations). Position error: median, % of the extent of the ground-truth cameras.", "",
              *md_table(["set", "tool", "wall s", "CPU s", "wall ratio", "peak MB", "registered", "reproj. px",

@@ -85,14 +85,16 @@ def test_sparse_ring_registers_every_view(sparse_ring_sfm):
 
 
 def test_narrow_lens_registers_every_view(narrow_sfm, narrow_scene):
-    """An 8 deg lens without EXIF: every view registered and accurate. Self-calibration puts the focal
-    length within 2 % (measured -1.0 %, 2.4 sd; with distortion fixed at zero it is the same), and the
-    report gives its standard deviation (measured 0.43 %)."""
+    """Issue #17's acceptance on ``narrow`` (an 8 deg lens, no EXIF): every view registered, the
+    self-calibrated focal length within 1 % and its standard deviation in the report. Measured +0.2 %
+    (sd 0.37 %) in seeds 0-2, median rotation error 0.09 deg. Without SIFT's affine shapes it was -0.9 to
+    -1.3 % (2-3 sd off) in seeds 0-2: keypoints of blobs on surfaces seen at an angle sit off the projection of
+    the blob's centre, an error that grows with the blob and pulls the focal length."""
     ws, result, ev = narrow_sfm
     assert result.report["registered"] == 12 and result.report["unregistered"] == []
     assert ev["gt"]["rotation_deg"]["median"] < 0.3
     f = result.report["models"][0]["cameras"][0]["params"][0]
-    assert abs(f / 4576.0 - 1) < 0.02
+    assert abs(f / 4576.0 - 1) < 0.01
     (focal,) = result.report["models"][0]["refinement"]["focal"]
     assert focal["source"] == "self-calibrated" and focal["determined"] and focal["prior"] is None
     assert 0 < focal["sd"] < 0.01 * f and abs(f - 4576.0) < 4 * focal["sd"]
@@ -100,9 +102,9 @@ def test_narrow_lens_registers_every_view(narrow_sfm, narrow_scene):
 
 
 def test_narrow_lens_keeps_the_exif_focal_length(narrow_scene, tmp_path_factory):
-    """The narrow-lens rule: with an EXIF focal length (4585 px, +0.2 %) the 8 deg lens is mapped with
+    """The narrow-lens rule: with an EXIF focal length (4567 px, -0.2 %) the 8 deg lens is mapped with
     it held, and the final refinement keeps it because self-calibration moves it by too few standard
-    deviations: focal length within 1 % and rotations better than self-calibrated (0.07 vs 0.12 deg)."""
+    deviations: focal length within 1 % (measured 0.087 deg median rotation error; self-calibrated 0.093)."""
     images, gt = _with_exif(narrow_scene, tmp_path_factory.mktemp("narrow_exif"), 4576.0)
     ws, result, ev = _sfm(narrow_scene, tmp_path_factory, "narrow_exif", images=images, gt=gt)
     report = result.report
@@ -139,38 +141,37 @@ def test_photos_only_in_a_separate_model_are_not_registered():
 
 
 @pytest.mark.slow
-def test_lowtex_report_is_honest(lowtex_scene, tmp_path_factory):
-    """A near-white object through a 12 deg lens, no EXIF: photos are extracted again with more
-    features, the global mapper is asked for a second opinion, and the report accounts for every photo.
-
-    Self-calibration cannot find this lens (measured 5100 px, sd 8.6 %, for 3045 px: the focal length of
-    a 12 deg lens on a few hundred weak features is not determined, and starting the mappers from other
-    focal lengths gives models that reproject as well but are tens of degrees off), so the report must
-    say so: the summary warns that the poses may be wrong and names what helps."""
-    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lowtex_registers_the_ring_without_exif(lowtex_scene, tmp_path_factory, seed):
+    """Issue #17's acceptance on ``lowtex`` (a near-white object through a 12 deg lens, no EXIF):
+    >= 14/16 views at a median rotation error < 1 deg in each of three runs. Every photo has under 1000
+    keypoints and is extracted again with more features; SIFT's affine shapes make the weak features
+    precise enough to find the lens (measured 16/16 at 0.33-0.38 deg, focal length 3035-3064 px for
+    3045, in seeds 0-2; without affine shapes 9/16 with views 117 deg off and 5100 px). The report
+    accounts for every photo, and a wrong model is never silent."""
+    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex", SfmConfig(seed=seed))
     report = result.report
+    print(f"lowtex seed {seed}: {report['registered']}/16, median {ev['gt']['rotation_deg']['median']:.3f} deg, "
+          f"f {report['models'][0]['cameras'][0]['params'][0]:.0f} px, {report['policy']['why']}")
     assert report["features"]["extracted_again"]  # every photo had < 1000 keypoints
     assert all(after > before for before, after in report["features"]["extracted_again"].values())
-    policy = report["policy"]
-    # the global mapper is tried whenever photos are still left out after the second pass (which, on this
-    # lens, sometimes places every photo: the mapping runs on threads and varies from run to run)
-    assert "global" in policy or policy.get("second_pass", {"after": 16})["after"] == 16
     _check_honest(ws, report)
     (focal,) = report["models"][0]["refinement"]["focal"]
     if ev["gt"]["rotation_deg"]["max"] > 5:  # a wrong model is never silent
         assert not focal["determined"] and "warning: the views do not determine the focal length" in result.summary
         assert "--camera" in result.summary
+    assert report["registered"] >= 14
+    assert ev["gt"]["rotation_deg"]["median"] < 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lowtex_with_exif_registers_the_ring(lowtex_scene, tmp_path_factory, seed):
-    """Issue #17's acceptance on ``lowtex``: with the EXIF focal length (3051 px for 3045) held while
-    mapping (narrow-lens rule) and the global mapper's second opinion, >= 14/16 views at < 1 deg in
-    each of three runs (measured 16/16 at 0.39 deg, seed 0)."""
+def test_lowtex_with_exif_registers_the_ring(lowtex_scene, tmp_path_factory):
+    """With the EXIF focal length (3051 px for 3045) held while mapping (narrow-lens rule), ``lowtex``
+    registers as without EXIF, and the focal length stays within 1 % (measured 16/16 at 0.29-0.35 deg
+    in seeds 0-2, EXIF value kept)."""
     images, gt = _with_exif(lowtex_scene, tmp_path_factory.mktemp("lowtex_exif"), 3045.0)
-    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex_exif", SfmConfig(seed=seed), images, gt)
-    print(f"lowtex EXIF seed {seed}: {result.report['registered']}/16, median {ev['gt']['rotation_deg']['median']:.3f} "
+    ws, result, ev = _sfm(lowtex_scene, tmp_path_factory, "lowtex_exif", SfmConfig(), images, gt)
+    print(f"lowtex EXIF: {result.report['registered']}/16, median {ev['gt']['rotation_deg']['median']:.3f} "
           f"deg, {result.report['policy']['why']}")
     assert result.report["registered"] >= 14
     assert ev["gt"]["rotation_deg"]["median"] < 1.0
@@ -195,7 +196,7 @@ def test_no_model_error_suggests_global_only_when_untried(mapper, global_tried, 
 @pytest.mark.slow
 def test_known_camera_prior_is_kept_where_the_views_do_not_determine_it(narrow_scene, tmp_path_factory):
     """--camera with the exact intrinsics on an 8 deg lens: the views cannot pin the focal length
-    (self-calibration misses it by ~1.4 %), so the calibration prior is kept as given and the run
+    (sd 0.37 %), so the calibration prior is kept as given and the run
     ends as --fixed-intrinsics would (recon3d.sfm.intrinsics.calibration_prior_rule)."""
     ws, result, ev = _sfm(narrow_scene, tmp_path_factory, "narrow_cam",
                           SfmConfig(camera_file=str(narrow_scene / "gt" / "camera.json")))
@@ -205,11 +206,12 @@ def test_known_camera_prior_is_kept_where_the_views_do_not_determine_it(narrow_s
     assert result.report["registered"] == 12 and ev["gt"]["rotation_deg"]["median"] < 0.3
 
 
-@pytest.mark.parametrize("min_inliers, expect", [(250, "second pass"), (400, "global")])
+@pytest.mark.parametrize("min_inliers, expect", [(500, "second pass"), (800, "global")])
 def test_left_out_views_are_registered_by_the_policy(orbit_scene, tmp_path, min_inliers, expect):
-    """Eight orbit views with a strict first pass: 250 inliers leave 3 views out (the second pass adds
-    them and merges the smaller models); 400 leave no model at all (the global mapper's model is used).
-    Either way every view ends in sparse/0, accurate against the true cameras."""
+    """Eight orbit views with a strict first pass: 500 inliers leave only the initial pair (the second
+    pass adds the other six: a two-photo model's low error is no bar, policy.MIN_IMAGES_FOR_ERROR_BAR;
+    with it as a bar the pair was kept and 6 views were left out); 800 leave no model at all (the global
+    mapper's model is used). Either way every view ends in sparse/0, accurate against the true cameras."""
     import shutil
 
     from recon3d.sfm.config import MapperConfig
@@ -249,19 +251,20 @@ def temple_full(shared_data, tmp_path_factory):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-@pytest.mark.parametrize("step", [pytest.param(2, marks=pytest.mark.xfail(
-    reason="issue #17 not reached: every 2nd view measured 0.843 deg vs the full set's 0.736 (0.107 > 0.1)",
-    run=False)), 3])
-def test_temple_ring_subsets_register_every_view(shared_data, temple_full, tmp_path, step):
-    """Every 2nd (10 views, 36 deg apart on average) and every 3rd view (7 views) of the temple ring:
-    all registered, median rotation error within 0.1 deg of the full set's (measured, seed 0: full
-    0.736, every 2nd 0.843 (10/10, misses by 0.007 deg), every 3rd 0.735 (7/7))."""
+@pytest.mark.parametrize("step, seed", [(2, 0), (2, 1), (2, 2), (3, 0)])
+def test_temple_ring_subsets_register_every_view(shared_data, temple_full, tmp_path, step, seed):
+    """Every 2nd (10 views, 36 deg apart on average; three runs) and every 3rd view (7 views) of the
+    temple ring: all registered, median rotation error within 0.1 deg of the full set's (issue #17).
+    Measured with SIFT's affine shapes, seeds 0-2: full 0.779-0.810 deg, every 2nd 0.834-0.835, every
+    3rd 0.653-0.676 (without affine shapes, seed 0: full 0.736, every 2nd 0.843, every 3rd 0.735). On
+    this ring the error is mostly the principal point the views cannot determine (left at the image
+    centre, 18 px from the true one): the rotation fitted to the orientations is 0.48 deg either way."""
     photos = tmp_path / "photos"
     photos.mkdir()
     for p in sorted((shared_data / "temple_ring" / "images").iterdir())[::step]:
         (photos / p.name).symlink_to(p)
     ws = Workspace(tmp_path / "ws")
-    result = run_sfm(ws, photos, SfmConfig())
+    result = run_sfm(ws, photos, SfmConfig(seed=seed))
     ev = evaluate_workspace(ws, gt=shared_data / "temple_ring" / "gt" / "templeR_par.txt")
     n = len(list(photos.iterdir()))
     print(f"temple every {step}: {result.report['registered']}/{n}, median {ev['gt']['rotation_deg']['median']:.3f} "
@@ -274,7 +277,8 @@ def test_temple_ring_subsets_register_every_view(shared_data, temple_full, tmp_p
 def test_known_camera_refinable_ends_as_fixed_on_exact_intrinsics(facade_scene, tmp_path_factory):
     """--camera with the exact synthetic intrinsics, refinable, ends no worse than --fixed-intrinsics
     (issue #17). Mapping runs with a given calibration held either way, so a calibration the final rule
-    keeps gives the --fixed-intrinsics model itself (measured: 0.0380 deg both). On the facade the
+    keeps gives the --fixed-intrinsics model itself (measured: 0.0489 deg both; 0.0380 before SIFT affine
+    shapes). On the facade the
     views moved the exact intrinsics 6.9 sd (cy by 4 px), which at the old 5 sd threshold made the
     refinable run 0.260 deg; narrow's case is test_known_camera_prior_is_kept_where_the_views_do_not_determine_it."""
     cam = str(facade_scene / "gt" / "camera.json")
@@ -283,4 +287,4 @@ def test_known_camera_refinable_ends_as_fixed_on_exact_intrinsics(facade_scene, 
     print(f"facade --camera refinable: {ev['gt']['rotation_deg']['median']:.4f} deg; {cal[0]['reason']}")
     assert result.report["unregistered"] == []
     assert cal and not cal[0]["kept"] and "calibration kept" in cal[0]["reason"]
-    assert ev["gt"]["rotation_deg"]["median"] < 0.045  # --fixed-intrinsics: 0.0380
+    assert ev["gt"]["rotation_deg"]["median"] < 0.055  # --fixed-intrinsics: 0.0489

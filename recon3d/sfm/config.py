@@ -41,6 +41,14 @@ class ExtractionConfig:
     """SIFT detection threshold (> 0); lower (e.g. 0.002) finds more features on low-texture objects."""
     first_octave: int = option(-1, min=-1)
     """First SIFT octave: -1 upsamples the image once (finer features, slower), 0 does not."""
+    affine_shape: bool = option(True, flag="--affine-shape")
+    """Fit each SIFT keypoint's affine shape (pycolmap's estimate_affine_shape; CPU extraction). A
+    blob on a surface seen at an angle is a skewed blob in the image: with its affine shape fitted,
+    the keypoint sits at the projection of the blob's centre. Measured (synthetic scenes, exact
+    ground truth): on an 8 deg lens the self-calibrated focal length +0.2 % (without: -0.9 to -1.3 %),
+    a 12 deg low-texture ring 16/16 photos at 0.3 deg (without: 9/16, two 117 and 75 deg off), median
+    rotation errors 5-16 % lower on four other sets (temple ring: 6 % higher), at about the same time. On the CPU only: with a CUDA
+    pycolmap, False puts extraction back on the GPU."""
     adaptive_min_keypoints: int = option(1000, min=0)
     """A photo with fewer SIFT keypoints than this is extracted again with a third of the peak threshold
     and four times the feature count (low-texture photos); 0: never."""
@@ -67,6 +75,8 @@ class ExtractionConfig:
         """What the extracted features depend on (a change means extracting again)."""
         out = {k: getattr(self, k) for k in ("max_image_size", "max_num_features", "peak_threshold",
                                              "first_octave", "camera_model", "camera_mode", "adaptive_min_keypoints")}
+        if self.affine_shape:
+            out["affine_shape"] = True
         if self.pycolmap_options:
             out["pycolmap_options"] = dict(self.pycolmap_options)
         return out

@@ -116,6 +116,7 @@ def extraction_options(config: ExtractionConfig, num_threads: int = -1):
     ext.sift.max_num_features = config.max_num_features
     ext.sift.peak_threshold = config.peak_threshold
     ext.sift.first_octave = config.first_octave
+    ext.sift.estimate_affine_shape = config.affine_shape
     apply_pycolmap_options(config.pycolmap_options, "extraction.pycolmap_options", {"": ext})
     return ext
 
