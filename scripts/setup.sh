@@ -17,7 +17,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # Python package (torch is pinned to 2.13.0; pip finds the CPU wheel in /opt/wheels where present).
-if ! python3 -c "import recon3d, pycolmap, gsplat, viser, open3d, cv2, torch, playwright, ray, xdist, filelock" >/dev/null 2>&1 \
+if ! python3 -c "import recon3d, pycolmap, gsplat, viser, open3d, cv2, torch, playwright, ray, xdist, filelock
+from importlib.metadata import version
+assert tuple(int(x) for x in version('pytest-xdist').split('.')[:2]) >= (3, 8)" >/dev/null 2>&1 \
    || [ "$(python3 -c 'import recon3d, os; print(os.path.dirname(os.path.dirname(recon3d.__file__)))' 2>/dev/null)" != "$PWD" ]; then
   echo "setup: installing recon3d and its Python dependencies (pip)"
   python3 -m pip install -q --disable-pip-version-check -e ".[dev]"

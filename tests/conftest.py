@@ -33,9 +33,13 @@ def _cuda_available() -> bool:
         return False
 
 
-HEAVY_FIRST = ["test_splat.py", "test_soak.py", "test_sfm.py", "test_calibrate.py", "test_sfm_registration.py",
-               "test_viewer_browser.py", "test_nerf_train.py", "test_cluster.py", "test_splat_distributed.py"]
-"""Test files run first (longest first: the xdist workers then finish together), the rest in name order."""
+HEAVY_FIRST = ["test_sfm_registration.py", "test_sfm.py", "test_splat.py", "test_calibrate.py", "test_soak.py",
+               "test_viewer_browser.py", "test_cluster.py", "test_nerf_train.py", "test_sfm_hierarchical.py",
+               "test_splat_distributed.py", "test_viewer_live.py"]
+"""Test files run first, longest first (measured in CI, 2 workers: each 80-400 s), so that the two xdist
+workers finish together; the rest in name order. scripts/test.sh passes --no-loadscope-reorder: xdist
+otherwise orders the files by their number of tests, which left the 96-view hierarchical ring and the
+soak for last on one worker."""
 
 
 def pytest_collection_modifyitems(config, items):

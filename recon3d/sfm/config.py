@@ -231,7 +231,8 @@ class SfmConfig:
     num_threads: int = option(-1, flag="--threads", min=-1)
     """CPU threads (-1: all)."""
     device: Literal["auto", "cpu", "cuda"] = option("auto", flag="--device")
-    """Where SIFT extraction and matching run ('auto': CUDA when pycolmap was built with it)."""
+    """Where SIFT extraction and matching run ('auto': CUDA when pycolmap was built with it). pycolmap
+    extracts affine shapes (extraction.affine_shape, the default) on the CPU whatever this says."""
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     """Feature extraction."""
     matching: MatchingConfig = field(default_factory=MatchingConfig)
