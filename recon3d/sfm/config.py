@@ -47,8 +47,8 @@ class ExtractionConfig:
     the keypoint sits at the projection of the blob's centre. Measured (synthetic scenes, exact
     ground truth): on an 8 deg lens the self-calibrated focal length +0.2 % (without: -0.9 to -1.3 %),
     a 12 deg low-texture ring 16/16 photos at 0.3 deg (without: 9/16, two 117 and 75 deg off), median
-    rotation errors 5-16 % lower on four other sets (temple ring: 6 % higher), at about the same time. On the CPU only: with a CUDA
-    pycolmap, False puts extraction back on the GPU."""
+    rotation errors 5-16 % lower on four other sets (temple ring: 6 % higher), at about the same
+    time. On the CPU only: with a CUDA pycolmap, False puts extraction back on the GPU."""
     adaptive_min_keypoints: int = option(1000, min=0)
     """A photo with fewer SIFT keypoints than this is extracted again with a third of the peak threshold
     and four times the feature count (low-texture photos); 0: never."""
