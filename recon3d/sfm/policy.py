@@ -273,19 +273,19 @@ def _judge_global(inc, glob) -> dict:
             "no model: the global mapper's focal length is implausible"
         return {**out, "won": won, "why": why}
     n_i, e_i = int(inc.num_reg_images()), mean_error(inc)
+    bar = n_i >= MIN_IMAGES_FOR_ERROR_BAR  # a smaller model's error is no bar (module docstring, step 3)
     if n_g <= n_i:
         why = f"incremental model kept: global mapping registered {n_g} photos, not more than its {n_i}"
     elif not out["plausible_focal"]:
         why = f"incremental model kept: the global model ({n_g} photos) has an implausible focal length"
-    elif n_i >= MIN_IMAGES_FOR_ERROR_BAR and e_g > 1.5 * e_i + 0.1:
+    elif bar and e_g > 1.5 * e_i + 0.1:
         why = (f"incremental model kept: the global model registers {n_g} photos but reprojects worse "
                f"({e_g:.2f} px vs {e_i:.2f} px)")
-    elif n_i < MIN_IMAGES_FOR_ERROR_BAR:
-        return {**out, "won": True, "why": f"global model used: {n_g} photos vs {n_i} (a model of {n_i} photos "
-                                           f"sets no error bar; {e_g:.2f} px vs {e_i:.2f} px)"}
     else:
-        return {**out, "won": True, "why": f"global model used: {n_g} photos vs {n_i} at similar reprojection "
-                                           f"error ({e_g:.2f} px vs {e_i:.2f} px)"}
+        errors = f"{e_g:.2f} px vs {e_i:.2f} px"
+        how = (f"at similar reprojection error ({errors})" if bar
+               else f"(a model of {n_i} photos sets no error bar; {errors})")
+        return {**out, "won": True, "why": f"global model used: {n_g} photos vs {n_i} {how}"}
     return {**out, "won": False, "why": why}
 
 
